@@ -1,0 +1,137 @@
+"""The one notifier queue between the stores and the listeners that keep the registry current.
+
+Stores call :meth:`Notifier.notify` with every new datum (from any thread, including the Raft
+tick thread). Changes are coalesced per key: a burst of 64 registrations to one service costs
+one registry rebuild, not 64. Each listener is isolated: an exception is logged and counted per
+listener and never stops the queue or the other listeners (hashicorp/raft ``observer.go``).
+
+Writers that must see their own change before they answer (``ok`` means visible) take the ticket
+returned by ``notify`` and call :meth:`wait_processed`.
+
+Thread: one daemon worker, owned by the Notifier; started by :meth:`start`, stopped by
+:meth:`stop` (the node's shutdown path), which drains nothing further and joins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from consistency.datum import Datum, DatumKey
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Datum], None]
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    name: str
+    calls: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class NotifierStats:
+    notified: int = 0
+    processed: int = 0
+    batches: int = 0
+    listeners: list[ListenerStats] = field(default_factory=list)
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: dict[DatumKey, Datum] = {}
+        self._listeners: list[tuple[Listener, ListenerStats]] = []
+        self._seq = 0  # tickets handed out
+        self._done = 0  # every ticket <= _done has been delivered to all listeners
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # One delivery at a time: a ticket is done only when its whole batch was delivered.
+        self._deliver_lock = threading.Lock()
+        self.stats = NotifierStats()
+
+    def add_listener(self, name: str, listener: Listener) -> None:
+        stats = ListenerStats(name)
+        self._listeners.append((listener, stats))
+        self.stats.listeners.append(stats)
+
+    def notify(self, datum: Datum) -> int:
+        """Queue ``datum`` for the listeners; returns a ticket for :meth:`wait_processed`.
+
+        Called by any thread. A newer datum for the same key replaces a queued older one;
+        a stale one (lower revision, e.g. a reordered peer sync) is dropped.
+        """
+        with self._cond:
+            queued = self._pending.get(datum.key)
+            if queued is None or queued.revision <= datum.revision:
+                self._pending[datum.key] = datum
+            self._seq += 1
+            self.stats.notified += 1
+            self._cond.notify_all()
+            return self._seq
+
+    def notify_barrier(self) -> int:
+        """A ticket that is done once everything notified so far has been delivered."""
+        with self._cond:
+            return self._seq
+
+    def wait_processed(self, ticket: int, timeout: float) -> bool:
+        """Block until the change behind ``ticket`` reached every listener (or ``timeout``)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done >= ticket or self._stopping, timeout)
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def drain(self) -> None:
+        """Deliver everything queued on the calling thread (tests and the in-memory harness)."""
+        self._deliver_batch()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending) or self._stopping)
+                if self._stopping:
+                    return
+            self._deliver_batch()
+
+    def _deliver_batch(self) -> None:
+        with self._deliver_lock:
+            self._deliver_locked()
+
+    def _deliver_locked(self) -> None:
+        with self._cond:
+            batch = self._pending
+            self._pending = {}
+            upto = self._seq
+        for datum in batch.values():
+            for listener, stats in self._listeners:
+                stats.calls += 1
+                try:
+                    listener(datum)
+                except Exception as exc:  # isolation is the point: count, log, go on
+                    stats.failures += 1
+                    stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("listener %s failed on %s", stats.name, datum.key)
+        with self._cond:
+            self._done = max(self._done, upto)
+            self.stats.processed += len(batch)
+            self.stats.batches += 1
+            self._cond.notify_all()

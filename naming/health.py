@@ -1,0 +1,338 @@
+"""Client beats, beat expiry, empty-service auto-clean and active health checks.
+
+A beat only touches ``last_beat`` here; it never writes a datum (unless it revives an unhealthy
+instance). Expiry and health verdicts go back through the consistency service like any other
+change, so they replicate and notify the same way.
+
+Threads (all owned by :class:`HealthServices`, started by ``runnode``, stopped by ``stop()``
+setting one Event and joining):
+- ``beat-sweeper``: every ``sweep_interval_s`` marks ephemeral instances unhealthy or removes them;
+- ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
+- ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
+  bounded thread pool and submits only health *changes*.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from consistency.datum import DatumKey
+from naming.changes import ClearValue, RemoveInstances, SetHealth
+from naming.domain import CheckType, Instance, InstanceKey, ServiceName
+from naming.errors import NamingError
+from naming.registry import Registry, ServiceView
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[DatumKey, object], object]
+IsResponsible = Callable[[ServiceName], bool]
+Clock = Callable[[], float]
+
+
+class BeatTable:
+    """Last beat per ephemeral instance, in monotonic seconds. Written by request threads."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._beats: dict[ServiceName, dict[InstanceKey, float]] = {}
+
+    def touch(self, service: ServiceName, key: InstanceKey) -> None:
+        per_service = self._beats.get(service)
+        if per_service is None:
+            per_service = self._beats.setdefault(service, {})
+        per_service[key] = self._clock()
+
+    def forget(self, service: ServiceName, key: InstanceKey) -> None:
+        per_service = self._beats.get(service)
+        if per_service is not None:
+            per_service.pop(key, None)
+
+    def last(self, service: ServiceName, key: InstanceKey) -> float | None:
+        per_service = self._beats.get(service)
+        return None if per_service is None else per_service.get(key)
+
+    def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
+        return self._beats.setdefault(service, {})
+
+    def prune(self, live: Callable[[ServiceName], ServiceView | None]) -> None:
+        for service in list(self._beats):
+            view = live(service)
+            if view is None:
+                self._beats.pop(service, None)
+                continue
+            present = {i.key for i in view.ephemeral}
+            beats = self._beats[service]
+            for key in [k for k in beats if k not in present]:
+                beats.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    unhealthy: tuple[InstanceKey, ...]
+    removed: tuple[InstanceKey, ...]
+
+
+def find_expired(view: ServiceView, beats: dict[InstanceKey, float], now: float) -> Expiry:
+    """Pure decision for one service; instances never seen beating get ``now`` (a grace period).
+
+    The grace matters after a restart or an ownership change: the new owner has not seen the
+    beats that went elsewhere, so it counts a full timeout of its own (Nacos #1873, #7697).
+    """
+    unhealthy: list[InstanceKey] = []
+    removed: list[InstanceKey] = []
+    for inst in view.ephemeral:
+        if inst.marked:
+            continue
+        key = inst.key
+        last = beats.get(key)
+        if last is None:
+            beats[key] = now
+            continue
+        idle_ms = (now - last) * 1000.0
+        if idle_ms > inst.ip_delete_timeout_ms:
+            removed.append(key)
+        elif idle_ms > inst.heartbeat_timeout_ms and inst.healthy:
+            unhealthy.append(key)
+    return Expiry(tuple(unhealthy), tuple(removed))
+
+
+@dataclass
+class HealthSettings:
+    sweep_interval_s: float = 5.0
+    clean_initial_s: float = 50.0
+    clean_period_s: float = 30.0
+    clean_after_rounds: int = 3
+    clean_enabled: bool = True
+    check_interval_s: float = 5.0
+    check_timeout_s: float = 2.0
+    check_workers: int = 16
+    check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+
+
+@dataclass
+class CheckCounters:
+    successes: int = 0
+    failures: int = 0
+
+
+@dataclass
+class HealthStats:
+    sweeps: int = 0
+    expired_unhealthy: int = 0
+    expired_removed: int = 0
+    cleaned_services: int = 0
+    checks: int = 0
+    check_verdicts: int = 0
+    errors: int = 0
+    last_error: str = ""
+    counters: dict[tuple[ServiceName, InstanceKey], CheckCounters] = field(default_factory=dict)
+
+
+class HealthServices:
+    def __init__(
+        self,
+        registry: Registry,
+        beats: BeatTable,
+        submit: Submit,
+        is_responsible: IsResponsible,
+        settings: HealthSettings,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._beats = beats
+        self._submit = submit
+        self._is_responsible = is_responsible
+        self.settings = settings
+        self._clock = clock
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._finalize: dict[ServiceName, int] = {}
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
+        self.stats = HealthStats()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loops: list[tuple[str, float, float, Callable[[], None]]] = [
+            (
+                "beat-sweeper",
+                self.settings.sweep_interval_s,
+                self.settings.sweep_interval_s,
+                self.sweep_once,
+            ),
+            (
+                "health-check",
+                self.settings.check_interval_s,
+                self.settings.check_interval_s,
+                self.check_once,
+            ),
+        ]
+        if self.settings.clean_enabled:
+            loops.append(
+                (
+                    "auto-clean",
+                    self.settings.clean_initial_s,
+                    self.settings.clean_period_s,
+                    self.clean_once,
+                )
+            )
+        for name, first, period, body in loops:
+            thread = threading.Thread(
+                target=self._loop, args=(name, first, period, body), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _loop(self, name: str, first: float, period: float, body: Callable[[], None]) -> None:
+        if self._stop.wait(first):
+            return
+        while True:
+            try:
+                body()
+            except Exception as exc:  # never let one bad round kill the loop
+                self.stats.errors += 1
+                self.stats.last_error = f"{name}: {type(exc).__name__}: {exc}"
+                log.exception("%s round failed", name)
+            if self._stop.wait(period):
+                return
+
+    def _views(self) -> Iterable[ServiceView]:
+        return [v for v in self._registry.views() if self._is_responsible(v.name)]
+
+    def _safe_submit(self, key: DatumKey, change: object) -> None:
+        try:
+            self._submit(key, change)
+        except NamingError as exc:  # e.g. no quorum: try again next round
+            self.stats.errors += 1
+            self.stats.last_error = f"submit {key}: {exc.message}"
+            log.warning("health change for %s not applied: %s", key, exc.message)
+
+    # -- beat expiry -------------------------------------------------------------------------
+
+    def sweep_once(self) -> None:
+        self.stats.sweeps += 1
+        if not self._registry.switches.healthCheckEnabled:
+            return
+        now = self._clock()
+        for view in self._views():
+            if not view.ephemeral:
+                continue
+            expiry = find_expired(view, self._beats.service_beats(view.name), now)
+            key = DatumKey.instances(view.name, True)
+            if expiry.unhealthy:
+                self.stats.expired_unhealthy += len(expiry.unhealthy)
+                self._safe_submit(key, SetHealth(tuple((k, False) for k in expiry.unhealthy)))
+            if expiry.removed:
+                self.stats.expired_removed += len(expiry.removed)
+                self._safe_submit(key, RemoveInstances(expiry.removed))
+        self._beats.prune(self._registry.get)
+
+    # -- empty-service auto-clean -------------------------------------------------------------
+
+    def clean_once(self) -> None:
+        seen: set[ServiceName] = set()
+        for view in self._views():
+            seen.add(view.name)
+            if view.instance_count:
+                self._finalize.pop(view.name, None)
+                continue
+            count = self._finalize.get(view.name, 0) + 1
+            self._finalize[view.name] = count
+            if count > self.settings.clean_after_rounds:
+                self._finalize.pop(view.name, None)
+                self.stats.cleaned_services += 1
+                log.info("auto-clean removes empty service %s", view.name)
+                for key in (
+                    DatumKey.instances(view.name, True),
+                    DatumKey.instances(view.name, False),
+                    DatumKey.meta(view.name),
+                ):
+                    self._safe_submit(key, ClearValue())
+        for name in [n for n in self._finalize if n not in seen]:
+            self._finalize.pop(name, None)
+
+    # -- active health checks (persistent instances) -----------------------------------------
+
+    def _allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            # Host names are probed only when every network is allowed (we do not resolve here).
+            return any(n.prefixlen == 0 for n in self._networks)
+        return any(address in n for n in self._networks)
+
+    def check_once(self) -> None:
+        if not self._registry.switches.healthCheckEnabled:
+            return
+        jobs: list[tuple[ServiceView, Instance, CheckType, int, str, int]] = []
+        for view in self._views():
+            for inst in view.persistent:
+                if inst.marked:
+                    continue
+                cfg = view.cluster_config(inst.cluster)
+                checker = cfg.health_checker
+                if checker.type not in (CheckType.TCP, CheckType.HTTP):
+                    continue
+                if not self._allowed(inst.ip):
+                    continue
+                port = inst.port if cfg.use_instance_port else cfg.check_port
+                jobs.append((view, inst, checker.type, port, checker.path, checker.expected_code))
+        if not jobs:
+            return
+        with ThreadPoolExecutor(
+            max_workers=self.settings.check_workers, thread_name_prefix="probe"
+        ) as pool:
+            results = list(pool.map(lambda job: self._probe(*job[1:]), jobs))
+        verdicts: dict[ServiceName, list[tuple[InstanceKey, bool]]] = {}
+        threshold = max(1, self._registry.switches.checkTimes)
+        live = set()
+        for (view, inst, *_), ok in zip(jobs, results, strict=True):
+            self.stats.checks += 1
+            counter_key = (view.name, inst.key)
+            live.add(counter_key)
+            counters = self.stats.counters.setdefault(counter_key, CheckCounters())
+            if ok:
+                counters.successes += 1
+                counters.failures = 0
+                if counters.successes >= threshold and not inst.healthy:
+                    verdicts.setdefault(view.name, []).append((inst.key, True))
+            else:
+                counters.failures += 1
+                counters.successes = 0
+                if counters.failures >= threshold and inst.healthy:
+                    verdicts.setdefault(view.name, []).append((inst.key, False))
+        for key in [k for k in self.stats.counters if k not in live]:
+            self.stats.counters.pop(key, None)
+        for name, changes in verdicts.items():
+            self.stats.check_verdicts += len(changes)
+            self._safe_submit(DatumKey.instances(name, False), SetHealth(tuple(changes)))
+
+    def _probe(self, inst: Instance, kind: CheckType, port: int, path: str, expected: int) -> bool:
+        timeout = self.settings.check_timeout_s
+        try:
+            if kind is CheckType.TCP:
+                with socket.create_connection((inst.ip, port), timeout=timeout):
+                    return True
+            host = f"[{inst.ip}]" if ":" in inst.ip else inst.ip
+            url = f"http://{host}:{port}/{path.lstrip('/')}"
+            request = urllib.request.Request(url, headers={"User-Agent": "Nacos-Server"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return int(response.status) == expected
+            except urllib.error.HTTPError as exc:
+                return int(exc.code) == expected
+        except (OSError, ValueError):
+            return False

@@ -1,0 +1,157 @@
+"""``manage.py runnode``: one node, one process, all live state in it.
+
+Order matters: the pysyncobj node is created on this (main) thread because its tick thread dies
+with the thread that created it; the HTTP port is bound right away so that a starting node
+answers 503 / ``STARTING`` rather than refusing connections; a start-up thread waits for the Raft
+journal to be replayed into the registry and then opens the gate. SIGTERM and SIGINT stop the
+HTTP server, then the timers, then Raft, then the notifier.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from naming import runtime as node_runtime
+from naming.auth import Authenticator, UserDirectory, ensure_admin, load_or_create_key
+from naming.health import HealthSettings
+from naming.runtime import NodeConfig
+from server.env import read_or_create_secret
+
+log = logging.getLogger("naming.node")
+
+
+def parse_members(raw: str) -> tuple[str, ...]:
+    members = []
+    for item in filter(None, (m.strip() for m in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep:
+            host, port = item, "8848"
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+            raise CommandError(f"bad member address: {item!r} (want host:port)")
+        members.append(f"{host}:{int(port)}")
+    return tuple(members)
+
+
+def raft_password(data_dir: Path) -> str:
+    secret = settings.NAMING["CLUSTER_SECRET"]
+    if secret:
+        # Derived, so the HTTP signing key and the raft password are never the same bytes.
+        return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
+    return read_or_create_secret(data_dir / "raft.secret")
+
+
+class Command(BaseCommand):
+    help = "Run one naming node (HTTP API + Distro + Raft) in this process."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8848)
+        parser.add_argument("--data-dir", default=None)
+        parser.add_argument("--members", default="")
+        parser.add_argument("--raft-port", type=int, default=None)
+        parser.add_argument("--threads", type=int, default=None)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        data_dir = Path(opts["data_dir"] or settings.DATA_DIR).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = int(opts["port"])
+        if not 1 <= port <= 65535:
+            raise CommandError("--port must be 1-65535")
+        raft_port = opts["raft_port"] or port - 1000
+        if not 1 <= raft_port <= 65535:
+            raise CommandError("--raft-port must be 1-65535 (default: port - 1000)")
+        members = parse_members(opts["members"])
+        me = f"{opts['host']}:{port}"
+        if members and me not in members:
+            raise CommandError(f"this node ({me}) is not in --members")
+        if len(members) > 1:
+            raise CommandError(
+                "cluster mode (--members with more than one node) is not implemented yet; "
+                "run a standalone node"
+            )
+
+        lock = self._lock_data_dir(data_dir)
+        call_command("migrate", verbosity=0, interactive=False)
+        generated = ensure_admin(settings.NAMING["ADMIN_PASSWORD"])
+        if generated:
+            self.stdout.write(f"Initial admin user created: nacos / {generated}  (shown once)")
+            self.stdout.flush()
+
+        naming = settings.NAMING
+        config = NodeConfig(
+            host=opts["host"],
+            port=port,
+            raft_port=raft_port,
+            data_dir=data_dir,
+            members=(),
+            raft_password=raft_password(data_dir),
+            health=HealthSettings(
+                sweep_interval_s=naming["SWEEP_INTERVAL_S"],
+                clean_enabled=naming["CLEAN_ENABLED"],
+                clean_initial_s=naming["CLEAN_INITIAL_S"],
+                clean_period_s=naming["CLEAN_PERIOD_S"],
+                check_interval_s=naming["CHECK_INTERVAL_S"],
+                check_networks=tuple(
+                    n.strip() for n in naming["CHECK_NETWORKS"].split(",") if n.strip()
+                ),
+            ),
+        )
+        runtime = node_runtime.raft_runtime(config)
+        if naming["AUTH_ENABLED"]:
+            key = load_or_create_key(data_dir / "token.key")
+            runtime.auth = Authenticator(key, UserDirectory(), naming["TOKEN_TTL_S"])
+        node_runtime.install(runtime)
+
+        from server.serving import make_server
+
+        server = make_server(config.host, config.port, opts["threads"] or naming["SERVER_THREADS"])
+
+        def starter() -> None:
+            try:
+                runtime.finish_start()
+            except Exception:
+                log.exception("node failed to start; stopping")
+                signal.raise_signal(signal.SIGTERM)
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %s: shutting down", signum)
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        threading.Thread(target=starter, name="node-start", daemon=True).start()
+        self.stdout.write(
+            f"naming node listening on http://{config.address}/nacos (raft {raft_port})"
+        )
+        self.stdout.flush()
+        try:
+            server.run()
+        except SystemExit:
+            pass
+        finally:
+            server.close()
+            runtime.stop()
+            node_runtime.install(None)
+            lock.close()
+            log.info("node stopped")
+            sys.stdout.flush()
+
+    def _lock_data_dir(self, data_dir: Path) -> Any:
+        handle = open(data_dir / "node.lock", "w")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CommandError(f"another node is running on data dir {data_dir}") from None
+        return handle

@@ -1,0 +1,457 @@
+"""Use cases: one method per API operation, taking typed commands, returning plain data.
+
+Writes go through the consistency delegate as :mod:`naming.changes`; reads come from the
+registry's immutable views. No Django here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from consistency.datum import DatumKey
+from consistency.service import DelegateConsistencyService
+from naming import serializers as s
+from naming.changes import (
+    ClearValue,
+    CreateService,
+    EnsureService,
+    PatchInstance,
+    RemoveInstances,
+    SetHealth,
+    SetSwitch,
+    UpdateInstance,
+    UpdateMetadata,
+    UpdateService,
+    UpsertCluster,
+    UpsertInstance,
+)
+from naming.domain import (
+    CheckType,
+    ClusterConfig,
+    Instance,
+    InstanceKey,
+    PreservedKey,
+    ServiceName,
+    apply_switch,
+)
+from naming.errors import InvalidParam, NotFound
+from naming.health import BeatTable
+from naming.registry import Registry, ServiceView
+from naming.render import (
+    cluster_json,
+    full_instance_json,
+    render_hosts,
+    render_instance_list,
+    select_hosts,
+)
+
+BEAT_OK = 10200
+BEAT_NOT_FOUND = 20404
+
+
+class NamingOperations:
+    def __init__(
+        self,
+        consistency: DelegateConsistencyService,
+        registry: Registry,
+        beats: BeatTable,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.consistency = consistency
+        self.registry = registry
+        self.beats = beats
+        self._wall_ms = wall_ms
+
+    @property
+    def switches(self) -> Any:
+        return self.registry.switches
+
+    def _view(self, service: ServiceName) -> ServiceView | None:
+        return self.registry.get(service)
+
+    def _require_view(self, service: ServiceName, message: str | None = None) -> ServiceView:
+        view = self._view(service)
+        if view is None:
+            raise NotFound(message or f"service {service.grouped} is not found!")
+        return view
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def register_instance(self, cmd: s.RegisterInstance) -> None:
+        inst = cmd.instance
+        if not inst.ephemeral:
+            view = self._view(cmd.service)
+            if view is None or view.meta is None:
+                # A persistent registration persists its service (Nacos writes its meta).
+                self.consistency.submit(DatumKey.meta(cmd.service), EnsureService())
+        self.consistency.submit(
+            DatumKey.instances(cmd.service, inst.ephemeral),
+            UpsertInstance(inst, cmd.service.grouped),
+        )
+        if inst.ephemeral:
+            self.beats.touch(cmd.service, inst.key)
+
+    def update_instance(self, cmd: s.RegisterInstance, client: s.ClientInfo) -> None:
+        """PUT: strict update for Java ≥ 1.0 (and Node) clients, register for everyone else."""
+        if not client.is_java_1x:
+            self.register_instance(cmd)
+            return
+        service = cmd.service
+        self._require_view(
+            service,
+            f"service not found, namespace: {service.namespace}, service: {service.grouped}",
+        )
+        inst = cmd.instance
+        self.consistency.submit(DatumKey.instances(service, inst.ephemeral), UpdateInstance(inst))
+        if inst.ephemeral:
+            self.beats.touch(service, inst.key)
+
+    def patch_instance(self, cmd: s.PatchInstanceCommand) -> None:
+        view = self._require_view(cmd.service)
+        found = view.find(cmd.key)
+        if found is None:
+            raise NotFound("instance not found")
+        change = PatchInstance(cmd.key, cmd.weight, cmd.healthy, cmd.enabled, cmd.metadata, cmd.app)
+        self.consistency.submit(DatumKey.instances(cmd.service, found.ephemeral), change)
+        if found.ephemeral:
+            self.beats.touch(cmd.service, cmd.key)
+
+    def deregister_instance(self, ref: s.InstanceRef) -> None:
+        view = self._view(ref.service)
+        if view is None or view.find(ref.key, ref.ephemeral) is None:
+            return  # Nacos answers ok for a missing service or instance
+        self.consistency.submit(
+            DatumKey.instances(ref.service, ref.ephemeral), RemoveInstances((ref.key,))
+        )
+        if ref.ephemeral:
+            self.beats.forget(ref.service, ref.key)
+
+    def get_instance(self, service: ServiceName, key: InstanceKey) -> dict[str, Any]:
+        view = self._require_view(service, f"no service {service.grouped} found!")
+        members = view.clusters.get(key.cluster)
+        if not members:
+            raise NotFound(f"no ips found for cluster {key.cluster} in service {service.grouped}")
+        inst = view.find(key)
+        if inst is None:
+            raise NotFound("no matched ip found!")
+        return {
+            "service": service.grouped,
+            "ip": inst.ip,
+            "port": inst.port,
+            "clusterName": inst.cluster,
+            "weight": inst.weight,
+            "healthy": inst.healthy,
+            "instanceId": inst.instance_id,
+            "metadata": dict(inst.metadata),
+        }
+
+    def list_instances(self, cmd: s.ListInstances, cache_millis: int | None = None) -> str:
+        if cmd.is_check:
+            return "{}"  # Nacos 1.4 quirk: the computed result is thrown away
+        return render_instance_list(
+            self._view(cmd.service),
+            cmd.service.grouped,
+            cmd.clusters,
+            cmd.cluster_names,
+            cmd.healthy_only,
+            cmd.client.is_java_1x,
+            cmd.env,
+            cache_millis if cache_millis is not None else self.switches.defaultCacheMillis,
+            self._wall_ms(),
+        )
+
+    def beat(self, cmd: s.Beat) -> dict[str, Any]:
+        switches = self.switches
+        view = self._view(cmd.service)
+        inst = view.find(cmd.key) if view is not None else None
+        if inst is None:
+            if cmd.info is None:
+                return {"clientBeatInterval": switches.clientBeatInterval, "code": BEAT_NOT_FOUND}
+            # "Data compensation": the beat carries enough to register the instance again.
+            inst = Instance(
+                ip=cmd.key.ip,
+                port=cmd.key.port,
+                cluster=cmd.key.cluster,
+                weight=cmd.info.weight,
+                metadata=cmd.info.metadata,
+                ephemeral=cmd.info.ephemeral,
+            )
+            self.register_instance(s.RegisterInstance(cmd.service, inst))
+        elif inst.ephemeral:
+            self.beats.touch(cmd.service, inst.key)
+            if not inst.healthy and not inst.marked:
+                self.consistency.submit(
+                    DatumKey.instances(cmd.service, True), SetHealth(((inst.key, True),))
+                )
+        interval = switches.clientBeatInterval
+        if PreservedKey.HEART_BEAT_INTERVAL in inst.metadata:
+            interval = inst.heartbeat_interval_ms
+        return {
+            "clientBeatInterval": interval,
+            "code": BEAT_OK,
+            "lightBeatEnabled": switches.lightBeatEnabled,
+        }
+
+    def statuses(self, service: ServiceName) -> dict[str, Any]:
+        view = self._require_view(service, f"service: {service} not found.")
+        return {"ips": [f"{i.ip}:{i.port}_{str(i.healthy).lower()}" for i in view.instances()]}
+
+    def metadata_batch(self, cmd: s.MetadataBatch, delete: bool) -> dict[str, Any]:
+        view = self._require_view(cmd.service)
+        updated: list[str] = []
+        for ephemeral in (True, False):
+            kind = "ephemeral" if ephemeral else "persist"
+            if cmd.consistency_type and cmd.consistency_type != kind:
+                continue
+            members = view.ephemeral if ephemeral else view.persistent
+            present = {i.key for i in members}
+            if cmd.consistency_type:
+                keys: tuple[InstanceKey, ...] | None = None
+                hit = [i.key for i in members]
+            else:
+                hit = [k for k, e in cmd.targets if e == ephemeral and k in present]
+                keys = tuple(hit)
+            if not hit:
+                continue
+            self.consistency.submit(
+                DatumKey.instances(cmd.service, ephemeral),
+                UpdateMetadata(keys, cmd.metadata, delete),
+            )
+            updated += [f"{k.datum_key()}:{kind}" for k in hit]
+        return {"updated": updated}
+
+    def set_health(self, service: ServiceName, key: InstanceKey, healthy: bool) -> None:
+        view = self._view(service)
+        if view is None or key.cluster not in view.clusters:
+            raise NotFound(f"service or cluster not found: {service.grouped}/{key.cluster}")
+        if view.cluster_config(key.cluster).health_checker.type is not CheckType.NONE:
+            raise InvalidParam(f"health check is still working, service: {service.grouped}")
+        inst = view.find(key)
+        if inst is None:
+            raise NotFound("no matched ip found!")
+        self.consistency.submit(
+            DatumKey.instances(service, inst.ephemeral), SetHealth(((key, healthy),))
+        )
+
+    # -- services ----------------------------------------------------------------------------
+
+    def create_service(self, spec: s.ServiceSpec) -> None:
+        if self._view(spec.service) is not None:
+            raise InvalidParam(
+                f"specified service already exists, serviceName : {spec.service.grouped}"
+            )
+        self.consistency.submit(
+            DatumKey.meta(spec.service),
+            CreateService(
+                spec.protect_threshold, spec.metadata, spec.selector, spec.service.grouped
+            ),
+        )
+
+    def update_service(self, spec: s.ServiceSpec) -> None:
+        self._require_view(spec.service, f"service {spec.service.grouped} not found!")
+        self.consistency.submit(
+            DatumKey.meta(spec.service),
+            UpdateService(spec.protect_threshold, spec.metadata, spec.selector, create=True),
+        )
+
+    def delete_service(self, service: ServiceName) -> None:
+        view = self._view(service)
+        if view is None:
+            raise InvalidParam(f"specified service not exist, serviceName : {service.grouped}")
+        # 1.4.x removes a service even when it still has instances.
+        for key in (
+            DatumKey.instances(service, True),
+            DatumKey.instances(service, False),
+            DatumKey.meta(service),
+        ):
+            if self.consistency.get(key) is not None:
+                self.consistency.submit(key, ClearValue())
+
+    def get_service(self, service: ServiceName) -> dict[str, Any]:
+        view = self._require_view(service)
+        meta = view.settings
+        return {
+            "name": service.name,
+            "namespaceId": service.namespace,
+            "protectThreshold": meta.protect_threshold,
+            "metadata": dict(meta.metadata),
+            "selector": meta.selector.to_json(),
+            "groupName": service.group,
+            "clusters": [
+                {
+                    "name": name,
+                    "healthChecker": view.cluster_config(name).health_checker.to_json(),
+                    "metadata": dict(view.cluster_config(name).metadata),
+                }
+                for name in view.clusters
+            ],
+        }
+
+    def list_services(
+        self, namespace: str, group: str, page: s.Page, selector: str | None
+    ) -> dict[str, Any]:
+        views = self.registry.services(namespace)
+        if group != "*":
+            views = [v for v in views if v.name.group == group]
+        if selector:
+            views = [v for v in views if _label_selector_matches(v, selector)]
+        names = [v.name.grouped if group == "*" else v.name.name for v in views]
+        return {"count": len(names), "doms": page.slice(names)}
+
+    def service_names(self, namespace: str, expr: str) -> dict[str, Any]:
+        namespaces = [namespace] if namespace else self.registry.namespaces()
+        pattern = _substring_pattern(expr)
+        result: dict[str, list[str]] = {}
+        for ns in namespaces:
+            names = [v.name.grouped for v in self.registry.services(ns)]
+            if pattern is not None:
+                names = [n for n in names if pattern.search(n + ":")]
+            result[ns] = names
+        return {"services": result, "count": len(result)}
+
+    # -- catalog -----------------------------------------------------------------------------
+
+    def catalog_service(self, service: ServiceName) -> dict[str, Any]:
+        view = self._require_view(service)
+        meta = view.settings
+        return {
+            "service": {
+                "name": service.name,
+                "protectThreshold": meta.protect_threshold,
+                "groupName": service.group,
+                "selector": meta.selector.to_json(),
+                "metadata": dict(meta.metadata),
+            },
+            "clusters": [cluster_json(view, name) for name in view.clusters],
+        }
+
+    def catalog_instances(self, service: ServiceName, cluster: str, page: s.Page) -> dict[str, Any]:
+        view = self._require_view(service)
+        if cluster not in view.clusters:
+            raise NotFound(f"no cluster {cluster} in service {service.grouped}")
+        members = view.clusters[cluster]
+        return {
+            "list": [full_instance_json(i, service.grouped) for i in page.slice(list(members))],
+            "count": len(members),
+        }
+
+    def catalog_services(
+        self,
+        namespace: str,
+        page: s.Page,
+        service_param: str,
+        group_param: str,
+        instance: str,
+        has_ip_count: bool,
+        with_instances: bool,
+    ) -> Any:
+        service_re = _substring_pattern(service_param)
+        group_re = _substring_pattern(group_param)
+        views = []
+        for view in self.registry.services(namespace):
+            if service_re is not None and not service_re.search(view.name.name):
+                continue
+            if group_re is not None and not group_re.search(view.name.group):
+                continue
+            if has_ip_count and view.instance_count == 0:
+                continue
+            if instance and not any(
+                instance in (i.ip, f"{i.ip}:{i.port}") for i in view.instances()
+            ):
+                continue
+            views.append(view)
+        if with_instances:
+            return [
+                {
+                    "serviceName": v.name.name,
+                    "groupName": v.name.group,
+                    "metadata": dict(v.settings.metadata),
+                    "clusterMap": {
+                        c: {
+                            "hosts": [
+                                {
+                                    "ip": i.ip,
+                                    "port": i.port,
+                                    "metadata": dict(i.metadata),
+                                    "valid": i.healthy,
+                                    "weight": i.weight,
+                                    "enabled": i.enabled,
+                                }
+                                for i in members
+                            ]
+                        }
+                        for c, members in v.clusters.items()
+                    },
+                }
+                for v in views
+            ]
+        rows = []
+        for v in page.slice(views):
+            total = v.instance_count
+            healthy = v.healthy_count()
+            trigger = total > 0 and healthy / total <= v.settings.protect_threshold
+            rows.append(
+                {
+                    "name": v.name.name,
+                    "groupName": v.name.group,
+                    "clusterCount": len(v.clusters),
+                    "ipCount": total,
+                    "healthyInstanceCount": healthy,
+                    "triggerFlag": str(trigger).lower(),
+                }
+            )
+        return {"serviceList": rows, "count": len(views)}
+
+    # -- clusters and switches ---------------------------------------------------------------
+
+    def put_cluster(self, service: ServiceName, config: ClusterConfig) -> None:
+        self._require_view(service, f"service not found: {service.grouped}")
+        self.consistency.submit(DatumKey.meta(service), UpsertCluster(config))
+
+    def set_switch(self, entry: str, value: str) -> None:
+        apply_switch(self.switches, entry, value)  # validate here: a bad value is a 400
+        self.consistency.submit(DatumKey.switches(), SetSwitch(entry, value))
+
+    # -- shared with the push service --------------------------------------------------------
+
+    def hosts_json(self, view: ServiceView, clusters: tuple[str, ...], grouped: bool) -> str:
+        return render_hosts(view, clusters, False, grouped)
+
+    def healthy_hosts(self, view: ServiceView) -> list[Instance]:
+        return [i for i, healthy in select_hosts(view, (), True) if healthy]
+
+
+def _substring_pattern(expr: str) -> re.Pattern[str] | None:
+    """Nacos matches ``.*expr.*`` as a regex; we escape the user text (no ReDoS, no 500)."""
+    if not expr:
+        return None
+    return re.compile(re.escape(expr))
+
+
+def _label_selector_matches(view: ServiceView, raw: str) -> bool:
+    """``{"type":"label","expression":"INSTANCE.metadata.k=v"}`` or ``SERVICE.metadata.k=v``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidParam("selector must be JSON") from None
+    if not isinstance(data, dict) or data.get("type") != "label":
+        return True
+    expression = str(data.get("expression", ""))
+    for term in filter(None, (t.strip() for t in expression.split(","))):
+        lhs, sep, value = term.partition("=")
+        if not sep:
+            raise InvalidParam(f"illegal selector expression: {term}")
+        scope, _, key = lhs.partition(".metadata.")
+        if scope == "SERVICE":
+            if view.settings.metadata.get(key) != value:
+                return False
+        elif scope == "INSTANCE":
+            if not any(i.metadata.get(key) == value for i in view.instances()):
+                return False
+        else:
+            raise InvalidParam(f"illegal selector expression: {term}")
+    return True

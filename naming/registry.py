@@ -1,0 +1,195 @@
+"""The read model: Service → Cluster → Instance, rebuilt by a notifier listener.
+
+Each service is an immutable :class:`ServiceView` replaced as a whole when one of its three
+stored values changes (meta via Raft, persistent list via Raft, ephemeral list via Distro), so a
+reader on a request thread takes one reference and sees a consistent service without a lock.
+Building a view clamps weights (above 10000 → 10000; between 0 and 0.01 → 0.01), orders the
+instances stably and bumps the service revision; the checksum and rendered responses are derived
+lazily and cached on the view, so a burst of writes pays for them once.
+
+Threads: ``on_datum`` runs only on the notifier thread (one writer); readers are request threads
+and the sweeper, which only take references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from typing import Any
+
+from consistency.datum import EMPTY_INSTANCES, Datum, DatumKey, InstanceSet, KeyKind, Value
+from naming.domain import (
+    ClusterConfig,
+    Instance,
+    InstanceKey,
+    ServiceMeta,
+    ServiceName,
+    Switches,
+    clamp_weight,
+)
+
+log = logging.getLogger(__name__)
+
+ServiceListener = Callable[["ServiceView"], None]
+
+
+def _clamped(instances: InstanceSet) -> list[Instance]:
+    out = []
+    for inst in instances.values():
+        weight = clamp_weight(inst.weight)
+        out.append(inst if weight == inst.weight else inst.with_changes(weight=weight))
+    out.sort(key=lambda i: (i.cluster, i.ip, i.port))
+    return out
+
+
+class ServiceView:
+    """One service as clients see it. Immutable after construction (caches are derived data)."""
+
+    def __init__(
+        self,
+        name: ServiceName,
+        meta: ServiceMeta | None,
+        ephemeral: InstanceSet | None,
+        persistent: InstanceSet | None,
+        revision: int,
+    ) -> None:
+        self.name = name
+        self.meta = meta
+        self.settings = meta or ServiceMeta()
+        self.revision = revision
+        self.ephemeral = _clamped(ephemeral or EMPTY_INSTANCES)
+        self.persistent = _clamped(persistent or EMPTY_INSTANCES)
+        self.exists = meta is not None or ephemeral is not None or persistent is not None
+        # Nacos order inside a cluster: the persistent set, then the ephemeral set.
+        clusters: dict[str, list[Instance]] = {name: [] for name in self.settings.clusters}
+        for inst in self.persistent:
+            clusters.setdefault(inst.cluster, []).append(inst)
+        for inst in self.ephemeral:
+            clusters.setdefault(inst.cluster, []).append(inst)
+        self.clusters = clusters
+        self.response_cache: dict[Any, Any] = {}
+
+    @property
+    def instance_count(self) -> int:
+        return len(self.ephemeral) + len(self.persistent)
+
+    def instances(self) -> Iterable[Instance]:
+        for members in self.clusters.values():
+            yield from members
+
+    def find(self, key: InstanceKey, ephemeral: bool | None = None) -> Instance | None:
+        for inst in self.clusters.get(key.cluster, ()):
+            same_address = inst.ip == key.ip and inst.port == key.port
+            if same_address and (ephemeral is None or inst.ephemeral == ephemeral):
+                return inst
+        return None
+
+    def cluster_config(self, cluster: str) -> ClusterConfig:
+        return self.settings.clusters.get(cluster) or ClusterConfig(cluster)
+
+    def healthy_count(self) -> int:
+        return sum(1 for i in self.instances() if i.healthy)
+
+    @cached_property
+    def checksum(self) -> str:
+        """MD5 over the service settings and the sorted ``ip:port_weight_healthy_cluster`` list.
+
+        Same ingredients as Nacos ``Service.recalculateChecksum``; no client interprets the
+        value, so we use sorted JSON for the service part instead of Java HashMap order.
+        """
+        service_part = json.dumps(
+            {
+                "name": self.name.grouped,
+                "protectThreshold": self.settings.protect_threshold,
+                "metadata": dict(self.settings.metadata),
+                "clusters": sorted(
+                    [c, self.cluster_config(c).health_checker.to_json()] for c in self.clusters
+                ),
+            },
+            sort_keys=True,
+        )
+        parts = sorted(
+            f"{i.ip}:{i.port}_{i.weight}_{i.healthy}_{i.enabled}_{i.cluster}_{i.ephemeral}_"
+            f"{sorted(i.metadata.items())}"
+            for i in self.instances()
+        )
+        return hashlib.md5(
+            (service_part + ",".join(parts)).encode(), usedforsecurity=False
+        ).hexdigest()
+
+
+class Registry:
+    def __init__(self, read: Callable[[DatumKey], Value | None]) -> None:
+        self._read = read
+        self._views: dict[ServiceName, ServiceView] = {}
+        self._by_namespace: dict[str, dict[str, ServiceView]] = {}
+        self._revision = 0
+        self._lock = (
+            threading.Lock()
+        )  # only guards the counters and indexes against readers' copies
+        self.instance_count = 0
+        self.switches = Switches()
+        self.listeners: list[tuple[str, ServiceListener]] = []
+
+    # -- writer side (notifier thread) ------------------------------------------------------
+
+    def on_datum(self, datum: Datum) -> None:
+        if datum.key.kind is KeyKind.SWITCHES:
+            value = datum.value
+            self.switches = value if isinstance(value, Switches) else Switches()
+            return
+        self.rebuild(datum.key.service_name)
+
+    def rebuild(self, name: ServiceName) -> ServiceView | None:
+        meta = self._read(DatumKey.meta(name))
+        eph = self._read(DatumKey.instances(name, True))
+        pers = self._read(DatumKey.instances(name, False))
+        assert meta is None or isinstance(meta, ServiceMeta)
+        assert eph is None or isinstance(eph, Mapping)
+        assert pers is None or isinstance(pers, Mapping)
+        with self._lock:
+            self._revision += 1
+            view = ServiceView(name, meta, eph, pers, self._revision)
+            old = self._views.get(name)
+            self.instance_count += view.instance_count - (old.instance_count if old else 0)
+            namespace = self._by_namespace.setdefault(name.namespace, {})
+            if view.exists:
+                self._views[name] = view
+                namespace[name.grouped] = view
+            else:
+                self._views.pop(name, None)
+                namespace.pop(name.grouped, None)
+                if not namespace:
+                    self._by_namespace.pop(name.namespace, None)
+        for listener_name, listener in self.listeners:
+            try:
+                listener(view)
+            except Exception:  # a push failure must not stop the registry
+                log.exception("service listener %s failed for %s", listener_name, name)
+        return view if view.exists else None
+
+    # -- reader side (any thread) -----------------------------------------------------------
+
+    def get(self, name: ServiceName) -> ServiceView | None:
+        return self._views.get(name)
+
+    def views(self) -> list[ServiceView]:
+        return list(self._views.values())
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._by_namespace)
+
+    def services(self, namespace: str) -> list[ServiceView]:
+        """Sorted by grouped name, as Nacos's ConcurrentSkipListMap iterates."""
+        found = self._by_namespace.get(namespace)
+        if not found:
+            return []
+        return [found[k] for k in sorted(list(found))]
+
+    @property
+    def service_count(self) -> int:
+        return len(self._views)

@@ -1,0 +1,147 @@
+"""Response shapes, byte for byte where clients care (``nacos-v1-api.md`` §B.2).
+
+``instance/list`` is the hottest read: the host array for one (clusters, healthyOnly, name
+format) query is rendered once per service revision and cached on the immutable view; a request
+then only formats the few per-request fields around it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from naming.domain import Instance
+from naming.registry import ServiceView
+from naming.serializers import strip_group
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def host_json(inst: Instance, healthy: bool, service_field: str) -> dict[str, Any]:
+    """One host of ``instance/list``, keys in Nacos's order (PY hashes ``str(dict)``)."""
+    return {
+        "ip": inst.ip,
+        "port": inst.port,
+        "valid": healthy,
+        "healthy": healthy,
+        "marked": inst.marked,
+        "instanceId": inst.instance_id,
+        "metadata": dict(inst.metadata),
+        "enabled": inst.enabled,
+        "weight": inst.weight,
+        "clusterName": inst.cluster,
+        "serviceName": service_field,
+        "ephemeral": inst.ephemeral,
+    }
+
+
+def select_hosts(
+    view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool
+) -> list[tuple[Instance, bool]]:
+    """Cluster filter, protect threshold, healthy-first order, then drop disabled ones."""
+    if cluster_names:
+        selected = [i for c in cluster_names for i in view.clusters.get(c, ())]
+    else:
+        selected = [i for members in view.clusters.values() for i in members]
+    if not selected:
+        return []
+    healthy = [i for i in selected if i.healthy]
+    unhealthy = [i for i in selected if not i.healthy]
+    # Nacos counts disabled instances in the denominator, and 0 <= 0 fires with no healthy one.
+    if len(healthy) / len(selected) <= view.settings.protect_threshold:
+        healthy, unhealthy = healthy + unhealthy, []
+    chosen = [(i, True) for i in healthy]
+    if not healthy_only:
+        chosen += [(i, False) for i in unhealthy]
+    return [(i, h) for i, h in chosen if i.enabled]
+
+
+def render_hosts(
+    view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool, grouped: bool
+) -> str:
+    cache_key = ("hosts", cluster_names, healthy_only, grouped)
+    cached = view.response_cache.get(cache_key)
+    if cached is not None:
+        return str(cached)
+    service_field = view.name.grouped if grouped else strip_group(view.name.grouped)
+    rendered = _dumps(
+        [host_json(i, h, service_field) for i, h in select_hosts(view, cluster_names, healthy_only)]
+    )
+    view.response_cache[cache_key] = rendered
+    return rendered
+
+
+def render_instance_list(
+    view: ServiceView | None,
+    grouped_name: str,
+    clusters: str,
+    cluster_names: tuple[str, ...],
+    healthy_only: bool,
+    grouped: bool,
+    env: str,
+    cache_millis: int,
+    now_ms: int,
+) -> str:
+    if view is None:
+        return _dumps(
+            {"name": grouped_name, "clusters": clusters, "cacheMillis": cache_millis, "hosts": []}
+        )
+    hosts = render_hosts(view, cluster_names, healthy_only, grouped)
+    dom = grouped_name if grouped else strip_group(grouped_name)
+    tail = view.response_cache.get("tail")
+    if tail is None:
+        tail = f',"checksum":{_dumps(view.checksum)},"useSpecifiedURL":false'
+        view.response_cache["tail"] = tail
+    meta = view.response_cache.get("meta")
+    if meta is None:
+        meta = _dumps(dict(view.settings.metadata))
+        view.response_cache["meta"] = meta
+    return (
+        f'{{"hosts":{hosts},"dom":{_dumps(dom)},"name":{_dumps(grouped_name)},'
+        f'"cacheMillis":{cache_millis},"lastRefTime":{now_ms}{tail},'
+        f'"clusters":{_dumps(clusters)},"env":{_dumps(env)},"metadata":{meta}}}'
+    )
+
+
+def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
+    """The whole Instance object (catalog, Distro payloads): includes the derived fields."""
+    out: dict[str, Any] = {
+        "instanceId": inst.instance_id,
+        "ip": inst.ip,
+        "port": inst.port,
+        "weight": inst.weight,
+        "healthy": inst.healthy,
+        "enabled": inst.enabled,
+        "ephemeral": inst.ephemeral,
+        "clusterName": inst.cluster,
+        "serviceName": grouped_service,
+        "metadata": dict(inst.metadata),
+        "instanceHeartBeatInterval": inst.heartbeat_interval_ms,
+        "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms,
+        "ipDeleteTimeout": inst.ip_delete_timeout_ms,
+        "marked": inst.marked,
+        "app": inst.app,
+    }
+    if not inst.metadata or "preserved.instance.id.generator" in inst.metadata:
+        out["instanceIdGenerator"] = inst.id_generator
+    return out
+
+
+def cluster_json(view: ServiceView, name: str) -> dict[str, Any]:
+    cfg = view.cluster_config(name)
+    return {
+        "name": name,
+        "healthChecker": cfg.health_checker.to_json(),
+        "defaultPort": 80,
+        "defaultCheckPort": cfg.check_port,
+        "useIPPort4Check": cfg.use_instance_port,
+        "metadata": dict(cfg.metadata),
+        "serviceName": view.name.grouped,
+        "sitegroup": "",
+        "defCkport": cfg.check_port,
+        "defIPPort": cfg.check_port,
+    }
+
+
+def dumps(obj: Any) -> str:
+    return _dumps(obj)

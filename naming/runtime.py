@@ -1,0 +1,175 @@
+"""The node runtime: every piece of live state one node process owns, wired together.
+
+``runnode`` builds one :class:`NodeRuntime` in the process's main thread (pysyncobj's tick thread
+dies with the thread that created it), serves HTTP, and calls :meth:`NodeRuntime.stop` on
+SIGTERM. Tests build one with :func:`in_memory_runtime`, where the persistent store is the same
+in-memory store Distro uses, so views and operations run without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from consistency.datum import DatumKey
+from consistency.notifier import Notifier
+from consistency.service import ConsistencyService, DelegateConsistencyService
+from distro.store import DistroStore
+from naming.health import BeatTable, HealthServices, HealthSettings
+from naming.operations import NamingOperations
+from naming.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class NodeStatus(StrEnum):
+    STARTING = "STARTING"
+    UP = "UP"
+    DOWN = "DOWN"
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8848
+    raft_port: int = 7848
+    data_dir: Path = Path("data")
+    members: tuple[str, ...] = ()
+    raft_password: str = ""
+    health: HealthSettings = field(default_factory=HealthSettings)
+    raft_ready_timeout_s: float = 60.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        config: NodeConfig,
+        notifier: Notifier,
+        ephemeral: DistroStore,
+        persistent: ConsistencyService,
+        syncobj: Any = None,
+    ) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.notifier = notifier
+        self.distro = ephemeral
+        self.persistent = persistent
+        self.syncobj = syncobj
+        self.consistency = DelegateConsistencyService(ephemeral, persistent, notifier)
+        self.registry = Registry(self.consistency.value)
+        notifier.add_listener("registry", self.registry.on_datum)
+        self.beats = BeatTable()
+        self.operations = NamingOperations(self.consistency, self.registry, self.beats)
+        self.health = HealthServices(
+            self.registry,
+            self.beats,
+            lambda key, change: self.consistency.submit(key, change),  # type: ignore[arg-type]
+            self.is_responsible,
+            config.health,
+        )
+        self.status = NodeStatus.STARTING
+        self._ready = threading.Event()
+        self.auth: Any = None  # naming.auth.Authenticator when auth is on (set by the builder)
+
+    # Standalone: this node is responsible for every key. Distro ownership arrives with #3.
+    def is_responsible(self, _service: object) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def effective_status(self) -> str:
+        override = self.registry.switches.overriddenServerStatus
+        if override:
+            return str(override)
+        if not self.ready:
+            return NodeStatus.STARTING.value
+        return NodeStatus.UP.value if self.consistency.is_available() else NodeStatus.DOWN.value
+
+    def start_background(self) -> None:
+        """Start the threads that do not need readiness (the notifier replays the journal)."""
+        self.notifier.start()
+
+    def finish_start(self) -> None:
+        """Wait for persistent data, then open the gate and start the timers."""
+        if self.syncobj is not None:
+            from raft.node import wait_ready
+
+            if not wait_ready(self.syncobj, self.config.raft_ready_timeout_s):
+                raise RuntimeError("raft did not become ready in time")
+            # Everything replayed from the journal reaches the registry before we serve.
+            ticket = self.notifier.notify_barrier()
+            self.notifier.wait_processed(ticket, 30.0)
+        switches = self.consistency.get(DatumKey.switches())
+        if switches is not None:
+            self.registry.on_datum(switches)
+        self.health.start()
+        self.status = NodeStatus.UP
+        self._ready.set()
+        log.info("node %s is UP", self.config.address)
+
+    def stop(self) -> None:
+        self.status = NodeStatus.DOWN
+        self.health.stop()
+        if self.syncobj is not None:
+            try:
+                self.syncobj.destroy_synchronous()
+            except Exception:  # shutting down: log and continue with the rest
+                log.exception("raft shutdown failed")
+        self.notifier.stop()
+
+
+def in_memory_runtime(config: NodeConfig | None = None) -> NodeRuntime:
+    notifier = Notifier()
+    runtime = NodeRuntime(
+        config or NodeConfig(), notifier, DistroStore(notifier), DistroStore(notifier)
+    )
+    runtime.start_background()
+    runtime.finish_start()
+    return runtime
+
+
+def raft_runtime(config: NodeConfig) -> NodeRuntime:
+    """Build the real node: pysyncobj for persistent data. Call on the main thread."""
+    from raft.node import RaftConfig, build_syncobj
+    from raft.service import RaftConsistencyService
+    from raft.state import ReplicatedState
+
+    notifier = Notifier()
+    state = ReplicatedState(notifier.notify)
+    raft_config = RaftConfig(
+        self_address=f"{config.host}:{config.raft_port}",
+        partners=tuple(m for m in config.members if m != f"{config.host}:{config.raft_port}"),
+        data_dir=config.data_dir,
+        password=config.raft_password,
+    )
+    syncobj = build_syncobj(raft_config, state)
+    runtime = NodeRuntime(
+        config, notifier, DistroStore(notifier), RaftConsistencyService(state, syncobj), syncobj
+    )
+    runtime.start_background()
+    return runtime
+
+
+_current: NodeRuntime | None = None
+
+
+def install(runtime: NodeRuntime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> NodeRuntime:
+    if _current is None:
+        raise RuntimeError("no node runtime installed (start the node with `manage.py runnode`)")
+    return _current

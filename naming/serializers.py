@@ -1,0 +1,470 @@
+"""The API edge: raw request parameters → typed commands, validated once.
+
+Nothing deeper than this module reads request data. Parameter semantics are Nacos's
+(``WebUtils``): query string and form body both count, the query string wins, values are trimmed,
+and a blank value is the same as a missing one. Booleans are case-insensitive because the Python
+SDK sends ``True``/``False``.
+
+These parsers are plain functions rather than DRF serializers: they sit on the three hottest
+endpoints (register, beat, list) and a DRF serializer costs more than the rest of the request
+(see the closing note of issue #2 for the measurement).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from naming.domain import (
+    DEFAULT_CLUSTER,
+    DEFAULT_GROUP,
+    GROUP_SEPARATOR,
+    ClusterConfig,
+    HealthChecker,
+    Instance,
+    InstanceKey,
+    Selector,
+    ServiceName,
+    check_cluster_name,
+    check_grouped_name,
+    check_ip,
+    check_port,
+    check_protect_threshold,
+    check_weight,
+    fold_service_name,
+    namespace_or_default,
+    parse_metadata,
+    to_bool,
+)
+from naming.errors import InvalidParam, MissingParam
+
+MAX_PAGE_SIZE = 10000
+
+
+class Params:
+    """Read-only view over query + form parameters with Nacos's ``WebUtils`` rules."""
+
+    __slots__ = ("_form", "_query")
+
+    def __init__(self, query: Mapping[str, str], form: Mapping[str, str] | None = None) -> None:
+        self._query = query
+        self._form = form or {}
+
+    def raw(self, name: str) -> str | None:
+        value = self._query.get(name)
+        if value is None:
+            value = self._form.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise MissingParam(name)
+        return value
+
+    def optional(self, name: str, default: str = "") -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise MissingParam(name)
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidParam(f'For input string: "{value[:100]}"') from None
+
+    def number(self, name: str, default: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise MissingParam(name)
+            return default
+        try:
+            result = float(value)
+        except ValueError:
+            raise InvalidParam(f'For input string: "{value[:100]}"') from None
+        if math.isnan(result) or math.isinf(result):
+            raise InvalidParam(f'For input string: "{value[:100]}"')
+        return result
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        return default if value is None else to_bool(value)
+
+    def strict_boolean(self, name: str, default: bool) -> bool:
+        """``Boolean.parseBoolean``: true only for (any case of) ``true``."""
+        value = self.raw(name)
+        return default if value is None else value.lower() == "true"
+
+
+# ---------------------------------------------------------------------------------------------
+# Client identity (User-Agent)
+# ---------------------------------------------------------------------------------------------
+
+
+class ClientType(StrEnum):
+    JAVA = "JAVA"
+    DNS = "DNS"
+    C = "C"
+    JAVA_SDK = "JAVA_SDK"
+    NACOS_SERVER = "NACOS_SERVER"
+    GO = "GO"
+    CSHARP = "CSHARP"
+    TENGINE = "TENGINE"
+    UNKNOWN = "UNKNOWN"
+
+
+_AGENT_PREFIXES = (
+    ("Nacos-Java-Client", ClientType.JAVA),
+    ("Nacos-DNS", ClientType.DNS),
+    ("Nacos-C-Client", ClientType.C),
+    ("vip-client4cpp", ClientType.C),
+    ("Nacos-SDK-Java", ClientType.JAVA_SDK),
+    ("Nacos-Server", ClientType.NACOS_SERVER),
+    ("Nacos-Go-Client", ClientType.GO),
+    ("Nacos-CSharp-Client", ClientType.CSHARP),
+    ("unit-nginx", ClientType.TENGINE),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    type: ClientType
+    version: tuple[int, ...]
+    agent: str
+
+    @property
+    def is_java_1x(self) -> bool:
+        """Java ≥ 1.0.0 (the Node SDK identifies as Java 1.0.0): grouped names, strict PUT."""
+        return self.type is ClientType.JAVA and self.version >= (1, 0, 0)
+
+    @classmethod
+    def parse(cls, agent: str) -> ClientInfo:
+        for prefix, kind in _AGENT_PREFIXES:
+            if agent.startswith(prefix):
+                _, _, version = agent.partition(":v")
+                return cls(kind, _version_tuple(version), agent)
+        return cls(ClientType.UNKNOWN, (), agent)
+
+
+def _version_tuple(raw: str) -> tuple[int, ...]:
+    out = []
+    for part in raw.split("."):
+        match = re.match(r"\d+", part)
+        if not match:
+            break
+        out.append(int(match.group()))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def service_name(params: Params) -> ServiceName:
+    """``serviceName`` (or legacy ``dom``) folded with ``groupName`` as DistroFilter does."""
+    raw = params.raw("serviceName") or params.raw("dom")
+    if raw is None:
+        raise MissingParam("serviceName")
+    grouped = fold_service_name(raw, params.raw("groupName") or DEFAULT_GROUP)
+    return ServiceName(namespace_or_default(params.raw("namespaceId")), grouped)
+
+
+def cluster_param(params: Params, *, legacy: bool = True) -> str:
+    name = params.raw("clusterName")
+    if name is None and legacy:
+        name = params.raw("cluster")
+    return check_cluster_name(name or DEFAULT_CLUSTER)
+
+
+def instance_key(params: Params, *, legacy_cluster: bool = True) -> InstanceKey:
+    ip = check_ip(params.required("ip"))
+    port = check_port(params.integer("port"))
+    return InstanceKey(cluster_param(params, legacy=legacy_cluster), ip, port)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterInstance:
+    service: ServiceName
+    instance: Instance
+
+
+def register_instance(params: Params, default_ephemeral: bool) -> RegisterInstance:
+    service = service_name(params)
+    key = instance_key(params)
+    enabled_raw = params.raw("enabled")
+    enabled = to_bool(enabled_raw) if enabled_raw is not None else params.boolean("enable", True)
+    instance = Instance(
+        ip=key.ip,
+        port=key.port,
+        cluster=key.cluster,
+        weight=check_weight(params.number("weight", 1.0)),
+        healthy=params.boolean("healthy", True),
+        enabled=enabled,
+        ephemeral=params.boolean("ephemeral", default_ephemeral),
+        metadata=parse_metadata(params.raw("metadata")),
+        app=params.optional("app", "DEFAULT"),
+    )
+    return RegisterInstance(service, instance)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRef:
+    service: ServiceName
+    key: InstanceKey
+    ephemeral: bool
+
+
+def instance_ref(params: Params, default_ephemeral: bool) -> InstanceRef:
+    return InstanceRef(
+        service_name(params), instance_key(params), params.boolean("ephemeral", default_ephemeral)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PatchInstanceCommand:
+    service: ServiceName
+    key: InstanceKey
+    weight: float | None
+    healthy: bool | None
+    enabled: bool | None
+    metadata: Mapping[str, str] | None
+    app: str | None
+
+
+def patch_instance(params: Params) -> PatchInstanceCommand:
+    weight = params.raw("weight")
+    healthy = params.raw("healthy")
+    enabled = params.raw("enabled")
+    metadata = params.raw("metadata")
+    return PatchInstanceCommand(
+        service=service_name(params),
+        key=instance_key(params),
+        weight=None if weight is None else check_weight(params.number("weight")),
+        healthy=None if healthy is None else to_bool(healthy),
+        enabled=None if enabled is None else to_bool(enabled),
+        metadata=None if metadata is None else parse_metadata(metadata),
+        app=params.raw("app"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListInstances:
+    service: ServiceName
+    clusters: str  # echoed verbatim
+    cluster_names: tuple[str, ...]
+    healthy_only: bool
+    env: str
+    is_check: bool
+    client: ClientInfo
+    client_ip: str
+    udp_port: int
+    app: str
+
+
+def list_instances(params: Params, client: ClientInfo) -> ListInstances:
+    clusters = params.optional("clusters")
+    names = tuple(c for c in (x.strip() for x in clusters.split(",")) if c)
+    udp_port = params.integer("udpPort", 0)
+    check_port(udp_port, allow_zero=True)
+    return ListInstances(
+        service=service_name(params),
+        clusters=clusters,
+        cluster_names=names,
+        healthy_only=params.strict_boolean("healthyOnly", False),
+        env=params.optional("env"),
+        is_check=params.strict_boolean("isCheck", False),
+        client=client,
+        client_ip=params.optional("clientIP"),
+        udp_port=udp_port,
+        app=params.optional("app"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BeatInfo:
+    ip: str
+    port: int
+    cluster: str | None
+    weight: float
+    metadata: Mapping[str, str]
+    ephemeral: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    service: ServiceName
+    key: InstanceKey
+    info: BeatInfo | None
+
+
+def beat(params: Params) -> Beat:
+    service = service_name(params)
+    raw_beat = params.raw("beat")
+    info: BeatInfo | None = None
+    cluster = params.optional("clusterName", DEFAULT_CLUSTER)
+    if raw_beat is not None:
+        info = _beat_info(raw_beat)
+        if info.cluster:
+            cluster = info.cluster
+        ip, port = info.ip, info.port
+    else:
+        ip = check_ip(params.required("ip"))
+        port = params.integer("port", 0)
+    check_port(port)
+    return Beat(service, InstanceKey(check_cluster_name(cluster), check_ip(ip), port), info)
+
+
+def _beat_info(raw: str) -> BeatInfo:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidParam(f"beat is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidParam("beat must be a JSON object")
+    ip = data.get("ip")
+    if not isinstance(ip, str) or not ip:
+        raise MissingParam("ip")
+    try:
+        port = int(data.get("port", 0))
+        weight = float(data.get("weight", 1.0))
+    except (TypeError, ValueError):
+        raise InvalidParam("beat port/weight must be numbers") from None
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidParam("beat metadata must be a JSON object")
+    cluster = data.get("cluster")
+    ephemeral = data.get("ephemeral", True)
+    return BeatInfo(
+        ip=ip,
+        port=port,
+        cluster=str(cluster) if cluster else None,
+        weight=check_weight(weight),
+        metadata=parse_metadata(json.dumps(metadata)) if metadata else parse_metadata(None),
+        ephemeral=ephemeral if isinstance(ephemeral, bool) else to_bool(str(ephemeral)),
+    )
+
+
+def status_key(params: Params) -> ServiceName:
+    """``/instance/statuses?key=ns##group@@svc`` (or without the namespace)."""
+    key = params.required("key")
+    namespace, sep, grouped = key.partition("##")
+    if not sep:
+        namespace, grouped = "", key
+    check_grouped_name(grouped)
+    return ServiceName(namespace_or_default(namespace), grouped)
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataBatch:
+    service: ServiceName
+    consistency_type: str  # "ephemeral" | "persist" | ""
+    targets: tuple[tuple[InstanceKey, bool], ...]
+    metadata: Mapping[str, str]
+
+
+def metadata_batch(params: Params) -> MetadataBatch:
+    service = service_name(params)
+    consistency_type = params.optional("consistencyType")
+    if consistency_type not in ("", "ephemeral", "persist"):
+        raise InvalidParam(f"consistencyType must be ephemeral or persist: {consistency_type}")
+    metadata = parse_metadata(params.required("metadata"))
+    targets: list[tuple[InstanceKey, bool]] = []
+    raw = params.raw("instances")
+    if raw is not None:
+        try:
+            items = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidParam(f"instances is not valid JSON: {exc}") from None
+        if not isinstance(items, list):
+            raise InvalidParam("instances must be a JSON array")
+        for item in items:
+            if not isinstance(item, dict):
+                raise InvalidParam("instances must hold objects")
+            try:
+                port = int(item.get("port", 0))
+            except (TypeError, ValueError):
+                raise InvalidParam("instance port must be a number") from None
+            key = InstanceKey(
+                check_cluster_name(str(item.get("clusterName") or DEFAULT_CLUSTER)),
+                check_ip(str(item.get("ip", ""))),
+                check_port(port),
+            )
+            targets.append((key, to_bool(str(item.get("ephemeral", True)))))
+    elif not consistency_type:
+        raise MissingParam("instances")
+    return MetadataBatch(service, consistency_type, tuple(targets), metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    service: ServiceName
+    protect_threshold: float
+    metadata: Mapping[str, str]
+    selector: Selector
+
+
+def service_spec(params: Params, *, threshold_required: bool) -> ServiceSpec:
+    threshold = params.number("protectThreshold", None if threshold_required else 0.0)
+    return ServiceSpec(
+        service=service_name(params),
+        protect_threshold=check_protect_threshold(threshold),
+        metadata=parse_metadata(params.raw("metadata")),
+        selector=Selector.parse(params.raw("selector")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    size: int
+
+    def slice(self, items: list[Any]) -> list[Any]:
+        start = (self.number - 1) * self.size
+        return items[start : start + self.size]
+
+
+def page(params: Params, *, default_size: int | None = None) -> Page:
+    number = params.integer("pageNo", 1 if default_size is not None else None)
+    size = params.integer("pageSize", default_size)
+    if number < 1:
+        raise InvalidParam(f"pageNo must be at least 1: {number}")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidParam(f"pageSize must be between 1 and {MAX_PAGE_SIZE}: {size}")
+    return Page(number, size)
+
+
+def cluster_config(params: Params) -> tuple[ServiceName, ClusterConfig]:
+    service = service_name(params)
+    name = check_cluster_name(params.required("clusterName"))
+    check_port_value = check_port(params.integer("checkPort"), allow_zero=True)
+    use_instance_port = to_bool(params.required("useInstancePort4Check"))
+    raw_checker = params.required("healthChecker")
+    try:
+        checker = HealthChecker.from_json(json.loads(raw_checker))
+    except ValueError as exc:
+        raise InvalidParam(f"healthChecker is not valid JSON: {exc}") from None
+    return service, ClusterConfig(
+        name=name,
+        health_checker=checker,
+        check_port=check_port_value,
+        use_instance_port=use_instance_port,
+        metadata=parse_metadata(params.raw("metadata")),
+    )
+
+
+def strip_group(grouped: str) -> str:
+    return grouped.split(GROUP_SEPARATOR, 1)[1] if GROUP_SEPARATOR in grouped else grouped

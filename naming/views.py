@@ -1,0 +1,352 @@
+"""Nacos 1.x naming endpoints (``/nacos/v1/ns/...``): parse a command, call one operation.
+
+Which endpoints are secured follows Nacos's ``@Secured`` annotations (spec §0.6).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from naming import runtime
+from naming import serializers as s
+from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
+from naming.errors import MissingParam
+from naming.http import TEXT, Raw, nacos_api
+from naming.serializers import Params
+
+OK = "ok"
+VERSION = "1.4.6-py"
+
+
+def _ops() -> Any:
+    return runtime.current().operations
+
+
+def _client(request: HttpRequest) -> s.ClientInfo:
+    agent = request.headers.get("User-Agent") or request.headers.get("Client-Version") or ""
+    return s.ClientInfo.parse(agent)
+
+
+def _default_ephemeral() -> bool:
+    return bool(runtime.current().registry.switches.defaultInstanceEphemeral)
+
+
+# -- /instance ------------------------------------------------------------------------------
+
+
+@nacos_api("POST", "DELETE", "PUT", "PATCH", "GET")
+def instance(request: HttpRequest, params: Params) -> Any:
+    ops = _ops()
+    if request.method == "POST":
+        ops.register_instance(s.register_instance(params, _default_ephemeral()))
+        return OK
+    if request.method == "DELETE":
+        ops.deregister_instance(s.instance_ref(params, _default_ephemeral()))
+        return OK
+    if request.method == "PUT":
+        ops.update_instance(s.register_instance(params, _default_ephemeral()), _client(request))
+        return OK
+    if request.method == "PATCH":
+        ops.patch_instance(s.patch_instance(params))
+        return OK
+    key = s.instance_key(params, legacy_cluster=False)
+    return ops.get_instance(s.service_name(params), key)
+
+
+@nacos_api("GET")
+def instance_list(request: HttpRequest, params: Params) -> Raw:
+    return Raw(_ops().list_instances(s.list_instances(params, _client(request))))
+
+
+@nacos_api("PUT", "POST")
+def instance_beat(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return _ops().beat(s.beat(params))  # type: ignore[no-any-return]
+
+
+@nacos_api("GET", "POST", "PUT", "DELETE", secured=False)
+def instance_statuses(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return _ops().statuses(s.status_key(params))  # type: ignore[no-any-return]
+
+
+@nacos_api("PUT", "DELETE")
+def instance_metadata_batch(request: HttpRequest, params: Params) -> dict[str, Any]:
+    cmd = s.metadata_batch(params)
+    return _ops().metadata_batch(cmd, delete=request.method == "DELETE")  # type: ignore[no-any-return]
+
+
+# -- /service -------------------------------------------------------------------------------
+
+
+@nacos_api("POST", "DELETE", "PUT", "GET")
+def service(request: HttpRequest, params: Params) -> Any:
+    ops = _ops()
+    if request.method == "POST":
+        ops.create_service(s.service_spec(params, threshold_required=False))
+        return OK
+    if request.method == "PUT":
+        ops.update_service(s.service_spec(params, threshold_required=True))
+        return OK
+    name = s.service_name(params)
+    if request.method == "DELETE":
+        ops.delete_service(name)
+        return OK
+    return ops.get_service(name)
+
+
+@nacos_api("GET")
+def service_list(request: HttpRequest, params: Params) -> dict[str, Any]:
+    page = s.page(params)
+    return _ops().list_services(  # type: ignore[no-any-return]
+        namespace_or_default(params.raw("namespaceId")),
+        params.optional("groupName", DEFAULT_GROUP),
+        page,
+        params.raw("selector"),
+    )
+
+
+@nacos_api("GET", "POST", "PUT")
+def service_names(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return _ops().service_names(params.optional("namespaceId"), params.optional("expr"))  # type: ignore[no-any-return]
+
+
+@nacos_api("GET")
+def service_subscribers(request: HttpRequest, params: Params) -> dict[str, Any]:
+    s.service_name(params)
+    s.page(params, default_size=1000)
+    # UDP push subscribers are not tracked yet (see README, "Not yet"): none to report.
+    return {"subscribers": [], "count": 0}
+
+
+@nacos_api("PUT", "POST", secured=False)
+def service_checksum(request: HttpRequest, params: Params) -> dict[str, Any]:
+    name = s.service_name(params)
+    view = _ops()._require_view(name, f"serviceName not found: {name.grouped}")
+    return {"checksum": view.checksum}
+
+
+# -- /catalog -------------------------------------------------------------------------------
+
+
+@nacos_api("GET")
+def catalog_service(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return _ops().catalog_service(s.service_name(params))  # type: ignore[no-any-return]
+
+
+@nacos_api("GET", "POST", "PUT", "DELETE")
+def catalog_instances(request: HttpRequest, params: Params) -> dict[str, Any]:
+    name = s.service_name(params)
+    cluster = params.required("clusterName")
+    return _ops().catalog_instances(name, cluster, s.page(params))  # type: ignore[no-any-return]
+
+
+@nacos_api("GET")
+def catalog_services(request: HttpRequest, params: Params) -> Any:
+    return _ops().catalog_services(
+        namespace_or_default(params.raw("namespaceId")),
+        s.page(params, default_size=10),
+        params.optional("serviceNameParam"),
+        params.optional("groupNameParam"),
+        params.optional("instance"),
+        params.strict_boolean("hasIpCount", False),
+        params.strict_boolean("withInstances", False),
+    )
+
+
+@nacos_api("GET", secured=False)
+def catalog_rt_service(request: HttpRequest, params: Params) -> dict[str, Any]:
+    name = s.service_name(params)
+    view = _ops()._require_view(name)
+    return {
+        "clusters": [
+            {"name": c, "checkRTBest": 0, "checkRTWorst": 0, "checkRTNormalized": 0}
+            for c in view.clusters
+        ]
+    }
+
+
+# -- /cluster, /health ------------------------------------------------------------------------
+
+
+@nacos_api("PUT")
+def cluster(request: HttpRequest, params: Params) -> str:
+    name, config = s.cluster_config(params)
+    _ops().put_cluster(name, config)
+    return OK
+
+
+@nacos_api("PUT", "POST")
+def health(request: HttpRequest, params: Params) -> str:
+    raw = params.raw("healthy") or params.raw("valid")
+    if raw is None:
+        raise MissingParam("healthy")
+    _ops().set_health(s.service_name(params), s.instance_key(params), to_bool(raw))
+    return OK
+
+
+@nacos_api("GET", "POST", "PUT", "DELETE", secured=False, gated=False)
+def health_server(request: HttpRequest, params: Params) -> dict[str, Any]:
+    node = runtime.current()
+    return {
+        "msg": f"Hello! I am Nacos-Naming and healthy! total services: raft "
+        f"{node.registry.service_count}, local port:{node.config.port}"
+    }
+
+
+@nacos_api("GET", secured=False)
+def health_checkers(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return {t.value: HealthChecker(type=t).to_json() for t in CheckType}
+
+
+# -- /operator ------------------------------------------------------------------------------
+
+
+@nacos_api("GET", "PUT")
+def switches(request: HttpRequest, params: Params) -> Any:
+    node = runtime.current()
+    if request.method == "PUT":
+        node.operations.set_switch(params.required("entry"), params.required("value"))
+        return OK
+    return node.registry.switches.to_json()
+
+
+# GET is not secured in Nacos; PUT is: route the two methods to two decorated views.
+_switches_get = nacos_api("GET", secured=False)(switches.__wrapped__)
+_switches_put = nacos_api("PUT")(switches.__wrapped__)
+
+
+def operator_switches(request: HttpRequest) -> HttpResponse:
+    view = _switches_put if request.method == "PUT" else _switches_get
+    return view(request)  # type: ignore[no-any-return]
+
+
+@nacos_api("GET", secured=False, gated=False)
+def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
+    node = runtime.current()
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    notifier = node.notifier.stats
+    return {
+        "status": node.effective_status(),
+        "serviceCount": node.registry.service_count,
+        "instanceCount": node.registry.instance_count,
+        "raftNotifyTaskCount": node.notifier.pending(),
+        "responsibleServiceCount": node.registry.service_count,
+        "responsibleInstanceCount": node.registry.instance_count,
+        "cpu": round(min(1.0, load / cores), 4),
+        "load": round(load, 4),
+        "mem": rss_kb * 1024,
+        "notifier": {
+            "notified": notifier.notified,
+            "processed": notifier.processed,
+            "batches": notifier.batches,
+            "listeners": [
+                {
+                    "name": st.name,
+                    "calls": st.calls,
+                    "failures": st.failures,
+                    "lastError": st.last_error,
+                }
+                for st in notifier.listeners
+            ],
+        },
+        "health": {
+            "sweeps": node.health.stats.sweeps,
+            "expiredUnhealthy": node.health.stats.expired_unhealthy,
+            "expiredRemoved": node.health.stats.expired_removed,
+            "cleanedServices": node.health.stats.cleaned_services,
+            "checks": node.health.stats.checks,
+            "checkVerdicts": node.health.stats.check_verdicts,
+            "errors": node.health.stats.errors,
+            "lastError": node.health.stats.last_error,
+        },
+    }
+
+
+def member_json(node: runtime.NodeRuntime) -> dict[str, Any]:
+    cfg = node.config
+    return {
+        "ip": cfg.host,
+        "port": cfg.port,
+        "state": "UP" if node.ready else "STARTING",
+        "extendInfo": {
+            "raftPort": str(cfg.raft_port),
+            "version": VERSION,
+            "lastRefreshTime": int(node.started_at * 1000),
+            "site": "unknown",
+        },
+        "address": cfg.address,
+        "failAccessCnt": 0,
+    }
+
+
+@nacos_api("GET", secured=False, gated=False)
+def servers(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return {"servers": [member_json(runtime.current())]}
+
+
+@nacos_api("GET", secured=False, gated=False)
+def cluster_state(request: HttpRequest, params: Params) -> dict[str, Any]:
+    node = runtime.current()
+    return {"raft": dict(node.persistent.status()), "member": member_json(node)}
+
+
+@nacos_api("GET", secured=False)
+def distro_server(request: HttpRequest, params: Params) -> dict[str, Any]:
+    name = s.service_name(params)
+    _ops()._require_view(name)
+    return {"responsibleServer": runtime.current().config.address}
+
+
+@nacos_api("GET", "POST", "PUT", secured=False)
+def push_state(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return {"succeed": 0, "total": 0, "ratio": 0.0, "reset": params.strict_boolean("reset", False)}
+
+
+@nacos_api("GET", secured=False, gated=False)
+def raft_leader(request: HttpRequest, params: Params) -> dict[str, Any]:
+    status = runtime.current().persistent.status()
+    leader = status.get("leader")
+    return {"leader": None if leader is None else f'{{"ip":"{leader}","state":"LEADER"}}'}
+
+
+@nacos_api("GET", secured=False, gated=False)
+def cluster_nodes(request: HttpRequest, params: Params) -> dict[str, Any]:
+    node = runtime.current()
+    member = member_json(node)
+    member["raft"] = dict(node.persistent.status())
+    return {"code": 200, "message": None, "data": [member]}
+
+
+# -- /auth ----------------------------------------------------------------------------------
+
+
+@nacos_api("POST", secured=False, gated=False)
+def login(request: HttpRequest, params: Params) -> HttpResponse:
+    node = runtime.current()
+    username = params.required("username")
+    password = params.required("password")
+    if node.auth is None:
+        body = f'{{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"{username}"}}'
+        return HttpResponse(body, content_type="application/json")
+    token, identity = node.auth.login(username, password)
+    payload = {
+        "accessToken": token,
+        "tokenTtl": node.auth.ttl_s,
+        "globalAdmin": identity.global_admin,
+        "username": identity.username,
+    }
+    import json
+
+    response = HttpResponse(json.dumps(payload), content_type="application/json")
+    response["Authorization"] = f"Bearer {token}"
+    return response
+
+
+def empty(request: HttpRequest) -> HttpResponse:
+    """The benchmark's floor: the cheapest answer this server can give."""
+    return HttpResponse(b"ok", content_type=TEXT)

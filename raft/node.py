@@ -1,0 +1,93 @@
+"""Builds the pysyncobj node: the one adapter around the untyped library.
+
+Known traps (DESIGN §5) and what we set against them:
+- it binds 0.0.0.0 and accepts pickles: ``bindAddress`` is the node host, ``password`` is set;
+- the journal defaults to memory and a journal without ``fullDumpFile`` loses data after
+  compaction: both are files under the data dir;
+- ``appendEntriesUseBatch`` puts a ~100 ms floor under each synchronous commit: off;
+- ``leaderFallbackTimeout`` 30 s lets a cut-off leader believe it leads: 1.5 s;
+- ``useFork`` makes a child hold our HTTP and raft sockets while it dumps: off (the dump is
+  written on the tick thread; persistent data is small next to the ephemeral data);
+- the tick thread dies with the thread that created the SyncObj: build it on the node process's
+  main thread (``runnode``), after any fork.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
+
+from raft.state import ReplicatedState
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    self_address: str  # host:raft_port
+    partners: tuple[str, ...]
+    data_dir: Path
+    password: str
+    election_min_s: float = 0.4
+    election_max_s: float = 1.4
+    append_entries_period_s: float = 0.1
+    leader_fallback_s: float = 1.5
+    connection_retry_s: float = 0.5
+    compaction_min_entries: int = 10000
+    compaction_min_time_s: int = 300
+
+    def validate(self) -> None:
+        """Cross-field rules (hashicorp/raft ``config.go``): raise, never assert."""
+        if not self.password:
+            raise ValueError("raft password must not be empty")
+        if self.append_entries_period_s >= self.election_min_s:
+            raise ValueError("raft append-entries period must be below the election timeout")
+        if self.election_min_s >= self.election_max_s:
+            raise ValueError("raft election min timeout must be below the max timeout")
+        if self.leader_fallback_s <= self.append_entries_period_s:
+            raise ValueError("raft leader fallback must exceed the append-entries period")
+
+    @property
+    def journal_file(self) -> Path:
+        return self.data_dir / "raft" / "journal.bin"
+
+    @property
+    def dump_file(self) -> Path:
+        return self.data_dir / "raft" / "dump.bin"
+
+
+def build_syncobj(config: RaftConfig, state: ReplicatedState) -> Any:
+    config.validate()
+    config.journal_file.parent.mkdir(parents=True, exist_ok=True)
+    conf = SyncObjConf(
+        password=config.password,
+        bindAddress=config.self_address,
+        journalFile=str(config.journal_file),
+        fullDumpFile=str(config.dump_file),
+        appendEntriesUseBatch=False,
+        raftMinTimeout=config.election_min_s,
+        raftMaxTimeout=config.election_max_s,
+        appendEntriesPeriod=config.append_entries_period_s,
+        leaderFallbackTimeout=config.leader_fallback_s,
+        connectionRetryTime=config.connection_retry_s,
+        logCompactionMinEntries=config.compaction_min_entries,
+        logCompactionMinTime=config.compaction_min_time_s,
+        useFork=False,
+        dynamicMembershipChange=False,
+        commandsWaitLeader=True,
+        # The port may still be held by a previous incarnation for a moment after a restart.
+        bindRetryTime=0.2,
+    )
+    return SyncObj(config.self_address, list(config.partners), conf=conf, consumers=[state])
+
+
+def wait_ready(syncobj: Any, deadline_s: float) -> bool:
+    """Until this member has a leader and has applied everything it had committed."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if syncobj.isReady() and syncobj._getLeader() is not None:
+            return True
+        time.sleep(0.02)
+    return False

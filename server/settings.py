@@ -1,0 +1,96 @@
+"""Django settings, driven by the environment with working defaults for a fresh checkout.
+
+Defaults: SQLite and secrets under ``NAMING_DATA_DIR`` (``./data``), auth on, no Redis.
+Naming-specific settings live in the ``NAMING`` dict and are validated once by ``naming.conf``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from server.env import env_bool, env_float, env_int, env_path, env_str, read_or_create_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = env_path("NAMING_DATA_DIR", "data")
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or read_or_create_secret(DATA_DIR / "django.key")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = ["*"]  # clients address nodes by IP; the API authenticates every call
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "naming",
+]
+
+# No session/CSRF middleware: the API and the console authenticate with tokens, never cookies,
+# and every middleware layer costs on the hot endpoints (measured in issue #2's note).
+MIDDLEWARE: list[str] = []
+
+ROOT_URLCONF = "server.urls"
+WSGI_APPLICATION = "server.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": env_str("NAMING_DB_PATH", str(DATA_DIR / "naming.sqlite3")),
+        "OPTIONS": {"timeout": 20},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "static/"
+
+# Bodies are small (query-string clients); a large one is refused before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "naming.http.drf_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+NAMING = {
+    "AUTH_ENABLED": env_bool("NAMING_AUTH_ENABLED", True),
+    "TOKEN_TTL_S": env_int("NAMING_TOKEN_TTL_S", 18000, minimum=60),
+    "ADMIN_PASSWORD": os.environ.get("NAMING_ADMIN_PASSWORD", ""),
+    "SERVER_THREADS": env_int("NAMING_SERVER_THREADS", 8, minimum=1, maximum=256),
+    "SWEEP_INTERVAL_S": env_float("NAMING_SWEEP_INTERVAL_S", 5.0, minimum=0.05),
+    "CLEAN_ENABLED": env_bool("NAMING_EMPTY_SERVICE_CLEAN", True),
+    "CLEAN_INITIAL_S": env_float("NAMING_EMPTY_SERVICE_CLEAN_INITIAL_S", 50.0),
+    "CLEAN_PERIOD_S": env_float("NAMING_EMPTY_SERVICE_CLEAN_PERIOD_S", 30.0, minimum=0.05),
+    "CHECK_INTERVAL_S": env_float("NAMING_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05),
+    "CHECK_NETWORKS": env_str("NAMING_HEALTH_CHECK_NETWORKS", "0.0.0.0/0,::/0"),
+    "CLUSTER_SECRET": os.environ.get("NAMING_CLUSTER_SECRET", ""),
+    "REDIS_URL": os.environ.get("NAMING_REDIS_URL", ""),
+}
+
+CELERY_BROKER_URL = NAMING["REDIS_URL"] or "memory://"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("NAMING_LOG_LEVEL", "INFO")},
+    "loggers": {"pysyncobj": {"level": "WARNING"}},
+}
