@@ -1,0 +1,201 @@
+"""The one test harness for real node processes on 127.0.0.1.
+
+``NodeProcess`` starts ``manage.py runnode`` on free loopback ports with its own data dir, waits
+until ``operator/metrics`` says UP, and stops it by PID (SIGTERM, or SIGKILL for crash tests).
+``wait_for`` polls a predicate until a deadline; every loop here is bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], deadline_s: float, interval_s: float = 0.1,
+             message: str = "condition") -> T:
+    """Poll until ``predicate()`` is truthy; return its value, or fail after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    last_error: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the node may be restarting: keep polling until the deadline
+            last_error = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {message}; last error: "
+                         f"{last_error!r}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_node_port() -> int:
+    """A port P with P and P-1000 (the raft port) both free."""
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(30000)
+        if _port_free(port) and _port_free(port - 1000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+class HttpResult:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class NodeProcess:
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_node_port()
+        self.admin_password = "test-" + secrets.token_hex(8)
+        self.env = {
+            "NAMING_ADMIN_PASSWORD": self.admin_password,
+            # Tests register persistent instances only on loopback; never probe anything else.
+            "NAMING_HEALTH_CHECK_NETWORKS": "127.0.0.0/8",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "node.log"
+        self._token: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self, wait: bool = True) -> NodeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child until it exits
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runnode", "--host", "127.0.0.1",
+             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            self.wait_up()
+        return self
+
+    def wait_up(self, deadline_s: float = 60.0) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            return bool(self.request("GET", "/nacos/v1/ns/operator/metrics").json()["status"] == "UP")
+
+        try:
+            wait_for(up, deadline_s, message=f"node {self.address} UP")
+        except AssertionError:
+            raise AssertionError(f"node {self.address} did not come UP:\n{self.log()}") from None
+        self._token = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-6000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM by PID and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"node {self.address} ignored SIGTERM:\n{self.log()}") from None
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> NodeProcess:
+        self.stop()
+        return self.start()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def token(self) -> str:
+        if self._token is None:
+            result = self.request("POST", "/nacos/v1/auth/login",
+                                  {"username": "nacos", "password": self.admin_password})
+            assert result.status == 200, result.text
+            self._token = str(result.json()["accessToken"])
+        return self._token
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                body: bytes | None = None, headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> HttpResult:
+        query = urllib.parse.urlencode(params or {})
+        url = f"{self.base}{path}" + (f"?{query}" if query else "")
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return HttpResult(resp.status, resp.read(), dict(resp.headers))
+        except urllib.error.HTTPError as exc:
+            return HttpResult(exc.code, exc.read(), dict(exc.headers))
+
+    def api(self, method: str, path: str, params: dict[str, Any] | None = None,
+            **kwargs: Any) -> HttpResult:
+        """An authenticated call to ``/nacos/v1/ns`` + path."""
+        return self.request(method, "/nacos/v1/ns" + path,
+                            {**(params or {}), "accessToken": self.token()}, **kwargs)
+
+    def client(self, **kwargs: Any) -> Any:
+        import nacos
+
+        return nacos.NacosClient(self.address, username="nacos", password=self.admin_password,
+                                 **kwargs)
+
+
+@contextlib.contextmanager
+def running_node(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[NodeProcess]:
+    node = NodeProcess(data_dir, env=env).start()
+    try:
+        yield node
+    finally:
+        try:
+            node.stop()
+        finally:
+            node.kill9()
