@@ -43,6 +43,8 @@ _CLUSTER_NAME_RE = re.compile(r"[0-9a-zA-Z-]+")
 # Nacos checks the ip only weakly; we still refuse what cannot be an address or a host name.
 _IP_RE = re.compile(r"[0-9A-Za-z.:_%\[\]-]+")
 _DIGITS_RE = re.compile(r"\d+")
+_NAMESPACE_RE = re.compile(r"[0-9a-zA-Z_.-]+")
+MAX_NAMESPACE_CHARS = 128
 
 EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
 
@@ -91,7 +93,17 @@ class ServiceName:
 
 
 def namespace_or_default(raw: str | None) -> str:
-    return raw if raw else DEFAULT_NAMESPACE
+    """Blank means ``public``. Nacos does not check namespace ids in naming; we hold them to the
+    config module's rule (word characters, ``.`` and ``-``, at most 128) so a key can never
+    contain our ``##`` separator."""
+    if not raw:
+        return DEFAULT_NAMESPACE
+    if len(raw) > MAX_NAMESPACE_CHARS or not _NAMESPACE_RE.fullmatch(raw):
+        raise InvalidParam(
+            f"namespaceId can only have these characters: 0-9a-zA-Z_.-, current: "
+            f"{raw[:MAX_NAMESPACE_CHARS]}"
+        )
+    return raw
 
 
 def fold_service_name(service: str, group: str | None) -> str:

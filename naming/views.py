@@ -110,7 +110,9 @@ def service_list(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 @nacos_api("GET", "POST", "PUT")
 def service_names(request: HttpRequest, params: Params) -> dict[str, Any]:
-    return _ops().service_names(params.optional("namespaceId"), params.optional("expr"))  # type: ignore[no-any-return]
+    raw_ns = params.raw("namespaceId")
+    namespace = namespace_or_default(raw_ns) if raw_ns else ""  # blank: every namespace
+    return _ops().service_names(namespace, params.optional("expr"))  # type: ignore[no-any-return]
 
 
 @nacos_api("GET")

@@ -27,8 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], deadline_s: float, interval_s: float = 0.1,
-             message: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    deadline_s: float,
+    interval_s: float = 0.1,
+    message: str = "condition",
+) -> T:
     """Poll until ``predicate()`` is truthy; return its value, or fail after ``deadline_s``."""
     end = time.monotonic() + deadline_s
     last_error: Exception | None = None
@@ -40,8 +44,9 @@ def wait_for(predicate: Callable[[], T], deadline_s: float, interval_s: float = 
         except Exception as exc:  # the node may be restarting: keep polling until the deadline
             last_error = exc
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {message}; last error: "
-                         f"{last_error!r}")
+    raise AssertionError(
+        f"timed out after {deadline_s}s waiting for {message}; last error: {last_error!r}"
+    )
 
 
 def _port_free(port: int) -> bool:
@@ -78,8 +83,9 @@ class HttpResult:
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_node_port()
         self.admin_password = "test-" + secrets.token_hex(8)
@@ -106,9 +112,21 @@ class NodeProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child until it exits
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runnode", "--host", "127.0.0.1",
-             "--port", str(self.port), "--data-dir", str(self.data_dir)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "runnode",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         if wait:
@@ -119,7 +137,9 @@ class NodeProcess:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            return bool(self.request("GET", "/nacos/v1/ns/operator/metrics").json()["status"] == "UP")
+            return bool(
+                self.request("GET", "/nacos/v1/ns/operator/metrics").json()["status"] == "UP"
+            )
 
         try:
             wait_for(up, deadline_s, message=f"node {self.address} UP")
@@ -158,15 +178,24 @@ class NodeProcess:
 
     def token(self) -> str:
         if self._token is None:
-            result = self.request("POST", "/nacos/v1/auth/login",
-                                  {"username": "nacos", "password": self.admin_password})
+            result = self.request(
+                "POST",
+                "/nacos/v1/auth/login",
+                {"username": "nacos", "password": self.admin_password},
+            )
             assert result.status == 200, result.text
             self._token = str(result.json()["accessToken"])
         return self._token
 
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
-                body: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: float = 10.0) -> HttpResult:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> HttpResult:
         query = urllib.parse.urlencode(params or {})
         url = f"{self.base}{path}" + (f"?{query}" if query else "")
         req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
@@ -176,17 +205,20 @@ class NodeProcess:
         except urllib.error.HTTPError as exc:
             return HttpResult(exc.code, exc.read(), dict(exc.headers))
 
-    def api(self, method: str, path: str, params: dict[str, Any] | None = None,
-            **kwargs: Any) -> HttpResult:
+    def api(
+        self, method: str, path: str, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> HttpResult:
         """An authenticated call to ``/nacos/v1/ns`` + path."""
-        return self.request(method, "/nacos/v1/ns" + path,
-                            {**(params or {}), "accessToken": self.token()}, **kwargs)
+        return self.request(
+            method, "/nacos/v1/ns" + path, {**(params or {}), "accessToken": self.token()}, **kwargs
+        )
 
     def client(self, **kwargs: Any) -> Any:
         import nacos
 
-        return nacos.NacosClient(self.address, username="nacos", password=self.admin_password,
-                                 **kwargs)
+        return nacos.NacosClient(
+            self.address, username="nacos", password=self.admin_password, **kwargs
+        )
 
 
 @contextlib.contextmanager

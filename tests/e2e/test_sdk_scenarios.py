@@ -23,8 +23,12 @@ def hosts(client: nacos.NacosClient, service: str, **kwargs: object) -> list[dic
 
 def test_f1_register_then_list_returns_the_instance_with_nacos_fields(node: NodeProcess, svc: str):
     client = node.client()
-    assert client.add_naming_instance(svc, "10.0.0.1", 8080, cluster_name="DEFAULT",
-                                      metadata={"k": "v"}) is True
+    assert (
+        client.add_naming_instance(
+            svc, "10.0.0.1", 8080, cluster_name="DEFAULT", metadata={"k": "v"}
+        )
+        is True
+    )
 
     result = client.list_naming_instance(svc)
 
@@ -33,9 +37,17 @@ def test_f1_register_then_list_returns_the_instance_with_nacos_fields(node: Node
     assert result["cacheMillis"] == 3000
     [host] = result["hosts"]
     assert host == {
-        "ip": "10.0.0.1", "port": 8080, "valid": True, "healthy": True, "marked": False,
-        "instanceId": f"10.0.0.1#8080#DEFAULT#DEFAULT_GROUP@@{svc}", "metadata": {"k": "v"},
-        "enabled": True, "weight": 1.0, "clusterName": "DEFAULT", "serviceName": svc,
+        "ip": "10.0.0.1",
+        "port": 8080,
+        "valid": True,
+        "healthy": True,
+        "marked": False,
+        "instanceId": f"10.0.0.1#8080#DEFAULT#DEFAULT_GROUP@@{svc}",
+        "metadata": {"k": "v"},
+        "enabled": True,
+        "weight": 1.0,
+        "clusterName": "DEFAULT",
+        "serviceName": svc,
         "ephemeral": True,
     }
 
@@ -43,7 +55,10 @@ def test_f1_register_then_list_returns_the_instance_with_nacos_fields(node: Node
 def test_f2_unknown_service_lists_empty_and_subscribe_does_not_raise(node: NodeProcess):
     client = node.client()
     assert client.list_naming_instance("nope-f2") == {
-        "name": "DEFAULT_GROUP@@nope-f2", "clusters": "", "cacheMillis": 3000, "hosts": [],
+        "name": "DEFAULT_GROUP@@nope-f2",
+        "clusters": "",
+        "cacheMillis": 3000,
+        "hosts": [],
     }
     client.subscribe([], 1, service_name="nope-f2")
     client.stop_subscribe()
@@ -81,27 +96,45 @@ def test_f5_beat_answers_with_interval_and_light_beat(node: NodeProcess, svc: st
 
 def test_f7_beat_reregisters_a_missing_instance_from_its_body(node: NodeProcess, svc: str):
     client = node.client()
-    answer = client.send_heartbeat(svc, "10.0.0.2", 9000, cluster_name="DEFAULT", weight=2.0,
-                                   metadata={"a": "b"})
+    answer = client.send_heartbeat(
+        svc, "10.0.0.2", 9000, cluster_name="DEFAULT", weight=2.0, metadata={"a": "b"}
+    )
     assert answer["code"] == 10200
     [host] = hosts(client, svc)
     assert (host["ip"], host["port"], host["weight"], host["metadata"]) == (
-        "10.0.0.2", 9000, 2.0, {"a": "b"})
+        "10.0.0.2",
+        9000,
+        2.0,
+        {"a": "b"},
+    )
 
 
 def test_f7_light_beat_for_a_missing_instance_answers_20404(node: NodeProcess, svc: str):
-    result = node.api("PUT", "/instance/beat", {"serviceName": svc, "ip": "10.9.9.9",
-                                                "port": 1, "clusterName": "DEFAULT"})
+    result = node.api(
+        "PUT",
+        "/instance/beat",
+        {"serviceName": svc, "ip": "10.9.9.9", "port": 1, "clusterName": "DEFAULT"},
+    )
     assert result.status == 200
     assert result.json() == {"clientBeatInterval": 5000, "code": 20404}
 
 
 def test_f8_beat_interval_follows_preserved_metadata(node: NodeProcess, svc: str):
     client = node.client()
-    client.add_naming_instance(svc, "10.0.0.8", 80, cluster_name="DEFAULT",
-                               metadata={"preserved.heart.beat.interval": "1000"})
-    answer = client.send_heartbeat(svc, "10.0.0.8", 80, cluster_name="DEFAULT",
-                                   metadata={"preserved.heart.beat.interval": "1000"})
+    client.add_naming_instance(
+        svc,
+        "10.0.0.8",
+        80,
+        cluster_name="DEFAULT",
+        metadata={"preserved.heart.beat.interval": "1000"},
+    )
+    answer = client.send_heartbeat(
+        svc,
+        "10.0.0.8",
+        80,
+        cluster_name="DEFAULT",
+        metadata={"preserved.heart.beat.interval": "1000"},
+    )
     assert answer["clientBeatInterval"] == 1000
 
 
@@ -155,8 +188,10 @@ def test_f11_clusters_filter_and_echo(node: NodeProcess, svc: str):
 def test_f12_modify_replaces_weight_and_resets_metadata(node: NodeProcess, svc: str):
     client = node.client()
     client.add_naming_instance(svc, "10.0.0.1", 8080, cluster_name="DEFAULT", metadata={"k": "v"})
-    assert client.modify_naming_instance(svc, "10.0.0.1", 8080, cluster_name="DEFAULT",
-                                         weight=3.0) is True
+    assert (
+        client.modify_naming_instance(svc, "10.0.0.1", 8080, cluster_name="DEFAULT", weight=3.0)
+        is True
+    )
     [host] = hosts(client, svc)
     assert (host["weight"], host["metadata"]) == (3.0, {})
 
@@ -209,29 +244,41 @@ def test_f15_call_without_credentials_is_403_insufficient_privilege(node: NodePr
 def test_f15_username_and_password_params_work_per_request(node: NodeProcess, svc: str):
     """What the Node SDK does: credentials as parameters on every call, no login."""
     creds = {"username": "nacos", "password": node.admin_password}
-    result = node.request("POST", "/nacos/v1/ns/instance",
-                          {**creds, "serviceName": svc, "ip": "10.0.0.1", "port": 80})
+    result = node.request(
+        "POST", "/nacos/v1/ns/instance", {**creds, "serviceName": svc, "ip": "10.0.0.1", "port": 80}
+    )
     assert (result.status, result.text) == (200, "ok")
-    bad = node.request("GET", "/nacos/v1/ns/instance/list",
-                       {"username": "nacos", "password": "nope", "serviceName": svc})
+    bad = node.request(
+        "GET",
+        "/nacos/v1/ns/instance/list",
+        {"username": "nacos", "password": "nope", "serviceName": svc},
+    )
     assert (bad.status, bad.text) == (403, "unknown user!")
 
 
 def test_f15_login_answers_token_ttl_and_admin_flag(node: NodeProcess):
-    result = node.request("POST", "/nacos/v1/auth/login",
-                          {"username": "nacos", "password": node.admin_password})
+    result = node.request(
+        "POST", "/nacos/v1/auth/login", {"username": "nacos", "password": node.admin_password}
+    )
     body = result.json()
     assert body["tokenTtl"] == 18000 and body["globalAdmin"] is True
     assert body["username"] == "nacos"
     assert result.headers["Authorization"] == f"Bearer {body['accessToken']}"
-    bearer = node.request("GET", "/nacos/v1/ns/service/list", {"pageNo": 1, "pageSize": 5},
-                          headers={"Authorization": f"Bearer {body['accessToken']}"})
+    bearer = node.request(
+        "GET",
+        "/nacos/v1/ns/service/list",
+        {"pageNo": 1, "pageSize": 5},
+        headers={"Authorization": f"Bearer {body['accessToken']}"},
+    )
     assert bearer.status == 200
 
 
 def test_f15_forged_and_expired_tokens_are_refused(node: NodeProcess):
-    forged = node.request("GET", "/nacos/v1/ns/service/list",
-                          {"pageNo": 1, "pageSize": 5, "accessToken": "eyJhbGciOiJIUzI1NiJ9.e30.x"})
+    forged = node.request(
+        "GET",
+        "/nacos/v1/ns/service/list",
+        {"pageNo": 1, "pageSize": 5, "accessToken": "eyJhbGciOiJIUzI1NiJ9.e30.x"},
+    )
     assert (forged.status, forged.text) == (403, "token invalid!")
 
 
@@ -241,12 +288,19 @@ def test_f19_metrics_report_up(node: NodeProcess):
 
 
 def test_f20_service_crud_and_list(node: NodeProcess, svc: str):
-    created = node.api("POST", "/service", {"serviceName": svc, "protectThreshold": "0.3",
-                                            "metadata": '{"team":"a"}'})
+    created = node.api(
+        "POST",
+        "/service",
+        {"serviceName": svc, "protectThreshold": "0.3", "metadata": '{"team":"a"}'},
+    )
     assert (created.status, created.text) == (200, "ok")
     got = node.api("GET", "/service", {"serviceName": svc}).json()
     assert (got["name"], got["groupName"], got["protectThreshold"], got["metadata"]) == (
-        svc, "DEFAULT_GROUP", 0.3, {"team": "a"})
+        svc,
+        "DEFAULT_GROUP",
+        0.3,
+        {"team": "a"},
+    )
     again = node.api("POST", "/service", {"serviceName": svc})
     assert again.status == 400 and "already exists" in again.text
 
@@ -284,8 +338,12 @@ def test_f22_unknown_route_is_501(node: NodeProcess):
 
 def test_instance_list_answers_the_grouped_name_to_java_clients(node: NodeProcess, svc: str):
     node.api("POST", "/instance", {"serviceName": svc, "ip": "10.0.0.1", "port": 80})
-    java = node.api("GET", "/instance/list", {"serviceName": svc},
-                    headers={"User-Agent": "Nacos-Java-Client:v1.0.0"}).json()
+    java = node.api(
+        "GET",
+        "/instance/list",
+        {"serviceName": svc},
+        headers={"User-Agent": "Nacos-Java-Client:v1.0.0"},
+    ).json()
     assert java["dom"] == f"DEFAULT_GROUP@@{svc}"
     assert java["hosts"][0]["serviceName"] == f"DEFAULT_GROUP@@{svc}"
 
@@ -313,13 +371,17 @@ def test_catalog_views_show_services_and_instances(node: NodeProcess, svc: str):
     client = node.client()
     client.add_naming_instance(svc, "10.0.4.1", 80, cluster_name="DEFAULT")
     client.add_naming_instance(svc, "10.0.4.2", 80, cluster_name="DEFAULT", healthy=False)
-    services = node.api("GET", "/catalog/services",
-                        {"pageNo": 1, "pageSize": 100, "serviceNameParam": svc}).json()
+    services = node.api(
+        "GET", "/catalog/services", {"pageNo": 1, "pageSize": 100, "serviceNameParam": svc}
+    ).json()
     assert services["count"] == 1
     [row] = services["serviceList"]
     assert (row["ipCount"], row["healthyInstanceCount"], row["clusterCount"]) == (2, 1, 1)
-    instances = node.api("GET", "/catalog/instances", {"serviceName": svc, "clusterName": "DEFAULT",
-                                                       "pageNo": 1, "pageSize": 10}).json()
+    instances = node.api(
+        "GET",
+        "/catalog/instances",
+        {"serviceName": svc, "clusterName": "DEFAULT", "pageNo": 1, "pageSize": 10},
+    ).json()
     assert instances["count"] == 2
     assert {i["instanceHeartBeatTimeOut"] for i in instances["list"]} == {15000}
 
@@ -327,28 +389,40 @@ def test_catalog_views_show_services_and_instances(node: NodeProcess, svc: str):
 def test_metadata_batch_merges_and_deletes_keys(node: NodeProcess, svc: str):
     client = node.client()
     client.add_naming_instance(svc, "10.0.5.1", 80, cluster_name="DEFAULT", metadata={"a": "1"})
-    targets = json.dumps([{"ip": "10.0.5.1", "port": 80, "clusterName": "DEFAULT",
-                           "ephemeral": True}])
-    put = node.api("PUT", "/instance/metadata/batch",
-                   {"serviceName": svc, "instances": targets, "metadata": '{"b":"2"}'})
+    targets = json.dumps(
+        [{"ip": "10.0.5.1", "port": 80, "clusterName": "DEFAULT", "ephemeral": True}]
+    )
+    put = node.api(
+        "PUT",
+        "/instance/metadata/batch",
+        {"serviceName": svc, "instances": targets, "metadata": '{"b":"2"}'},
+    )
     assert put.json() == {"updated": ["10.0.5.1:80:unknown:DEFAULT:ephemeral"]}
     assert hosts(client, svc)[0]["metadata"] == {"a": "1", "b": "2"}
-    node.api("DELETE", "/instance/metadata/batch",
-             {"serviceName": svc, "instances": targets, "metadata": '{"a":""}'})
+    node.api(
+        "DELETE",
+        "/instance/metadata/batch",
+        {"serviceName": svc, "instances": targets, "metadata": '{"a":""}'},
+    )
     assert hosts(client, svc)[0]["metadata"] == {"b": "2"}
 
 
 def test_patch_changes_only_given_fields(node: NodeProcess, svc: str):
     client = node.client()
-    client.add_naming_instance(svc, "10.0.6.1", 80, cluster_name="DEFAULT", weight=4.0,
-                               metadata={"k": "v"})
-    patched = node.api("PATCH", "/instance", {"serviceName": svc, "ip": "10.0.6.1", "port": 80,
-                                              "enabled": "false"})
+    client.add_naming_instance(
+        svc, "10.0.6.1", 80, cluster_name="DEFAULT", weight=4.0, metadata={"k": "v"}
+    )
+    patched = node.api(
+        "PATCH", "/instance", {"serviceName": svc, "ip": "10.0.6.1", "port": 80, "enabled": "false"}
+    )
     assert patched.text == "ok"
     listed = hosts(client, svc)
     assert listed == []  # disabled instances are hidden from instance/list
-    detail = node.api("GET", "/catalog/instances", {"serviceName": svc, "clusterName": "DEFAULT",
-                                                    "pageNo": 1, "pageSize": 10}).json()["list"][0]
+    detail = node.api(
+        "GET",
+        "/catalog/instances",
+        {"serviceName": svc, "clusterName": "DEFAULT", "pageNo": 1, "pageSize": 10},
+    ).json()["list"][0]
     assert (detail["weight"], detail["metadata"], detail["enabled"]) == (4.0, {"k": "v"}, False)
     missing = node.api("PATCH", "/instance", {"serviceName": svc, "ip": "10.0.6.9", "port": 80})
     assert missing.status == 404
@@ -356,10 +430,12 @@ def test_patch_changes_only_given_fields(node: NodeProcess, svc: str):
 
 def test_java_client_put_is_a_strict_update(node: NodeProcess, svc: str):
     java = {"User-Agent": "Nacos-Java-Client:v1.0.0"}
-    missing = node.api("PUT", "/instance", {"serviceName": svc, "ip": "10.0.7.1", "port": 80},
-                       headers=java)
+    missing = node.api(
+        "PUT", "/instance", {"serviceName": svc, "ip": "10.0.7.1", "port": 80}, headers=java
+    )
     assert missing.status == 404
     node.api("POST", "/instance", {"serviceName": svc, "ip": "10.0.7.1", "port": 80})
-    absent = node.api("PUT", "/instance", {"serviceName": svc, "ip": "10.0.7.2", "port": 80},
-                      headers=java)
+    absent = node.api(
+        "PUT", "/instance", {"serviceName": svc, "ip": "10.0.7.2", "port": 80}, headers=java
+    )
     assert absent.status == 400 and "instance not exist" in absent.text
