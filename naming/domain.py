@@ -527,7 +527,7 @@ def apply_switch(current: Switches, entry: str, raw: str) -> Switches:
         return replace(current, **changes)
     if entry == "limitedUrlMap":
         limited: dict[str, int] = {}
-        if raw.strip():
+        if raw.strip() and raw.strip() != "null":  # "null" clears, as for the other entries
             for item in raw.split(","):
                 url, sep, code = item.rpartition(":")
                 if not sep or not url:

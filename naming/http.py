@@ -82,7 +82,8 @@ def no_such_api(request: HttpRequest) -> NoSuchApi:
 
 def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
     limited = node.registry.switches.limitedUrlMap
-    if limited:
+    # The switches endpoint stays reachable so an operator can always lift a limit again.
+    if limited and not request.path.endswith("/operator/switches"):
         target = request.get_full_path()
         for prefix, code in limited.items():
             if target.startswith(prefix):

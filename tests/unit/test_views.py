@@ -1,0 +1,80 @@
+"""The HTTP edge over an in-memory runtime (no sockets): shapes, gate, routing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from naming import runtime
+from naming.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+
+
+@pytest.fixture
+def node() -> Iterator[NodeRuntime]:
+    rt = in_memory_runtime(NodeConfig(port=8848))
+    runtime.install(rt)
+    try:
+        yield rt
+    finally:
+        runtime.install(None)
+        rt.stop()
+
+
+def test_register_then_list_through_the_views(node: NodeRuntime, client: Client):
+    created = client.post("/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.1&port=80&enable=True")
+    assert (created.status_code, created.content) == (200, b"ok")
+    listed = client.get("/nacos/v1/ns/instance/list?serviceName=s").json()
+    assert [h["ip"] for h in listed["hosts"]] == ["1.1.1.1"]
+
+
+def test_errors_are_text_in_the_nacos_shape(node: NodeRuntime, client: Client):
+    response = client.post("/nacos/v1/ns/instance?serviceName=s&port=80")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content == b"caused: Param 'ip' is required.;"
+
+
+def test_a_method_the_path_lacks_is_501(node: NodeRuntime, client: Client):
+    response = client.delete("/nacos/v1/ns/instance/list?serviceName=s")
+    assert response.status_code == 501
+    assert response.json()["message"] == "no such api:DELETE:/nacos/v1/ns/instance/list"
+
+
+def test_a_starting_node_answers_503_but_reports_its_status(node: NodeRuntime, client: Client):
+    node._ready.clear()
+    response = client.get("/nacos/v1/ns/instance/list?serviceName=s")
+    assert response.status_code == 503
+    assert response.content == b"server is STARTINGnow, please try again later!"
+    assert client.get("/nacos/v1/ns/operator/metrics").json()["status"] == "STARTING"
+
+
+def test_limited_url_map_answers_the_configured_status(node: NodeRuntime, client: Client):
+    client.put("/nacos/v1/ns/operator/switches?entry=limitedUrlMap&value=/nacos/v1/ns/catalog:429")
+    assert client.get("/nacos/v1/ns/catalog/services?pageNo=1&pageSize=1").status_code == 429
+    client.put("/nacos/v1/ns/operator/switches?entry=limitedUrlMap&value=/nacos/v1/ns/operator:503")
+    assert client.get("/nacos/v1/ns/operator/switches").status_code == 200
+    client.put("/nacos/v1/ns/operator/switches?entry=limitedUrlMap&value=null")
+    assert client.get("/nacos/v1/ns/catalog/services?pageNo=1&pageSize=1").status_code == 200
+
+
+def test_python_booleans_and_cluster_param_quirks(node: NodeRuntime, client: Client):
+    client.post(
+        "/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.2&port=80&healthy=False"
+        "&ephemeral=True&clusterName=None"
+    )
+    listed = client.get("/nacos/v1/ns/instance/list?serviceName=s&healthyOnly=False").json()
+    assert [(h["clusterName"], h["ephemeral"]) for h in listed["hosts"]] == [("None", True)]
+
+
+def test_is_check_returns_an_empty_object(node: NodeRuntime, client: Client):
+    assert client.get("/nacos/v1/ns/instance/list?serviceName=s&isCheck=true").json() == {}
+
+
+def test_a_failing_registry_listener_does_not_break_writes(node: NodeRuntime, client: Client):
+    node.notifier.add_listener("broken", lambda d: 1 / 0)
+    response = client.post("/nacos/v1/ns/instance?serviceName=s&ip=1.1.1.3&port=80")
+    assert response.status_code == 200
+    assert client.get("/nacos/v1/ns/instance/list?serviceName=s").json()["hosts"]
+    assert node.notifier.stats.listeners[-1].failures >= 1
