@@ -18,9 +18,9 @@ from naming.changes import (
     UpsertInstance,
 )
 from naming.domain import (
+    CheckType,
     ClusterConfig,
     HealthChecker,
-    CheckType,
     Instance,
     InstanceKey,
     Selector,
