@@ -6,7 +6,8 @@ one registry rebuild, not 64. Each listener is isolated: an exception is logged 
 listener and never stops the queue or the other listeners (hashicorp/raft ``observer.go``).
 
 Writers that must see their own change before they answer (``ok`` means visible) take the ticket
-returned by ``notify`` and call :meth:`wait_processed`.
+returned by ``notify`` and call :meth:`wait_processed`, which delivers the batch on the calling
+thread when the worker is idle.
 
 Thread: one daemon worker, owned by the Notifier; started by :meth:`start`, stopped by
 :meth:`stop` (the node's shutdown path), which drains nothing further and joins.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,9 +84,31 @@ class Notifier:
             return self._seq
 
     def wait_processed(self, ticket: int, timeout: float) -> bool:
-        """Block until the change behind ``ticket`` reached every listener (or ``timeout``)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._done >= ticket or self._stopping, timeout)
+        """Block until the change behind ``ticket`` reached every listener (or ``timeout``).
+
+        The waiting thread delivers the pending batch itself when no delivery is running
+        ("caller runs"): a handoff to the worker thread and back costs more than the delivery
+        under the GIL. Delivery stays one batch at a time under ``_deliver_lock``, so listeners
+        still see one writer, in order.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if self._done >= ticket or self._stopping:
+                    return True
+            if self._deliver_lock.acquire(blocking=False):
+                try:
+                    self._deliver_locked()
+                finally:
+                    self._deliver_lock.release()
+                continue
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return self._done >= ticket
+                self._cond.wait_for(
+                    lambda: self._done >= ticket or self._stopping, min(remaining, 0.05)
+                )
 
     def pending(self) -> int:
         return len(self._pending)

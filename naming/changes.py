@@ -70,6 +70,8 @@ def _instances(current: Value | None) -> dict[InstanceKey, Instance]:
     if current is None:
         return {}
     assert isinstance(current, Mapping)
+    if isinstance(current, MappingProxyType):
+        return current.copy()  # a C-level dict copy; dict(proxy) walks the mapping protocol
     return dict(current)
 
 

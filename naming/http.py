@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 
 from naming import runtime
 from naming.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
@@ -42,13 +43,35 @@ class Raw:
         self.content_type = content_type
 
 
+def respond(body: str | bytes, status: int = 200, content_type: str = TEXT) -> HttpResponse:
+    """Every response carries Content-Length: without it waitress falls back to chunked
+    encoding with ``Connection: close``, and each client request pays a new TCP connection
+    (measured: 2.7k vs 3.7k req/s for an empty view)."""
+    data = body.encode() if isinstance(body, str) else body
+    response = HttpResponse(data, status=status, content_type=content_type)
+    response["Content-Length"] = str(len(data))
+    return response
+
+
+def _first_values(encoded: str) -> dict[str, str]:
+    """Servlet ``getParameter`` semantics: the first value of a repeated name wins.
+
+    A plain dict from ``parse_qsl`` costs a third of Django's QueryDict on the hot endpoints.
+    """
+    values: dict[str, str] = {}
+    if encoded:
+        for name, value in parse_qsl(encoded, keep_blank_values=True):
+            if name not in values:
+                values[name] = value
+    return values
+
+
 def params_of(request: HttpRequest) -> Params:
-    form: Any = None
-    content_type = request.content_type or ""
-    if content_type.startswith(FORM):
+    form: dict[str, str] | None = None
+    if request.META.get("CONTENT_TYPE", "").startswith(FORM):
         # Django parses form bodies only for POST; Nacos reads them for every method.
-        form = request.POST if request.method == "POST" else QueryDict(request.body)
-    return Params(request.GET, form)
+        form = _first_values(request.body.decode("utf-8", "replace"))
+    return Params(_first_values(request.META.get("QUERY_STRING", "")), form)
 
 
 def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
@@ -60,20 +83,20 @@ def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
             "message": exc.message,
             "path": request.path,
         }
-        return HttpResponse(json.dumps(body), status=501, content_type=JSON)
+        return respond(json.dumps(body), 501, JSON)
     if isinstance(exc, (Forbidden, Unavailable)):
-        return HttpResponse(exc.message, status=exc.status, content_type=TEXT)
-    return HttpResponse(f"caused: {exc.message};", status=exc.status, content_type=TEXT)
+        return respond(exc.message, exc.status)
+    return respond(f"caused: {exc.message};", exc.status)
 
 
 def to_response(result: Any) -> HttpResponse:
     if isinstance(result, HttpResponse):
         return result
     if isinstance(result, Raw):
-        return HttpResponse(result.body, content_type=result.content_type)
+        return respond(result.body, 200, result.content_type)
     if isinstance(result, str):
-        return HttpResponse(result, content_type=TEXT)
-    return HttpResponse(json.dumps(result, separators=(",", ":")), content_type=JSON)
+        return respond(result)
+    return respond(json.dumps(result, separators=(",", ":")), 200, JSON)
 
 
 def no_such_api(request: HttpRequest) -> NoSuchApi:
@@ -134,7 +157,7 @@ def nacos_api(*methods: str, secured: bool = True, gated: bool = True) -> Callab
                 return error_response(PayloadTooLarge(f"request body over {limit} bytes"), request)
             except Exception as exc:  # a bug: log it whole, answer in the Nacos shape
                 log.exception("unhandled error on %s %s", request.method, request.path)
-                return HttpResponse(f"caused: {type(exc).__name__};", status=500, content_type=TEXT)
+                return respond(f"caused: {type(exc).__name__};", 500)
 
         view.csrf_exempt = True  # type: ignore[attr-defined]
         return view
@@ -156,5 +179,11 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     if isinstance(exc, drf.APIException):
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)
-        return HttpResponse(f"caused: {message};", status=exc.status_code, content_type=TEXT)
+        return respond(f"caused: {message};", exc.status_code)
     return None
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's handler404 for paths outside the API (JSON, not an HTML page)."""
+    body = {"status": 404, "error": "Not Found", "path": request.path}
+    return respond(json.dumps(body), 404, JSON)

@@ -23,6 +23,8 @@ from typing import Any
 
 from consistency.datum import EMPTY_INSTANCES, Datum, DatumKey, InstanceSet, KeyKind, Value
 from naming.domain import (
+    MAX_WEIGHT,
+    MIN_POSITIVE_WEIGHT,
     ClusterConfig,
     Instance,
     InstanceKey,
@@ -38,16 +40,23 @@ ServiceListener = Callable[["ServiceView"], None]
 
 
 def _clamped(instances: InstanceSet) -> list[Instance]:
-    out = []
-    for inst in instances.values():
-        weight = clamp_weight(inst.weight)
-        out.append(inst if weight == inst.weight else inst.with_changes(weight=weight))
-    out.sort(key=lambda i: (i.cluster, i.ip, i.port))
+    """The stored order (registration order) is kept: stable between calls, and no sort on
+    every rebuild of a large service."""
+    out = list(instances.values())
+    for n, inst in enumerate(out):
+        weight = inst.weight
+        if weight > MAX_WEIGHT or 0.0 < weight < MIN_POSITIVE_WEIGHT:
+            out[n] = inst.with_changes(weight=clamp_weight(weight))
     return out
 
 
 class ServiceView:
-    """One service as clients see it. Immutable after construction (caches are derived data)."""
+    """One service as clients see it. Immutable after construction.
+
+    Construction is O(1): the instance lists, the cluster grouping and the lookup index are
+    derived on first use and cached, so a burst of registrations to a large service does not
+    pay an O(n) rebuild per write when nobody reads in between.
+    """
 
     def __init__(
         self,
@@ -61,32 +70,45 @@ class ServiceView:
         self.meta = meta
         self.settings = meta or ServiceMeta()
         self.revision = revision
-        self.ephemeral = _clamped(ephemeral or EMPTY_INSTANCES)
-        self.persistent = _clamped(persistent or EMPTY_INSTANCES)
+        self._ephemeral_set = ephemeral or EMPTY_INSTANCES
+        self._persistent_set = persistent or EMPTY_INSTANCES
         self.exists = meta is not None or ephemeral is not None or persistent is not None
+        self.instance_count = len(self._ephemeral_set) + len(self._persistent_set)
+        self.response_cache: dict[Any, Any] = {}
+
+    @cached_property
+    def ephemeral(self) -> list[Instance]:
+        return _clamped(self._ephemeral_set)
+
+    @cached_property
+    def persistent(self) -> list[Instance]:
+        return _clamped(self._persistent_set)
+
+    @cached_property
+    def clusters(self) -> dict[str, list[Instance]]:
         # Nacos order inside a cluster: the persistent set, then the ephemeral set.
         clusters: dict[str, list[Instance]] = {name: [] for name in self.settings.clusters}
         for inst in self.persistent:
             clusters.setdefault(inst.cluster, []).append(inst)
         for inst in self.ephemeral:
             clusters.setdefault(inst.cluster, []).append(inst)
-        self.clusters = clusters
-        self.response_cache: dict[Any, Any] = {}
-
-    @property
-    def instance_count(self) -> int:
-        return len(self.ephemeral) + len(self.persistent)
+        return clusters
 
     def instances(self) -> Iterable[Instance]:
         for members in self.clusters.values():
             yield from members
 
     def find(self, key: InstanceKey, ephemeral: bool | None = None) -> Instance | None:
-        for inst in self.clusters.get(key.cluster, ()):
-            same_address = inst.ip == key.ip and inst.port == key.port
-            if same_address and (ephemeral is None or inst.ephemeral == ephemeral):
-                return inst
-        return None
+        """By (cluster, ip, port); the persistent list first, as Nacos searches."""
+        found = None
+        if ephemeral is not True:
+            found = self._persistent_set.get(key)
+        if found is None and ephemeral is not False:
+            found = self._ephemeral_set.get(key)
+        if found is None:
+            return None
+        weight = clamp_weight(found.weight)
+        return found if weight == found.weight else found.with_changes(weight=weight)
 
     def cluster_config(self, cluster: str) -> ClusterConfig:
         return self.settings.clusters.get(cluster) or ClusterConfig(cluster)

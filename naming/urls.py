@@ -13,9 +13,9 @@ _operator = [
 ]
 
 ns_patterns = [
-    path("instance", views.instance),
     path("instance/list", views.instance_list),
     path("instance/beat", views.instance_beat),
+    path("instance", views.instance),
     path("instance/statuses", views.instance_statuses),
     path("instance/metadata/batch", views.instance_metadata_batch),
     path("service", views.service),
@@ -35,5 +35,5 @@ ns_patterns = [
     path("raft/leader", views.raft_leader),
     *[path(f"operator/{p.pattern}", p.callback) for p in _operator],
     *[path(f"ops/{p.pattern}", p.callback) for p in _operator],
-    re_path(r"^(?P<rest>.*)$", unknown_api),
+    re_path(r"^nacos/v1/ns/(?P<rest>.*)$", unknown_api),
 ]

@@ -5,6 +5,7 @@ Which endpoints are secured follows Nacos's ``@Secured`` annotations (spec §0.6
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 from typing import Any
@@ -15,7 +16,7 @@ from naming import runtime
 from naming import serializers as s
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.errors import MissingParam
-from naming.http import TEXT, Raw, nacos_api
+from naming.http import JSON, Raw, nacos_api, respond
 from naming.serializers import Params
 
 OK = "ok"
@@ -334,7 +335,7 @@ def login(request: HttpRequest, params: Params) -> HttpResponse:
     password = params.required("password")
     if node.auth is None:
         body = f'{{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"{username}"}}'
-        return HttpResponse(body, content_type="application/json")
+        return respond(body, 200, JSON)
     token, identity = node.auth.login(username, password)
     payload = {
         "accessToken": token,
@@ -342,13 +343,11 @@ def login(request: HttpRequest, params: Params) -> HttpResponse:
         "globalAdmin": identity.global_admin,
         "username": identity.username,
     }
-    import json
-
-    response = HttpResponse(json.dumps(payload), content_type="application/json")
+    response = respond(json.dumps(payload), 200, JSON)
     response["Authorization"] = f"Bearer {token}"
     return response
 
 
 def empty(request: HttpRequest) -> HttpResponse:
     """The benchmark's floor: the cheapest answer this server can give."""
-    return HttpResponse(b"ok", content_type=TEXT)
+    return respond(b"ok")

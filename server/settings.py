@@ -72,6 +72,8 @@ NAMING = {
     "TOKEN_TTL_S": env_int("NAMING_TOKEN_TTL_S", 18000, minimum=60),
     "ADMIN_PASSWORD": os.environ.get("NAMING_ADMIN_PASSWORD", ""),
     "SERVER_THREADS": env_int("NAMING_SERVER_THREADS", 8, minimum=1, maximum=256),
+    # The GIL switch interval (ms): waitress's one I/O thread competes with the workers.
+    "SWITCH_INTERVAL_MS": env_float("NAMING_SWITCH_INTERVAL_MS", 5.0, minimum=0.1),
     "SWEEP_INTERVAL_S": env_float("NAMING_SWEEP_INTERVAL_S", 5.0, minimum=0.05),
     "CLEAN_ENABLED": env_bool("NAMING_EMPTY_SERVICE_CLEAN", True),
     "CLEAN_INITIAL_S": env_float("NAMING_EMPTY_SERVICE_CLEAN_INITIAL_S", 50.0),
@@ -92,5 +94,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("NAMING_LOG_LEVEL", "INFO")},
-    "loggers": {"pysyncobj": {"level": "WARNING"}},
+    "loggers": {
+        "pysyncobj": {"level": "WARNING"},
+        # waitress warns on every queued request under load ("Task queue depth"): noise.
+        "waitress.queue": {"level": "ERROR"},
+        # 4xx answers are the API working as specified, not server trouble.
+        "django.request": {"level": "ERROR"},
+    },
 }

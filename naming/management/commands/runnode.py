@@ -82,6 +82,7 @@ class Command(BaseCommand):
                 "run a standalone node"
             )
 
+        sys.setswitchinterval(settings.NAMING["SWITCH_INTERVAL_MS"] / 1000.0)
         lock = self._lock_data_dir(data_dir)
         call_command("migrate", verbosity=0, interactive=False)
         generated = ensure_admin(settings.NAMING["ADMIN_PASSWORD"])
