@@ -1,28 +1,14 @@
-PY ?= .venv/bin/python
-HOST ?= 127.0.0.1
-PORT ?= 8848
+# Thin aliases for dev.py, which needs nothing but Python 3.11.
+.PHONY: run test bench clean
 
-.PHONY: venv run test lint bench clean
+run:
+	python3 dev.py run
 
-venv: .venv/.done
-.venv/.done: requirements.txt requirements-dev.txt
-	python3 -m venv .venv
-	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -r requirements-dev.txt
-	touch .venv/.done
+test:
+	python3 dev.py test
 
-run: venv
-	$(PY) manage.py runnode --host $(HOST) --port $(PORT) --data-dir data
-
-lint: venv
-	.venv/bin/ruff check .
-	.venv/bin/mypy .
-
-test: venv lint
-	$(PY) -m pytest -n 2 --dist loadgroup
-
-bench: venv
-	$(PY) bench/run.py
+bench:
+	python3 dev.py bench
 
 clean:
-	rm -rf .venv data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv data .pytest_cache .mypy_cache .ruff_cache bench/results

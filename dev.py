@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Set-up and everyday commands with nothing but Python 3.11 on the machine.
+
+    python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
+    python3 dev.py test [pytest options]   # venv + deps, then ruff, mypy and the whole suite
+    python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
+
+The virtual environment lives in ``.venv`` and is (re)installed only when the requirement files
+change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+STAMP = VENV / ".requirements.sha256"
+
+
+def ensure_venv() -> None:
+    digest = hashlib.sha256(
+        b"".join((ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt"))
+    ).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
+        return
+    if not PY.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing requirements ...", flush=True)
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
+                   check=True)
+    STAMP.write_text(digest)
+
+
+def run(args: list[str]) -> int:
+    ensure_venv()
+    command = [str(PY), "manage.py", "runnode", "--host", "127.0.0.1", "--port", "8848",
+               "--data-dir", "data", *args]
+    os.chdir(ROOT)
+    os.execv(command[0], command)
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    bin_dir = VENV / "bin"
+    for step in ([str(bin_dir / "ruff"), "check", "."], [str(bin_dir / "mypy"), "."]):
+        print("$", " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step)),
+              flush=True)
+        if subprocess.run(step, cwd=ROOT).returncode != 0:
+            return 1
+    # Two workers: slow timing scenarios run beside the rest (see tests/e2e/test_sdk_timing.py).
+    pytest = [str(PY), "-m", "pytest", "-n", "2", "--dist", "loadgroup", *args]
+    return subprocess.run(pytest, cwd=ROOT).returncode
+
+
+def bench(args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([str(PY), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT).returncode
+
+
+def main() -> int:
+    commands = {"run": run, "test": test, "bench": bench}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
