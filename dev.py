@@ -26,7 +26,9 @@ STAMP = VENV / ".requirements.sha256"
 
 def ensure_venv() -> None:
     digest = hashlib.sha256(
-        b"".join((ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt"))
+        b"".join(
+            (ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt")
+        )
     ).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
         return
@@ -35,15 +37,27 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing requirements ...", flush=True)
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
-                   check=True)
+    subprocess.run(
+        [str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
+        check=True,
+    )
     STAMP.write_text(digest)
 
 
 def run(args: list[str]) -> int:
     ensure_venv()
-    command = [str(PY), "manage.py", "runnode", "--host", "127.0.0.1", "--port", "8848",
-               "--data-dir", "data", *args]
+    command = [
+        str(PY),
+        "manage.py",
+        "runnode",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8848",
+        "--data-dir",
+        "data",
+        *args,
+    ]
     os.chdir(ROOT)
     os.execv(command[0], command)
 
@@ -52,8 +66,11 @@ def test(args: list[str]) -> int:
     ensure_venv()
     bin_dir = VENV / "bin"
     for step in ([str(bin_dir / "ruff"), "check", "."], [str(bin_dir / "mypy"), "."]):
-        print("$", " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step)),
-              flush=True)
+        print(
+            "$",
+            " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step)),
+            flush=True,
+        )
         if subprocess.run(step, cwd=ROOT).returncode != 0:
             return 1
     # Two workers: slow timing scenarios run beside the rest (see tests/e2e/test_sdk_timing.py).

@@ -69,8 +69,9 @@ class BeatTable:
                 self._beats.pop(service, None)
                 continue
             present = {i.key for i in view.ephemeral}
-            beats = self._beats[service]
-            for key in [k for k in beats if k not in present]:
+            beats = self._beats.get(service, {})
+            # list(): request threads insert beats while we walk the keys.
+            for key in [k for k in list(beats) if k not in present]:
                 beats.pop(key, None)
 
 

@@ -22,6 +22,7 @@ def timing_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProces
     env = {
         "NAMING_EMPTY_SERVICE_CLEAN_INITIAL_S": "1",
         "NAMING_EMPTY_SERVICE_CLEAN_PERIOD_S": "1",
+        "NAMING_HEALTH_CHECK_INTERVAL_S": "1",
     }
     with running_node(Path(tmp_path_factory.mktemp("timing")), env=env) as node:
         yield node
@@ -135,3 +136,73 @@ def test_f23_empty_service_is_cleaned_automatically(timing_node: NodeProcess):
 
     assert "f23" in doms()
     wait_for(lambda: "f23" not in doms(), 15, interval_s=0.5, message="auto-clean")
+
+
+def stored_health(node: NodeProcess, service: str) -> dict[int, bool]:
+    """The stored flag (catalog), not the protect-threshold view of instance/list."""
+    body = node.api(
+        "GET",
+        "/catalog/instances",
+        {"serviceName": service, "clusterName": "DEFAULT", "pageNo": 1, "pageSize": 100},
+    ).json()
+    return {i["port"]: i["healthy"] for i in body["list"]}
+
+
+def test_active_checks_mark_a_dead_persistent_instance_unhealthy(timing_node: NodeProcess):
+    """TCP check (the default): the node's own port answers, a closed port does not."""
+    client = timing_node.client()
+    client.add_naming_instance(
+        "chk-tcp", "127.0.0.1", timing_node.port, cluster_name="DEFAULT", ephemeral=False
+    )
+    client.add_naming_instance("chk-tcp", "127.0.0.1", 1, cluster_name="DEFAULT", ephemeral=False)
+    wait_for(
+        lambda: stored_health(timing_node, "chk-tcp") == {timing_node.port: True, 1: False},
+        20,
+        interval_s=0.5,
+        message="closed port unhealthy, open port healthy",
+    )
+
+
+def test_http_checks_follow_the_cluster_config_and_recover(timing_node: NodeProcess):
+    client = timing_node.client()
+    port = timing_node.port
+    client.add_naming_instance(
+        "chk-http", "127.0.0.1", port, cluster_name="DEFAULT", ephemeral=False
+    )
+    checker = '{"type":"HTTP","path":"/nacos/v1/ns/health/nope","expectedResponseCode":200}'
+    put = timing_node.api(
+        "PUT",
+        "/cluster",
+        {
+            "serviceName": "chk-http",
+            "clusterName": "DEFAULT",
+            "checkPort": "80",
+            "useInstancePort4Check": "true",
+            "healthChecker": checker,
+        },
+    )
+    assert put.text == "ok"
+    wait_for(
+        lambda: stored_health(timing_node, "chk-http") == {port: False},
+        20,
+        interval_s=0.5,
+        message="HTTP check fails on a 501 path",
+    )
+    checker = '{"type":"HTTP","path":"/nacos/v1/ns/health/server","expectedResponseCode":200}'
+    timing_node.api(
+        "PUT",
+        "/cluster",
+        {
+            "serviceName": "chk-http",
+            "clusterName": "DEFAULT",
+            "checkPort": "80",
+            "useInstancePort4Check": "true",
+            "healthChecker": checker,
+        },
+    )
+    wait_for(
+        lambda: stored_health(timing_node, "chk-http") == {port: True},
+        20,
+        interval_s=0.5,
+        message="HTTP check recovers",
+    )
