@@ -5,6 +5,7 @@ from django.urls import path
 
 from naming import views
 from naming.urls import ns_patterns
+from naming.users import UsersView
 
 NS = "nacos/v1/ns/"
 
@@ -12,6 +13,7 @@ urlpatterns = [
     *[path(NS + p.pattern._route, p.callback) for p in ns_patterns if hasattr(p.pattern, "_route")],
     path("nacos/v1/auth/login", views.login),
     path("nacos/v1/auth/users/login", views.login),
+    path("nacos/v1/auth/users", UsersView.as_view()),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
     path("bench/empty", views.empty),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],

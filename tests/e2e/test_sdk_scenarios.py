@@ -439,3 +439,56 @@ def test_java_client_put_is_a_strict_update(node: NodeProcess, svc: str):
         "PUT", "/instance", {"serviceName": svc, "ip": "10.0.7.2", "port": 80}, headers=java
     )
     assert absent.status == 400 and "instance not exist" in absent.text
+
+
+def test_admin_manages_users_and_a_new_user_can_use_the_sdk(node: NodeProcess, svc: str):
+    user, password = "dev-" + svc[-6:], "correct-horse-1"
+    created = node.request(
+        "POST",
+        "/nacos/v1/auth/users",
+        {"username": user, "password": password, "accessToken": node.token()},
+    )
+    assert created.status == 200 and created.json()["message"] == "create user ok!"
+    again = node.request(
+        "POST",
+        "/nacos/v1/auth/users",
+        {"username": user, "password": password, "accessToken": node.token()},
+    )
+    assert again.status == 400 and "already exist" in again.text
+
+    dev = nacos.NacosClient(node.address, username=user, password=password)
+    assert dev.add_naming_instance(svc, "10.0.9.1", 80, cluster_name="DEFAULT")
+    login = node.request("POST", "/nacos/v1/auth/login", {"username": user, "password": password})
+    assert login.json()["globalAdmin"] is False
+    token = login.json()["accessToken"]
+    refused = node.request("GET", "/nacos/v1/auth/users", {"accessToken": token})
+    assert refused.status == 403
+
+    listed = node.request("GET", "/nacos/v1/auth/users", {"accessToken": node.token()}).json()
+    assert {"username": user, "globalAdmin": False} in listed["pageItems"]
+    assert "password" not in listed["pageItems"][0]
+
+    deleted = node.request(
+        "DELETE", "/nacos/v1/auth/users", {"username": user, "accessToken": node.token()}
+    )
+    assert deleted.status == 200
+    gone = node.request(
+        "GET",
+        "/nacos/v1/ns/instance/list",
+        {"serviceName": svc, "accessToken": login.json()["accessToken"]},
+    )
+    assert gone.status == 403
+
+
+def test_user_admin_rejects_weak_passwords_and_bad_names(node: NodeProcess):
+    for params in (
+        {"username": "x y", "password": "long-enough-1"},
+        {"username": "shortpw", "password": "123"},
+        {"username": "nopw"},
+    ):
+        result = node.request(
+            "POST", "/nacos/v1/auth/users", {**params, "accessToken": node.token()}
+        )
+        assert result.status == 400 and result.text.startswith("caused: "), result.text
+    anonymous = node.request("GET", "/nacos/v1/auth/users")
+    assert anonymous.status == 403
