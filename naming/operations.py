@@ -40,6 +40,7 @@ from naming.domain import (
 )
 from naming.errors import InvalidParam, NotFound
 from naming.health import BeatTable
+from naming.push import eligible
 from naming.registry import Registry, ServiceView
 from naming.render import (
     cluster_json,
@@ -65,6 +66,7 @@ class NamingOperations:
         self.registry = registry
         self.beats = beats
         self._wall_ms = wall_ms
+        self.push: Any = None  # naming.push.PushService, set by the runtime
 
     @property
     def switches(self) -> Any:
@@ -149,9 +151,29 @@ class NamingOperations:
             "metadata": dict(inst.metadata),
         }
 
-    def list_instances(self, cmd: s.ListInstances, cache_millis: int | None = None) -> str:
+    def list_instances(self, cmd: s.ListInstances) -> str:
         if cmd.is_check:
             return "{}"  # Nacos 1.4 quirk: the computed result is thrown away
+        switches = self.switches
+        cache_millis = switches.defaultCacheMillis
+        if (
+            cmd.udp_port > 0
+            and cmd.remote_addr
+            and self.push is not None
+            and switches.pushEnabled
+            and eligible(cmd.client, switches)
+        ):
+            self.push.push_cache_s = switches.defaultPushCacheMillis / 1000.0
+            self.push.subscribe(
+                cmd.service,
+                cmd.clusters,
+                cmd.cluster_names,
+                cmd.remote_addr,
+                cmd.udp_port,
+                cmd.client,
+                cmd.app,
+            )
+            cache_millis = switches.defaultPushCacheMillis
         return render_instance_list(
             self._view(cmd.service),
             cmd.service.grouped,
@@ -160,8 +182,16 @@ class NamingOperations:
             cmd.healthy_only,
             cmd.client.is_java_1x,
             cmd.env,
-            cache_millis if cache_millis is not None else self.switches.defaultCacheMillis,
+            cache_millis,
             self._wall_ms(),
+        )
+
+    def render_push(
+        self, view: ServiceView, clusters: str, names: tuple[str, ...], grouped: bool, cache_ms: int
+    ) -> str:
+        """What instance/list would answer this subscriber (pushes carry it as a string)."""
+        return render_instance_list(
+            view, view.name.grouped, clusters, names, False, grouped, "", cache_ms, self._wall_ms()
         )
 
     def beat(self, cmd: s.Beat) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from consistency.service import ConsistencyService, DelegateConsistencyService
 from distro.store import DistroStore
 from naming.health import BeatTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
+from naming.push import PushService
 from naming.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class NodeRuntime:
         notifier.add_listener("registry", self.registry.on_datum)
         self.beats = BeatTable()
         self.operations = NamingOperations(self.consistency, self.registry, self.beats)
+        self.push = PushService(config.host, self.operations.render_push)
+        self.operations.push = self.push
+        self.registry.listeners.append(("push", self.push.on_service_changed))
         self.health = HealthServices(
             self.registry,
             self.beats,
@@ -114,12 +118,14 @@ class NodeRuntime:
         if switches is not None:
             self.registry.on_datum(switches)
         self.health.start()
+        self.push.start()
         self.status = NodeStatus.UP
         self._ready.set()
         log.info("node %s is UP", self.config.address)
 
     def stop(self) -> None:
         self.status = NodeStatus.DOWN
+        self.push.stop()
         self.health.stop()
         if self.syncobj is not None:
             try:

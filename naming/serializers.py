@@ -273,9 +273,10 @@ class ListInstances:
     client_ip: str
     udp_port: int
     app: str
+    remote_addr: str = ""
 
 
-def list_instances(params: Params, client: ClientInfo) -> ListInstances:
+def list_instances(params: Params, client: ClientInfo, remote_addr: str = "") -> ListInstances:
     clusters = params.optional("clusters")
     names = tuple(c for c in (x.strip() for x in clusters.split(",")) if c)
     udp_port = params.integer("udpPort", 0)
@@ -291,6 +292,7 @@ def list_instances(params: Params, client: ClientInfo) -> ListInstances:
         client_ip=params.optional("clientIP"),
         udp_port=udp_port,
         app=params.optional("app"),
+        remote_addr=remote_addr,
     )
 
 

@@ -60,7 +60,8 @@ def instance(request: HttpRequest, params: Params) -> Any:
 
 @nacos_api("GET")
 def instance_list(request: HttpRequest, params: Params) -> Raw:
-    return Raw(_ops().list_instances(s.list_instances(params, _client(request))))
+    remote = request.META.get("REMOTE_ADDR", "")
+    return Raw(_ops().list_instances(s.list_instances(params, _client(request), remote)))
 
 
 @nacos_api("PUT", "POST")
@@ -118,10 +119,22 @@ def service_names(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 @nacos_api("GET")
 def service_subscribers(request: HttpRequest, params: Params) -> dict[str, Any]:
-    s.service_name(params)
-    s.page(params, default_size=1000)
-    # UDP push subscribers are not tracked yet (see README, "Not yet"): none to report.
-    return {"subscribers": [], "count": 0}
+    name = s.service_name(params)
+    page = s.page(params, default_size=1000)
+    subscribers = [
+        {
+            "addrStr": f"{sub.key.ip}:{sub.key.port}",
+            "agent": sub.key.agent,
+            "app": sub.app,
+            "ip": sub.key.ip,
+            "port": sub.key.port,
+            "namespaceId": name.namespace,
+            "serviceName": name.grouped,
+            "cluster": sub.key.clusters,
+        }
+        for sub in runtime.current().push.subscribers(name)
+    ]
+    return {"subscribers": page.slice(subscribers), "count": len(subscribers)}
 
 
 @nacos_api("PUT", "POST", secured=False)
@@ -307,7 +320,20 @@ def distro_server(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 @nacos_api("GET", "POST", "PUT", secured=False)
 def push_state(request: HttpRequest, params: Params) -> dict[str, Any]:
-    return {"succeed": 0, "total": 0, "ratio": 0.0, "reset": params.strict_boolean("reset", False)}
+    stats = runtime.current().push.stats
+    reset = params.strict_boolean("reset", False)
+    result: dict[str, Any] = {
+        "succeed": stats.succeed,
+        "total": stats.total,
+        "ratio": round(stats.succeed / stats.total, 4) if stats.total else 0.0,
+        "reset": reset,
+    }
+    if params.strict_boolean("detail", False):
+        result["data"] = list(stats.failed_packets)
+    if reset:
+        stats.total = stats.succeed = stats.failed = 0
+        stats.failed_packets.clear()
+    return result
 
 
 @nacos_api("GET", secured=False, gated=False)
