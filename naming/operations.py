@@ -67,6 +67,7 @@ class NamingOperations:
         self.beats = beats
         self._wall_ms = wall_ms
         self.push: Any = None  # naming.push.PushService, set by the runtime
+        self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
 
     @property
     def switches(self) -> Any:
@@ -195,6 +196,7 @@ class NamingOperations:
         )
 
     def beat(self, cmd: s.Beat) -> dict[str, Any]:
+        self.beat_count += 1
         switches = self.switches
         view = self._view(cmd.service)
         inst = view.find(cmd.key) if view is not None else None

@@ -256,6 +256,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
         "cpu": round(min(1.0, load / cores), 4),
         "load": round(load, 4),
         "mem": rss_kb * 1024,
+        "beatCount": node.operations.beat_count,
         "notifier": {
             "notified": notifier.notified,
             "processed": notifier.processed,

@@ -25,10 +25,18 @@ def receive(sock: socket.socket, deadline_s: float) -> tuple[dict, tuple[str, in
 
 
 def subscribe(node: NodeProcess, service: str, port: int, clusters: str = "") -> dict:
-    return node.api("GET", "/instance/list", {"serviceName": f"DEFAULT_GROUP@@{service}",
-                                              "udpPort": port, "clientIP": "203.0.113.9",
-                                              "clusters": clusters, "healthyOnly": "false"},
-                    headers=NODE_UA).json()
+    return node.api(
+        "GET",
+        "/instance/list",
+        {
+            "serviceName": f"DEFAULT_GROUP@@{service}",
+            "udpPort": port,
+            "clientIP": "203.0.113.9",
+            "clusters": clusters,
+            "healthyOnly": "false",
+        },
+        headers=NODE_UA,
+    ).json()
 
 
 def test_a_node_client_is_pushed_the_new_list_and_its_ack_is_counted(node: NodeProcess, svc: str):
@@ -84,7 +92,11 @@ def test_large_pushes_arrive_gzipped(node: NodeProcess, svc: str):
 
 def test_python_clients_are_never_subscribed(node: NodeProcess, svc: str):
     node.api("POST", "/instance", {"serviceName": svc, "ip": "10.9.0.1", "port": 80})
-    listed = node.api("GET", "/instance/list", {"serviceName": svc, "udpPort": 40000},
-                      headers={"User-Agent": "Nacos-Python-Client:v0.1.16"}).json()
+    listed = node.api(
+        "GET",
+        "/instance/list",
+        {"serviceName": svc, "udpPort": 40000},
+        headers={"User-Agent": "Nacos-Python-Client:v0.1.16"},
+    ).json()
     assert listed["cacheMillis"] == 3000
     assert node.api("GET", "/service/subscribers", {"serviceName": svc}).json()["count"] == 0
