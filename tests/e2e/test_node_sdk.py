@@ -6,6 +6,7 @@ parameters on every request. ``node_client/driver.js`` runs one scenario and pri
 
 from __future__ import annotations
 
+import fcntl
 import json
 import queue
 import shutil
@@ -26,18 +27,26 @@ pytestmark = pytest.mark.xdist_group("node-sdk")
 
 @pytest.fixture(scope="module")
 def node_sdk() -> Path:
-    """Installs the pinned SDK once (npm registry); fails loudly when Node.js is missing."""
+    """Installs the pinned SDK once (npm registry); fails loudly when Node.js is missing.
+
+    A file lock and a marker written after a complete install keep two test workers from
+    running ``npm ci`` (which first deletes node_modules) under each other's feet.
+    """
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail(
             "Node.js and npm are required for the Node SDK tests (apt-get install nodejs npm)"
         )
-    if not (DRIVER_DIR / "node_modules" / "nacos").exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=DRIVER_DIR,
-            check=True,
-            timeout=600,
-        )
+    marker = DRIVER_DIR / "node_modules" / ".installed"
+    with open(DRIVER_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=DRIVER_DIR,
+                check=True,
+                timeout=600,
+            )
+            marker.write_text("ok")
     return DRIVER_DIR
 
 
