@@ -20,6 +20,7 @@ from consistency.datum import DatumKey
 from consistency.notifier import Notifier
 from consistency.service import ConsistencyService, DelegateConsistencyService
 from distro.store import DistroStore
+from naming.errors import Unavailable
 from naming.health import BeatTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
 from naming.push import PushService
@@ -49,13 +50,27 @@ class NodeConfig:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def cluster(self) -> bool:
+        return len(self.members) > 1
+
+    def raft_partners(self) -> tuple[str, ...]:
+        """Raft addresses of the other members (HTTP port - 1000, as Nacos derives them)."""
+        out = []
+        for member in self.members:
+            if member == self.address:
+                continue
+            host, _, port = member.rpartition(":")
+            out.append(f"{host}:{int(port) - 1000}")
+        return tuple(out)
+
 
 class NodeRuntime:
     def __init__(
         self,
         config: NodeConfig,
         notifier: Notifier,
-        ephemeral: DistroStore,
+        ephemeral: ConsistencyService,
         persistent: ConsistencyService,
         syncobj: Any = None,
     ) -> None:
@@ -84,9 +99,16 @@ class NodeRuntime:
         self._ready = threading.Event()
         self.auth: Any = None  # naming.auth.Authenticator when auth is on (set by the builder)
 
-    # Standalone: this node is responsible for every key. Distro ownership arrives with #3.
     def is_responsible(self, _service: object) -> bool:
-        return True
+        """Who runs expiry, active checks and auto-clean for a service.
+
+        Standalone: this node. Cluster: the Raft leader (persistent data is the only data a
+        cluster holds until Distro arrives, and one prober keeps the log free of duplicate
+        verdicts). A deposed leader may run one more round; its verdicts are idempotent.
+        """
+        if not self.config.cluster or self.syncobj is None:
+            return True
+        return bool(self.persistent.status().get("role") == "LEADER")
 
     @property
     def ready(self) -> bool:
@@ -155,16 +177,45 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
     state = ReplicatedState(notifier.notify)
     raft_config = RaftConfig(
         self_address=f"{config.host}:{config.raft_port}",
-        partners=tuple(m for m in config.members if m != f"{config.host}:{config.raft_port}"),
+        partners=config.raft_partners(),
         data_dir=config.data_dir,
         password=config.raft_password,
     )
     syncobj = build_syncobj(raft_config, state)
+    ephemeral: Any = EphemeralUnavailable() if config.cluster else DistroStore(notifier)
     runtime = NodeRuntime(
-        config, notifier, DistroStore(notifier), RaftConsistencyService(state, syncobj), syncobj
+        config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj
     )
     runtime.start_background()
     return runtime
+
+
+class EphemeralUnavailable:
+    """Cluster mode before Distro replication exists (issue #3): ephemeral data would live on
+    one node only and silently diverge, so ephemeral writes are refused with a clear 503."""
+
+    ready = True
+
+    def submit(self, key: DatumKey, change: object, timeout: float) -> Any:
+        raise Unavailable(
+            "ephemeral instances are not replicated in cluster mode yet; "
+            "register persistent instances (ephemeral=false)"
+        )
+
+    def apply_remote(self, datum: Any) -> bool:
+        return False
+
+    def get(self, key: DatumKey) -> None:
+        return None
+
+    def items(self) -> list[Any]:
+        return []
+
+    def is_available(self) -> bool:
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"replicated": False}
 
 
 _current: NodeRuntime | None = None

@@ -284,26 +284,43 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
     }
 
 
-def member_json(node: runtime.NodeRuntime) -> dict[str, Any]:
+def member_json(node: runtime.NodeRuntime, address: str | None = None) -> dict[str, Any]:
+    """Nacos Member JSON. Another member is UP while our Raft link to it is connected."""
     cfg = node.config
+    address = address or cfg.address
+    host, _, port_text = address.rpartition(":")
+    port = int(port_text)
+    if address == cfg.address:
+        state = "UP" if node.ready else "STARTING"
+    else:
+        raw = node.syncobj.getStatus() if node.syncobj is not None else {}
+        connected = raw.get(f"partner_node_status_server_{host}:{port - 1000}") == 2
+        state = "UP" if connected else "DOWN"
     return {
-        "ip": cfg.host,
-        "port": cfg.port,
-        "state": "UP" if node.ready else "STARTING",
+        "ip": host,
+        "port": port,
+        "state": state,
         "extendInfo": {
-            "raftPort": str(cfg.raft_port),
+            "raftPort": str(port - 1000 if address != cfg.address else cfg.raft_port),
             "version": VERSION,
             "lastRefreshTime": int(node.started_at * 1000),
             "site": "unknown",
         },
-        "address": cfg.address,
+        "address": address,
         "failAccessCnt": 0,
     }
 
 
+def members_json(node: runtime.NodeRuntime) -> list[dict[str, Any]]:
+    return [member_json(node, m) for m in (node.config.members or (node.config.address,))]
+
+
 @nacos_api("GET", secured=False, gated=False)
 def servers(request: HttpRequest, params: Params) -> dict[str, Any]:
-    return {"servers": [member_json(runtime.current())]}
+    members = members_json(runtime.current())
+    if params.strict_boolean("healthy", False):
+        members = [m for m in members if m["state"] == "UP"]
+    return {"servers": members}
 
 
 @nacos_api("GET", secured=False, gated=False)
@@ -337,19 +354,36 @@ def push_state(request: HttpRequest, params: Params) -> dict[str, Any]:
     return result
 
 
+def _leader_http_address(node: runtime.NodeRuntime) -> str | None:
+    leader = node.persistent.status().get("leader")
+    if leader is None:
+        return None
+    host, _, raft_port = str(leader).rpartition(":")
+    if str(leader) == f"{node.config.host}:{node.config.raft_port}":
+        return node.config.address
+    return f"{host}:{int(raft_port) + 1000}"
+
+
 @nacos_api("GET", secured=False, gated=False)
 def raft_leader(request: HttpRequest, params: Params) -> dict[str, Any]:
-    status = runtime.current().persistent.status()
-    leader = status.get("leader")
-    return {"leader": None if leader is None else f'{{"ip":"{leader}","state":"LEADER"}}'}
+    node = runtime.current()
+    status = node.persistent.status()
+    leader = _leader_http_address(node)
+    peer = None if leader is None else json.dumps(
+        {"ip": leader, "raftAddress": status.get("leader"), "term": status.get("term"),
+         "state": "LEADER"})
+    return {"leader": peer}
 
 
 @nacos_api("GET", secured=False, gated=False)
 def cluster_nodes(request: HttpRequest, params: Params) -> dict[str, Any]:
     node = runtime.current()
-    member = member_json(node)
-    member["raft"] = dict(node.persistent.status())
-    return {"code": 200, "message": None, "data": [member]}
+    keyword = params.optional("keyword")
+    members = [m for m in members_json(node) if keyword in m["address"]]
+    for member in members:
+        if member["address"] == node.config.address:
+            member["raft"] = dict(node.persistent.status())
+    return {"code": 200, "message": None, "data": members}
 
 
 # -- /auth ----------------------------------------------------------------------------------

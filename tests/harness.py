@@ -84,10 +84,15 @@ class HttpResult:
 
 class NodeProcess:
     def __init__(
-        self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        members: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_node_port()
+        self.members = members
         self.admin_password = "test-" + secrets.token_hex(8)
         self.env = {
             "NAMING_ADMIN_PASSWORD": self.admin_password,
@@ -122,6 +127,7 @@ class NodeProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                *(["--members", self.members] if self.members else []),
             ],
             cwd=ROOT,
             env=env,
@@ -231,3 +237,54 @@ def running_node(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[
             node.stop()
         finally:
             node.kill9()
+
+
+CLUSTER_SECRET = "test-cluster-" + secrets.token_hex(8)
+
+
+def make_cluster(base: Path, n: int = 3, env: dict[str, str] | None = None) -> list[NodeProcess]:
+    """Start ``n`` members on loopback with one member list and one secret; wait until UP."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_node_port()
+        if port not in ports and port - 1000 not in ports and port + 1000 not in ports:
+            ports.append(port)
+    members = ",".join(f"127.0.0.1:{p}" for p in ports)
+    password = "test-" + secrets.token_hex(8)
+    nodes = []
+    for i, port in enumerate(ports):
+        node = NodeProcess(base / f"n{i}", port=port, members=members,
+                           env={"NAMING_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})})
+        node.admin_password = password
+        node.env["NAMING_ADMIN_PASSWORD"] = password
+        nodes.append(node.start(wait=False))
+    for node in nodes:
+        node.wait_up()
+    return nodes
+
+
+def stop_cluster(nodes: list[NodeProcess]) -> None:
+    for node in nodes:
+        try:
+            node.stop()
+        finally:
+            node.kill9()
+
+
+def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
+    """The member every live member names as Raft leader (waits for agreement)."""
+    def agreed() -> NodeProcess | None:
+        named = set()
+        for node in nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            leader = node.request("GET", "/nacos/v1/ns/raft/leader", timeout=2).json()["leader"]
+            if leader is None:
+                return None
+            named.add(json.loads(leader)["ip"])
+        if len(named) != 1:
+            return None
+        address = named.pop()
+        return next((n for n in nodes if n.address == address), None)
+
+    return wait_for(agreed, 30, interval_s=0.2, message="one agreed raft leader")

@@ -76,13 +76,16 @@ class Command(BaseCommand):
         me = f"{opts['host']}:{port}"
         if members and me not in members:
             raise CommandError(f"this node ({me}) is not in --members")
-        if len(members) > 1:
-            raise CommandError(
-                "cluster mode (--members with more than one node) is not implemented yet; "
-                "run a standalone node"
-            )
+        cluster = len(members) > 1
+        if cluster:
+            if not settings.NAMING["CLUSTER_SECRET"]:
+                raise CommandError(
+                    "cluster mode needs NAMING_CLUSTER_SECRET (the same on every node)"
+                )
+            if raft_port != port - 1000:
+                # Peers derive each member's raft port from its HTTP port, as Nacos does.
+                raise CommandError("in cluster mode the raft port is always the HTTP port - 1000")
 
-        sys.setswitchinterval(settings.NAMING["SWITCH_INTERVAL_MS"] / 1000.0)
         lock = self._lock_data_dir(data_dir)
         call_command("migrate", verbosity=0, interactive=False)
         generated = ensure_admin(settings.NAMING["ADMIN_PASSWORD"])
@@ -96,7 +99,7 @@ class Command(BaseCommand):
             port=port,
             raft_port=raft_port,
             data_dir=data_dir,
-            members=(),
+            members=members,
             raft_password=raft_password(data_dir),
             health=HealthSettings(
                 sweep_interval_s=naming["SWEEP_INTERVAL_S"],

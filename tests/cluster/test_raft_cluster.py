@@ -1,0 +1,96 @@
+"""A 3-member Raft cluster of real node processes: persistent data (issue #4)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import NodeProcess, leader_of, make_cluster, stop_cluster, wait_for
+
+pytestmark = pytest.mark.xdist_group("raft-cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
+    nodes = make_cluster(Path(tmp_path_factory.mktemp("raft")), 3)
+    try:
+        yield nodes
+    finally:
+        stop_cluster(nodes)
+
+
+def ports_listed(node: NodeProcess, service: str) -> set[int]:
+    hosts = node.api("GET", "/instance/list", {"serviceName": service}).json()["hosts"]
+    return {h["port"] for h in hosts}
+
+
+def test_persistent_instances_registered_through_each_node_are_listed_by_all(
+    cluster: list[NodeProcess],
+):
+    for i, node in enumerate(cluster):
+        assert node.client().add_naming_instance("raft-svc", "127.0.0.1", 20000 + i,
+                                                 cluster_name="DEFAULT", ephemeral=False)
+    for node in cluster:
+        wait_for(lambda n=node: ports_listed(n, "raft-svc") == {20000, 20001, 20002}, 10,
+                 message=f"all instances on {node.address}")
+
+
+def test_a_write_acknowledged_by_a_follower_is_visible_there_at_once(cluster: list[NodeProcess]):
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    assert follower.api("POST", "/service", {"serviceName": "raft-follower-write",
+                                             "protectThreshold": "0.4"}).text == "ok"
+    got = follower.api("GET", "/service", {"serviceName": "raft-follower-write"}).json()
+    assert got["protectThreshold"] == 0.4
+
+
+def test_ephemeral_registration_is_refused_clearly_until_distro_exists(cluster: list[NodeProcess]):
+    result = cluster[0].api("POST", "/instance", {"serviceName": "eph", "ip": "10.0.0.1",
+                                                  "port": 80})
+    assert result.status == 503 and "ephemeral" in result.text
+
+
+def test_members_and_leader_are_reported(cluster: list[NodeProcess]):
+    leader = leader_of(cluster)
+    servers = cluster[0].request("GET", "/nacos/v1/ns/operator/servers").json()["servers"]
+    assert sorted(s["address"] for s in servers) == sorted(n.address for n in cluster)
+    assert all(s["state"] == "UP" for s in servers)
+    state = leader.request("GET", "/nacos/v1/ns/operator/cluster/state").json()["raft"]
+    assert state["role"] == "LEADER" and state["commitIndex"] >= 1
+
+
+def test_without_quorum_a_write_fails_fast_with_503_and_nothing_is_lost(
+    tmp_path: Path,
+):
+    nodes = make_cluster(tmp_path, 3)
+    try:
+        assert nodes[0].api("POST", "/service", {"serviceName": "before-loss"}).text == "ok"
+        survivor = nodes[0]
+        for node in nodes[1:]:
+            node.kill9()
+        started = time.monotonic()
+        result = survivor.api("POST", "/service", {"serviceName": "without-quorum"},
+                              timeout=30)
+        elapsed = time.monotonic() - started
+        assert result.status == 503, result.text
+        assert elapsed < 12, elapsed
+        for node in nodes[1:]:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_up()
+        for node in nodes:
+            assert node.api("GET", "/service", {"serviceName": "before-loss"}).status == 200
+    finally:
+        stop_cluster(nodes)
+
+
+def test_a_cluster_node_refuses_to_start_without_the_secret(tmp_path: Path):
+    node = NodeProcess(tmp_path / "n", members="127.0.0.1:1,127.0.0.1:2",
+                       env={"NAMING_CLUSTER_SECRET": ""})
+    node.members = f"127.0.0.1:{node.port},127.0.0.1:{node.port + 1}"
+    node.start(wait=False)
+    assert node.proc is not None and node.proc.wait(60) != 0
+    assert "NAMING_CLUSTER_SECRET" in node.log()
