@@ -14,6 +14,7 @@ Known traps (DESIGN §5) and what we set against them:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,81 @@ class RaftConfig:
         return self.data_dir / "raft" / "dump.bin"
 
 
-def build_syncobj(config: RaftConfig, state: ReplicatedState) -> Any:
+_durable_installed = False
+
+
+def _fsync_dir(path: str) -> None:
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def install_durable_journal() -> None:
+    """Make pysyncobj's file journal durable before it acknowledges.
+
+    pysyncobj 0.3.17 writes log entries into an mmap and its term/vote/commit meta with a plain
+    write + rename, and never syncs either: a ``kill -9`` is survived (the page cache outlives
+    the process) but a power loss can drop entries this node already acknowledged to the leader,
+    and so writes a client was told are committed. We sync the journal after every append or
+    truncation (msync of the mapping, before the tick thread goes on to answer the leader or
+    count its own vote) and fsync the meta file and its directory. Idempotent; process-wide.
+    """
+    global _durable_installed
+    if _durable_installed:
+        return
+    from pysyncobj import journal  # type: ignore[import-untyped]
+
+    file_journal = journal.FileJournal
+    original_add = file_journal.add
+    original_delete_from = file_journal.deleteEntriesFrom
+    original_clear = file_journal.clear
+
+    def add(self: Any, command: bytes, idx: int, term: int) -> None:
+        original_add(self, command, idx, term)
+        self.flush()
+
+    def delete_entries_from(self: Any, entry_from: int) -> None:
+        original_delete_from(self, entry_from)
+        self.flush()
+
+    def clear(self: Any) -> None:
+        original_clear(self)
+        self.flush()
+
+    def store_meta(self: Any, meta: Any) -> None:
+        path = self.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(journal.dumps(meta))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path)
+
+    def durable_replace(src: str, dst: str) -> None:
+        # The snapshot must be on disk before the journal entries it replaces are truncated.
+        with open(src, "rb") as handle:
+            os.fsync(handle.fileno())
+        original_replace(src, dst)
+        _fsync_dir(dst)
+
+    from pysyncobj import serializer  # type: ignore[import-untyped]
+
+    original_replace = serializer.atomicReplace
+    serializer.atomicReplace = durable_replace
+    file_journal.add = add
+    file_journal.deleteEntriesFrom = delete_entries_from
+    file_journal.clear = clear
+    journal.MetaStorer.storeMeta = store_meta
+    _durable_installed = True
+
+
+def build_syncobj(config: RaftConfig, state: ReplicatedState, durable: bool = True) -> Any:
     config.validate()
+    if durable:
+        install_durable_journal()
     config.journal_file.parent.mkdir(parents=True, exist_ok=True)
     conf = SyncObjConf(
         password=config.password,
