@@ -45,6 +45,7 @@ class NodeConfig:
     raft_password: str = ""
     health: HealthSettings = field(default_factory=HealthSettings)
     raft_ready_timeout_s: float = 60.0
+    raft_fsync: bool = True
 
     @property
     def address(self) -> str:
@@ -181,7 +182,7 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
         data_dir=config.data_dir,
         password=config.raft_password,
     )
-    syncobj = build_syncobj(raft_config, state)
+    syncobj = build_syncobj(raft_config, state, durable=config.raft_fsync)
     ephemeral: Any = EphemeralUnavailable() if config.cluster else DistroStore(notifier)
     runtime = NodeRuntime(
         config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj

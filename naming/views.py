@@ -369,9 +369,18 @@ def raft_leader(request: HttpRequest, params: Params) -> dict[str, Any]:
     node = runtime.current()
     status = node.persistent.status()
     leader = _leader_http_address(node)
-    peer = None if leader is None else json.dumps(
-        {"ip": leader, "raftAddress": status.get("leader"), "term": status.get("term"),
-         "state": "LEADER"})
+    peer = (
+        None
+        if leader is None
+        else json.dumps(
+            {
+                "ip": leader,
+                "raftAddress": status.get("leader"),
+                "term": status.get("term"),
+                "state": "LEADER",
+            }
+        )
+    )
     return {"leader": peer}
 
 

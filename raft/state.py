@@ -6,15 +6,13 @@ the change, runs its pure ``apply`` on the current value and stores the JSON for
 reads a clock, draws a random number or does I/O. The notifier hand-off afterwards is a local side
 effect that does not feed back into the state (hashicorp/raft ``fsm.go``).
 
-What pysyncobj serializes into its dump is exactly the attributes set after
-``SyncObjConsumer.__init__``: ``values`` (JSON-able). The decoded cache and the callback are set
-before it, so they are neither pickled nor restored.
+The state is a dict of decoded datums; ``_serialize``/``_deserialize`` turn it into the JSON
+form for pysyncobj's snapshot (a dump holds JSON-able data only, never our classes).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,62 +28,60 @@ ApplyResult = tuple[int, tuple[int, str, str] | None, int]
 
 class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
     def __init__(self, on_applied: Callable[[Datum], int]) -> None:
-        # Set before super().__init__(): pysyncobj then treats them as non-state.
+        # Set before super().__init__(): pysyncobj treats earlier attributes as non-state, and
+        # we serialize ``_data`` ourselves (below) in JSON form.
         self._on_applied = on_applied
-        self._cache: dict[DatumKey, Datum] = {}
-        self._cache_lock = threading.Lock()
+        self._data: dict[DatumKey, Datum] = {}
         super().__init__()
-        self.values: dict[str, list[Any]] = {}  # encoded key -> [revision, encoded value]
 
     @replicated  # type: ignore[misc,untyped-decorator]
     def apply_change(self, key_text: str, change_json: str) -> ApplyResult:
         key = DatumKey.decode(key_text)
-        current = self._datum(key)
+        current = self._data.get(key)
         change = Change.decode(json.loads(change_json))
         try:
             value = change.apply(None if current is None else current.value)
         except NamingError as exc:
             return (0, (exc.status, exc.code.value, exc.message), 0)
         revision = (0 if current is None else current.revision) + 1
-        if value is None:
-            self.values.pop(key_text, None)
-        else:
-            self.values[key_text] = [revision, encode_value(key.kind, value)]
         datum = Datum(key, value, revision)
-        with self._cache_lock:
-            self._cache[key] = datum
+        if value is None:
+            self._data.pop(key, None)
+        else:
+            # Decoded values only: encoding a large instance list on every apply made
+            # persistent writes O(service size); the JSON form is built at snapshot time.
+            self._data[key] = datum
         return (revision, None, self._on_applied(datum))
 
-    def _datum(self, key: DatumKey) -> Datum | None:
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        stored = self.values.get(key.encode())
-        if stored is None:
-            return None
-        datum = Datum(key, decode_value(key.kind, stored[1]), int(stored[0]))
-        with self._cache_lock:
-            self._cache[key] = datum
-        return datum
-
     def get(self, key: DatumKey) -> Datum | None:
-        datum = self._datum(key)
+        datum = self._data.get(key)
         if datum is None or datum.value is None:
             return None
         return datum
 
     def items(self) -> Iterable[Datum]:
-        out = []
-        for key_text in list(self.values):
-            datum = self.get(DatumKey.decode(key_text))
-            if datum is not None:
-                out.append(datum)
-        return out
+        return [d for d in list(self._data.values()) if d.value is not None]
+
+    def _serialize(self) -> dict[str, Any]:
+        """What goes into pysyncobj's dump (on the tick thread, between applies)."""
+        return {
+            "values": {
+                key.encode(): [datum.revision, encode_value(key.kind, datum.value)]
+                for key, datum in self._data.items()
+            }
+        }
 
     def _deserialize(self, data: dict[str, Any]) -> None:
-        """Loaded from a dump at start: drop decoded values and tell the listeners."""
-        super()._deserialize(data)
-        with self._cache_lock:
-            self._cache.clear()
+        """Loaded from a dump at start: rebuild the values and tell the listeners."""
+        restored: dict[DatumKey, Datum] = {}
+        for key_text, (revision, encoded) in data.get("values", {}).items():
+            key = DatumKey.decode(key_text)
+            restored[key] = Datum(key, decode_value(key.kind, encoded), int(revision))
+        self._data = restored
         for datum in self.items():
             self._on_applied(datum)
+
+    @property
+    def values(self) -> dict[str, list[Any]]:
+        """The JSON form of the state (what a snapshot holds); for tests and debugging."""
+        return dict(self._serialize()["values"])

@@ -81,6 +81,8 @@ NAMING = {
     "CHECK_INTERVAL_S": env_float("NAMING_HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05),
     "CHECK_NETWORKS": env_str("NAMING_HEALTH_CHECK_NETWORKS", "0.0.0.0/0,::/0"),
     "CLUSTER_SECRET": os.environ.get("NAMING_CLUSTER_SECRET", ""),
+    # Sync the Raft journal before acknowledging (off only to measure what durability costs).
+    "RAFT_FSYNC": env_bool("NAMING_RAFT_FSYNC", True),
     "REDIS_URL": os.environ.get("NAMING_REDIS_URL", ""),
 }
 

@@ -253,8 +253,12 @@ def make_cluster(base: Path, n: int = 3, env: dict[str, str] | None = None) -> l
     password = "test-" + secrets.token_hex(8)
     nodes = []
     for i, port in enumerate(ports):
-        node = NodeProcess(base / f"n{i}", port=port, members=members,
-                           env={"NAMING_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})})
+        node = NodeProcess(
+            base / f"n{i}",
+            port=port,
+            members=members,
+            env={"NAMING_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})},
+        )
         node.admin_password = password
         node.env["NAMING_ADMIN_PASSWORD"] = password
         nodes.append(node.start(wait=False))
@@ -273,6 +277,7 @@ def stop_cluster(nodes: list[NodeProcess]) -> None:
 
 def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
     """The member every live member names as Raft leader (waits for agreement)."""
+
     def agreed() -> NodeProcess | None:
         named = set()
         for node in nodes:

@@ -31,25 +31,34 @@ def test_persistent_instances_registered_through_each_node_are_listed_by_all(
     cluster: list[NodeProcess],
 ):
     for i, node in enumerate(cluster):
-        assert node.client().add_naming_instance("raft-svc", "127.0.0.1", 20000 + i,
-                                                 cluster_name="DEFAULT", ephemeral=False)
+        assert node.client().add_naming_instance(
+            "raft-svc", "127.0.0.1", 20000 + i, cluster_name="DEFAULT", ephemeral=False
+        )
     for node in cluster:
-        wait_for(lambda n=node: ports_listed(n, "raft-svc") == {20000, 20001, 20002}, 10,
-                 message=f"all instances on {node.address}")
+        wait_for(
+            lambda n=node: ports_listed(n, "raft-svc") == {20000, 20001, 20002},
+            10,
+            message=f"all instances on {node.address}",
+        )
 
 
 def test_a_write_acknowledged_by_a_follower_is_visible_there_at_once(cluster: list[NodeProcess]):
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    assert follower.api("POST", "/service", {"serviceName": "raft-follower-write",
-                                             "protectThreshold": "0.4"}).text == "ok"
+    assert (
+        follower.api(
+            "POST", "/service", {"serviceName": "raft-follower-write", "protectThreshold": "0.4"}
+        ).text
+        == "ok"
+    )
     got = follower.api("GET", "/service", {"serviceName": "raft-follower-write"}).json()
     assert got["protectThreshold"] == 0.4
 
 
 def test_ephemeral_registration_is_refused_clearly_until_distro_exists(cluster: list[NodeProcess]):
-    result = cluster[0].api("POST", "/instance", {"serviceName": "eph", "ip": "10.0.0.1",
-                                                  "port": 80})
+    result = cluster[0].api(
+        "POST", "/instance", {"serviceName": "eph", "ip": "10.0.0.1", "port": 80}
+    )
     assert result.status == 503 and "ephemeral" in result.text
 
 
@@ -72,8 +81,7 @@ def test_without_quorum_a_write_fails_fast_with_503_and_nothing_is_lost(
         for node in nodes[1:]:
             node.kill9()
         started = time.monotonic()
-        result = survivor.api("POST", "/service", {"serviceName": "without-quorum"},
-                              timeout=30)
+        result = survivor.api("POST", "/service", {"serviceName": "without-quorum"}, timeout=30)
         elapsed = time.monotonic() - started
         assert result.status == 503, result.text
         assert elapsed < 12, elapsed
@@ -88,8 +96,9 @@ def test_without_quorum_a_write_fails_fast_with_503_and_nothing_is_lost(
 
 
 def test_a_cluster_node_refuses_to_start_without_the_secret(tmp_path: Path):
-    node = NodeProcess(tmp_path / "n", members="127.0.0.1:1,127.0.0.1:2",
-                       env={"NAMING_CLUSTER_SECRET": ""})
+    node = NodeProcess(
+        tmp_path / "n", members="127.0.0.1:1,127.0.0.1:2", env={"NAMING_CLUSTER_SECRET": ""}
+    )
     node.members = f"127.0.0.1:{node.port},127.0.0.1:{node.port + 1}"
     node.start(wait=False)
     assert node.proc is not None and node.proc.wait(60) != 0

@@ -85,3 +85,33 @@ def test_apply_is_deterministic_for_the_same_command_sequence():
         for key_text, change in commands:
             state.apply_change(key_text, change, _doApply=True)
     assert states[0].values == states[1].values
+
+
+def test_values_survive_log_compaction_and_a_restart_from_the_snapshot(tmp_path: Path):
+    port = free_node_port()
+    service, syncobj = start(tmp_path, port, [])
+    key = DatumKey.instances(SVC, False)
+    for n in range(1, 6):
+        service.submit(
+            key, UpsertInstance(Instance("127.0.0.1", n, ephemeral=False), SVC.grouped), 5
+        )
+    syncobj.forceLogCompaction()  # type: ignore[attr-defined]
+    dump = tmp_path / "raft" / "dump.bin"
+    import time
+
+    deadline = time.monotonic() + 10
+    while not dump.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dump.exists()
+    service.submit(key, UpsertInstance(Instance("127.0.0.1", 6, ephemeral=False), SVC.grouped), 5)
+    syncobj.destroy_synchronous()  # type: ignore[attr-defined]
+
+    restored: list[Datum] = []
+    again, syncobj2 = start(tmp_path, port, restored)
+    try:
+        datum = again.get(key)
+        assert datum is not None and datum.revision == 6
+        assert sorted(i.port for i in datum.value.values()) == [1, 2, 3, 4, 5, 6]
+        assert any(d.key == key for d in restored)
+    finally:
+        syncobj2.destroy_synchronous()  # type: ignore[attr-defined]

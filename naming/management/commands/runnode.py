@@ -101,6 +101,7 @@ class Command(BaseCommand):
             data_dir=data_dir,
             members=members,
             raft_password=raft_password(data_dir),
+            raft_fsync=naming["RAFT_FSYNC"],
             health=HealthSettings(
                 sweep_interval_s=naming["SWEEP_INTERVAL_S"],
                 clean_enabled=naming["CLEAN_ENABLED"],
@@ -114,7 +115,12 @@ class Command(BaseCommand):
         )
         runtime = node_runtime.raft_runtime(config)
         if naming["AUTH_ENABLED"]:
-            key = load_or_create_key(data_dir / "token.key")
+            if cluster:
+                # Every member must accept a token any member issued (clients fail over).
+                secret = naming["CLUSTER_SECRET"].encode()
+                key = hmac.new(secret, b"token-signing", hashlib.sha256).digest()
+            else:
+                key = load_or_create_key(data_dir / "token.key")
             runtime.auth = Authenticator(key, UserDirectory(), naming["TOKEN_TTL_S"])
         node_runtime.install(runtime)
 

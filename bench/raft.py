@@ -1,0 +1,107 @@
+"""``python3 dev.py bench`` companion for issue #4: a 3-member Raft cluster on loopback.
+
+Measures persistent registrations at 64 connections (wrk) sent to the leader and to a follower
+(pysyncobj forwards to the leader), with the durable journal on, and the failover time: kill -9
+of the leader → first successful write through a survivor, over ``--trials`` kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import wrk  # noqa: E402
+from tests.harness import leader_of, make_cluster, stop_cluster, wait_for  # noqa: E402
+
+PERSISTENT_LUA = """
+local token = "%(token)s"
+local reqs = {}
+local i = 0
+local tid = 0
+setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
+init = function(args)
+  for n = 1, 30000 do
+    reqs[n] = wrk.format("POST", string.format(
+      "/nacos/v1/ns/instance?serviceName=raft-bench-%%s-%%d&ip=127.%%d.%%d.%%d&port=%%d"
+      .. "&ephemeral=false&accessToken=%%s",
+      "%(tag)s", n %% 50, tid, math.floor(n / 250) %% 250, n %% 250, 1000 + n, token))
+  end
+end
+request = function()
+  i = i %% #reqs + 1
+  return reqs[i]
+end
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=5)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="raft-bench-"))
+    env = {
+        "NAMING_LOG_LEVEL": "WARNING",
+        "NAMING_HEALTH_CHECK_NETWORKS": "192.0.2.0/24",
+        **{k: v for k, v in os.environ.items() if k.startswith("NAMING_")},
+    }
+    nodes = make_cluster(base, 3, env=env)
+    results: dict[str, object] = {}
+    try:
+        leader = leader_of(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        for name, target in (("via_leader", leader), ("via_follower", follower)):
+            script = PERSISTENT_LUA % {"token": target.token(), "tag": name}
+            row = wrk(target.base, args.seconds, script)
+            results[name] = row
+            print(
+                f"persistent register {name:<13} {row['rps']:>7.0f} req/s  "
+                f"p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
+                f"non-2xx {row['non2xx']:.0f}",
+                flush=True,
+            )
+        failovers = []
+        for trial in range(args.trials):
+            leader = leader_of(nodes)
+            survivor = next(n for n in nodes if n is not leader)
+            killed = time.monotonic()
+            leader.kill9()
+            wait_for(
+                lambda s=survivor: (
+                    s.api(
+                        "POST", "/service", {"serviceName": f"fo-{time.time_ns()}"}, timeout=5
+                    ).status
+                    == 200
+                ),
+                30,
+                interval_s=0.02,
+                message="write after failover",
+            )
+            failovers.append(time.monotonic() - killed)
+            print(f"failover {trial + 1}: {failovers[-1]:.3f} s", flush=True)
+            leader.start()
+        results["failover_s"] = {
+            "median": statistics.median(failovers),
+            "max": max(failovers),
+            "all": failovers,
+        }
+        print(f"failover median {statistics.median(failovers):.3f} s, max {max(failovers):.3f} s")
+    finally:
+        stop_cluster(nodes)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "raft.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
