@@ -31,8 +31,11 @@ class RaftConsistencyService:
                 key.encode(), json.dumps(change.encode()), sync=True, timeout=timeout
             )
         except SyncObjException as exc:
+            # Not a "no": a timed-out entry may still commit (pysyncobj does not cancel it),
+            # which is why every change is idempotent. The client must treat it as unknown.
             raise Unavailable(
-                f"persistent write not committed ({exc.errorCode}): no quorum?"
+                f"persistent write not confirmed within {timeout:g}s ({exc.errorCode}): no "
+                "quorum, or this member is behind the leader; it may still apply, retry is safe"
             ) from None
         if error is not None:
             raise error_from_parts(*error)

@@ -292,4 +292,6 @@ def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
         address = named.pop()
         return next((n for n in nodes if n.address == address), None)
 
-    return wait_for(agreed, 30, interval_s=0.2, message="one agreed raft leader")
+    found = wait_for(agreed, 30, interval_s=0.2, message="one agreed raft leader")
+    assert found is not None
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProce
         stop_cluster(nodes)
 
 
+def has_ports(node: NodeProcess, service: str, ports: set[int]) -> bool:
+    return ports_listed(node, service) == ports
+
+
 def ports_listed(node: NodeProcess, service: str) -> set[int]:
     hosts = node.api("GET", "/instance/list", {"serviceName": service}).json()["hosts"]
     return {h["port"] for h in hosts}
@@ -36,7 +41,7 @@ def test_persistent_instances_registered_through_each_node_are_listed_by_all(
         )
     for node in cluster:
         wait_for(
-            lambda n=node: ports_listed(n, "raft-svc") == {20000, 20001, 20002},
+            functools.partial(has_ports, node, "raft-svc", {20000, 20001, 20002}),
             10,
             message=f"all instances on {node.address}",
         )

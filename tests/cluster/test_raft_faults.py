@@ -9,6 +9,7 @@ three and restart them; isolate one member (SIGSTOP: cut from peers and clients 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -164,7 +165,7 @@ def test_no_acknowledged_write_is_lost_across_fault_rounds(tmp_path: Path):
             assert writer.acked, f"round {number} ({round_name}) acknowledged nothing"
             all_acked |= writer.acked
             wait_for(
-                lambda acked=all_acked: settled(nodes, acked),
+                functools.partial(settled, nodes, set(all_acked)),
                 30,
                 interval_s=0.5,
                 message=f"round {number} ({round_name}): {len(all_acked)} acked everywhere",
