@@ -326,7 +326,12 @@ def servers(request: HttpRequest, params: Params) -> dict[str, Any]:
 @nacos_api("GET", secured=False, gated=False)
 def cluster_state(request: HttpRequest, params: Params) -> dict[str, Any]:
     node = runtime.current()
-    return {"raft": dict(node.persistent.status()), "member": member_json(node)}
+    return {
+        "raft": dict(node.persistent.status()),
+        "member": member_json(node),
+        "members": members_json(node),
+        "leader": _leader_http_address(node),
+    }
 
 
 @nacos_api("GET", secured=False)

@@ -108,3 +108,28 @@ def test_a_cluster_node_refuses_to_start_without_the_secret(tmp_path: Path):
     node.start(wait=False)
     assert node.proc is not None and node.proc.wait(60) != 0
     assert "NAMING_CLUSTER_SECRET" in node.log()
+
+
+def test_only_the_leader_probes_and_its_verdict_reaches_every_member(cluster: list[NodeProcess]):
+    leader = leader_of(cluster)
+    leader.client().add_naming_instance(
+        "raft-dead", "127.0.0.1", 1, cluster_name="DEFAULT", ephemeral=False
+    )
+
+    def unhealthy_everywhere() -> bool:
+        for node in cluster:
+            body = node.api(
+                "GET",
+                "/catalog/instances",
+                {"serviceName": "raft-dead", "clusterName": "DEFAULT", "pageNo": 1, "pageSize": 10},
+            ).json()
+            if [i["healthy"] for i in body["list"]] != [False]:
+                return False
+        return True
+
+    wait_for(unhealthy_everywhere, 40, interval_s=0.5, message="verdict replicated")
+    for node in cluster:
+        checks = node.request("GET", "/nacos/v1/ns/operator/metrics").json()["health"]["checks"]
+        assert (checks > 0) == (node is leader), (node.address, checks)
+    state = cluster[0].request("GET", "/nacos/v1/ns/operator/cluster/state").json()
+    assert state["leader"] == leader.address and len(state["members"]) == 3
