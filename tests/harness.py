@@ -89,10 +89,14 @@ class NodeProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         members: str = "",
+        host: str = "127.0.0.1",
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_node_port()
         self.members = members
+        self.host = host
+        self.launcher = launcher  # e.g. ("ip", "netns", "exec", ns): it execs, same PID
         self.admin_password = "test-" + secrets.token_hex(8)
         self.env = {
             "NAMING_ADMIN_PASSWORD": self.admin_password,
@@ -106,7 +110,7 @@ class NodeProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def base(self) -> str:
@@ -118,11 +122,12 @@ class NodeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child until it exits
         self.proc = subprocess.Popen(
             [
+                *self.launcher,
                 sys.executable,
                 str(ROOT / "manage.py"),
                 "runnode",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--data-dir",
@@ -242,14 +247,24 @@ def running_node(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[
 CLUSTER_SECRET = "test-cluster-" + secrets.token_hex(8)
 
 
-def make_cluster(base: Path, n: int = 3, env: dict[str, str] | None = None) -> list[NodeProcess]:
-    """Start ``n`` members on loopback with one member list and one secret; wait until UP."""
+def make_cluster(
+    base: Path,
+    n: int = 3,
+    env: dict[str, str] | None = None,
+    hosts: list[tuple[str, tuple[str, ...]]] | None = None,
+) -> list[NodeProcess]:
+    """Start ``n`` members with one member list and one secret; wait until UP.
+
+    ``hosts`` places member i on (address, launcher), e.g. a test host in a network namespace;
+    by default every member is on 127.0.0.1.
+    """
+    places = hosts or [("127.0.0.1", ())] * n
     ports: list[int] = []
     while len(ports) < n:
         port = free_node_port()
         if port not in ports and port - 1000 not in ports and port + 1000 not in ports:
             ports.append(port)
-    members = ",".join(f"127.0.0.1:{p}" for p in ports)
+    members = ",".join(f"{places[i][0]}:{p}" for i, p in enumerate(ports))
     password = "test-" + secrets.token_hex(8)
     nodes = []
     for i, port in enumerate(ports):
@@ -258,6 +273,8 @@ def make_cluster(base: Path, n: int = 3, env: dict[str, str] | None = None) -> l
             port=port,
             members=members,
             env={"NAMING_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})},
+            host=places[i][0],
+            launcher=places[i][1],
         )
         node.admin_password = password
         node.env["NAMING_ADMIN_PASSWORD"] = password

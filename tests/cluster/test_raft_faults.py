@@ -1,10 +1,13 @@
 """Fault rounds on a 3-member Raft cluster: no acknowledged write is ever lost.
 
-A writer registers persistent instances through every live member and records each one the
-cluster acknowledged (``ok``). Each round injects one fault under that load, heals it, waits for
-the cluster to settle, and then requires every acknowledged write on every member, with all
+The members run as test hosts in their own network namespaces (``tests/netns.py``; needs root,
+as CI has). A writer registers persistent instances through every member and records each one
+the cluster acknowledged (``ok``). Each round injects one fault under that load, heals it, waits
+for the cluster to settle, and then requires every acknowledged write on every member, with all
 members agreeing. Rounds: kill -9 the leader; kill -9 a follower and restart it; kill -9 all
-three and restart them; isolate one member (SIGSTOP: cut from peers and clients alike) and heal.
+three and restart them; cut one member's network (the leader, then a follower) and heal it.
+While the old leader is cut off, a client inside its namespace writes to it and must not get
+``ok``.
 """
 
 from __future__ import annotations
@@ -13,25 +16,48 @@ import functools
 import itertools
 import json
 import random
-import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import NodeProcess, leader_of, make_cluster, stop_cluster, wait_for
+from tests.netns import NetnsLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("raft-faults")]
 
 SERVICE = "ledger"
-ROUNDS = ["kill-leader", "kill-follower", "kill-all", "isolate"] * 2 + [
+ROUNDS = [
     "kill-leader",
     "kill-follower",
+    "kill-all",
+    "isolate-leader",
+    "kill-leader",
+    "kill-follower",
+    "kill-all",
+    "isolate-follower",
+    "kill-leader",
+    "isolate-leader",
 ]
+
+# A client inside the isolated member's namespace: prints "<status> <body>" of one write.
+INSIDE_WRITE = """
+import sys, urllib.error, urllib.parse, urllib.request
+url, params = sys.argv[1], urllib.parse.urlencode(dict(a.split("=", 1) for a in sys.argv[2:]))
+try:
+    with urllib.request.urlopen(urllib.request.Request(url + "?" + params, method="POST"),
+                                timeout=30) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"""
 
 
 class Writer:
@@ -105,7 +131,7 @@ def settled(nodes: list[NodeProcess], acked: set[int]) -> bool:
     return all(s is not None and acked <= s for s in seen) and all(s == seen[0] for s in seen)
 
 
-def inject(round_name: str, nodes: list[NodeProcess]) -> float | None:
+def inject(round_name: str, nodes: list[NodeProcess], lab: NetnsLab) -> float | None:
     """Run one fault; returns the failover time (s) for leader kills, else None."""
     leader = leader_of(nodes)
     followers = [n for n in nodes if n is not leader]
@@ -139,17 +165,71 @@ def inject(round_name: str, nodes: list[NodeProcess]) -> float | None:
         time.sleep(0.5)
         for node in nodes:
             node.start(wait=False)
-    elif round_name == "isolate":
-        victim = random.choice(nodes)
-        assert victim.proc is not None
-        victim.proc.send_signal(signal.SIGSTOP)
-        time.sleep(3)
-        victim.proc.send_signal(signal.SIGCONT)
+    elif round_name.startswith("isolate-"):
+        victim = leader if round_name == "isolate-leader" else random.choice(followers)
+        index = nodes.index(victim)
+        lab.isolate(index)
+        try:
+            if victim is leader:
+                # The cut-off leader may still believe it leads: its own clients get no "ok".
+                started = time.monotonic()
+                answer = subprocess.run(
+                    [
+                        *lab.host(index)[1],
+                        sys.executable,
+                        "-c",
+                        INSIDE_WRITE,
+                        f"{victim.base}/nacos/v1/ns/instance",
+                        "serviceName=" + SERVICE,
+                        "ip=127.9.9.9",
+                        f"port={random.randint(1, 60000)}",
+                        "ephemeral=false",
+                        "username=nacos",
+                        f"password={victim.admin_password}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout.strip()
+                print(f"isolated leader answered its own client: {answer[:80]}")
+                assert not answer.startswith("200"), answer
+                assert answer.startswith("503"), answer
+                assert time.monotonic() - started < 15
+            # The majority side elects a leader and keeps accepting writes.
+            others = [n for n in nodes if n is not victim]
+            wait_for(
+                lambda: (
+                    others[0]
+                    .api("POST", "/service", {"serviceName": f"probe-{time.time_ns()}"}, timeout=5)
+                    .status
+                    == 200
+                ),
+                30,
+                interval_s=0.1,
+                message="majority side writable",
+            )
+            time.sleep(1)
+        finally:
+            lab.heal(index)
     return None
 
 
-def test_no_acknowledged_write_is_lost_across_fault_rounds(tmp_path: Path):
-    nodes = make_cluster(tmp_path, 3, env={"NAMING_HEALTH_CHECK_NETWORKS": "192.0.2.0/24"})
+@pytest.fixture
+def lab() -> Iterator[NetnsLab]:
+    created = NetnsLab(3)
+    try:
+        yield created
+    finally:
+        created.close()
+
+
+def test_no_acknowledged_write_is_lost_across_fault_rounds(tmp_path: Path, lab: NetnsLab):
+    nodes = make_cluster(
+        tmp_path,
+        3,
+        env={"NAMING_HEALTH_CHECK_NETWORKS": "192.0.2.0/24"},
+        hosts=[lab.host(i) for i in range(3)],
+    )
     failovers: list[float] = []
     all_acked: set[int] = set()
     try:
@@ -157,7 +237,7 @@ def test_no_acknowledged_write_is_lost_across_fault_rounds(tmp_path: Path):
             writer = Writer(nodes)
             writer.start()
             time.sleep(1.5)
-            failover = inject(round_name, nodes)
+            failover = inject(round_name, nodes, lab)
             time.sleep(1.5)
             writer.stop()
             for node in nodes:
