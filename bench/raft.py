@@ -59,7 +59,18 @@ def main() -> int:
     try:
         leader = leader_of(nodes)
         follower = next(n for n in nodes if n is not leader)
+
+        def caught_up() -> bool:
+            states = [
+                n.request("GET", "/nacos/v1/ns/operator/cluster/state").json()["raft"]
+                for n in nodes
+            ]
+            return len({s["lastApplied"] for s in states}) == 1
+
         for name, target in (("via_leader", leader), ("via_follower", follower)):
+            # Under sustained load the slowest follower falls behind (a majority commits
+            # without it); let it catch up so each run starts from the same place.
+            wait_for(caught_up, 120, interval_s=0.2, message="followers caught up")
             script = PERSISTENT_LUA % {"token": target.token(), "tag": name}
             row = wrk(target.base, args.seconds, script)
             results[name] = row
@@ -69,6 +80,30 @@ def main() -> int:
                 f"non-2xx {row['non2xx']:.0f}",
                 flush=True,
             )
+        # Staleness of follower reads: leader acknowledges, how long until a follower shows it.
+        leader = leader_of(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        lags = []
+        for n in range(50):
+            name = f"stale-{n}"
+            assert leader.api("POST", "/service", {"serviceName": name}).status == 200
+            acked = time.monotonic()
+            wait_for(
+                lambda f=follower, nm=name: (
+                    f.api("GET", "/service", {"serviceName": nm}).status == 200
+                ),
+                30,
+                interval_s=0.001,
+                message="follower catches up",
+            )
+            lags.append(time.monotonic() - acked)
+        lags.sort()
+        results["follower_staleness_ms"] = {"p50": lags[24] * 1000, "max": lags[-1] * 1000}
+        print(
+            f"follower read staleness (idle cluster): p50 {lags[24] * 1000:.1f} ms, "
+            f"max {lags[-1] * 1000:.1f} ms",
+            flush=True,
+        )
         failovers = []
         for trial in range(args.trials):
             leader = leader_of(nodes)

@@ -42,6 +42,7 @@ class NodeConfig:
     raft_port: int = 7848
     data_dir: Path = Path("data")
     members: tuple[str, ...] = ()
+    member_raft_ports: dict[str, int] = field(default_factory=dict)
     raft_password: str = ""
     health: HealthSettings = field(default_factory=HealthSettings)
     raft_ready_timeout_s: float = 60.0
@@ -55,15 +56,13 @@ class NodeConfig:
     def cluster(self) -> bool:
         return len(self.members) > 1
 
+    def raft_address(self, member: str) -> str:
+        """A member's raft address: listed explicitly, else its HTTP port - 1000 (Nacos)."""
+        host, _, port = member.rpartition(":")
+        return f"{host}:{self.member_raft_ports.get(member, int(port) - 1000)}"
+
     def raft_partners(self) -> tuple[str, ...]:
-        """Raft addresses of the other members (HTTP port - 1000, as Nacos derives them)."""
-        out = []
-        for member in self.members:
-            if member == self.address:
-                continue
-            host, _, port = member.rpartition(":")
-            out.append(f"{host}:{int(port) - 1000}")
-        return tuple(out)
+        return tuple(self.raft_address(m) for m in self.members if m != self.address)
 
 
 class NodeRuntime:

@@ -294,14 +294,16 @@ def member_json(node: runtime.NodeRuntime, address: str | None = None) -> dict[s
         state = "UP" if node.ready else "STARTING"
     else:
         raw = node.syncobj.getStatus() if node.syncobj is not None else {}
-        connected = raw.get(f"partner_node_status_server_{host}:{port - 1000}") == 2
+        connected = raw.get(f"partner_node_status_server_{cfg.raft_address(address)}") == 2
         state = "UP" if connected else "DOWN"
     return {
         "ip": host,
         "port": port,
         "state": state,
         "extendInfo": {
-            "raftPort": str(port - 1000 if address != cfg.address else cfg.raft_port),
+            "raftPort": cfg.raft_address(address).rpartition(":")[2]
+            if address != cfg.address
+            else str(cfg.raft_port),
             "version": VERSION,
             "lastRefreshTime": int(node.started_at * 1000),
             "site": "unknown",
@@ -363,10 +365,12 @@ def _leader_http_address(node: runtime.NodeRuntime) -> str | None:
     leader = node.persistent.status().get("leader")
     if leader is None:
         return None
-    host, _, raft_port = str(leader).rpartition(":")
     if str(leader) == f"{node.config.host}:{node.config.raft_port}":
         return node.config.address
-    return f"{host}:{int(raft_port) + 1000}"
+    for member in node.config.members:
+        if node.config.raft_address(member) == str(leader):
+            return member
+    return None
 
 
 @nacos_api("GET", secured=False, gated=False)

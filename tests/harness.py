@@ -252,6 +252,7 @@ def make_cluster(
     n: int = 3,
     env: dict[str, str] | None = None,
     hosts: list[tuple[str, tuple[str, ...]]] | None = None,
+    explicit_raft_ports: bool = False,
 ) -> list[NodeProcess]:
     """Start ``n`` members with one member list and one secret; wait until UP.
 
@@ -264,7 +265,14 @@ def make_cluster(
         port = free_node_port()
         if port not in ports and port - 1000 not in ports and port + 1000 not in ports:
             ports.append(port)
-    members = ",".join(f"{places[i][0]}:{p}" for i, p in enumerate(ports))
+    raft: list[str] = [""] * n
+    if explicit_raft_ports:  # host:port:raft_port, with raft ports away from port - 1000
+        for i in range(n):
+            candidate = ports[i] + 7
+            while not _port_free(candidate) or candidate in ports:
+                candidate += 1
+            raft[i] = f":{candidate}"
+    members = ",".join(f"{places[i][0]}:{p}{raft[i]}" for i, p in enumerate(ports))
     password = "test-" + secrets.token_hex(8)
     nodes = []
     for i, port in enumerate(ports):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProce
         yield nodes
     finally:
         stop_cluster(nodes)
+
+
+def service_exists(node: NodeProcess, service: str) -> bool:
+    return bool(node.api("GET", "/service", {"serviceName": service}).status == 200)
 
 
 def has_ports(node: NodeProcess, service: str, ports: set[int]) -> bool:
@@ -133,3 +138,19 @@ def test_only_the_leader_probes_and_its_verdict_reaches_every_member(cluster: li
         assert (checks > 0) == (node is leader), (node.address, checks)
     state = cluster[0].request("GET", "/nacos/v1/ns/operator/cluster/state").json()
     assert state["leader"] == leader.address and len(state["members"]) == 3
+
+
+def test_members_may_name_their_raft_ports(tmp_path: Path):
+    nodes = make_cluster(tmp_path, 3, explicit_raft_ports=True)
+    try:
+        leader = leader_of(nodes)
+        assert leader.api("POST", "/service", {"serviceName": "explicit-raft"}).text == "ok"
+        for node in nodes:
+            wait_for(
+                functools.partial(service_exists, node, "explicit-raft"), 10, message="replicated"
+            )
+        peer = json.loads(leader.request("GET", "/nacos/v1/ns/raft/leader").json()["leader"])
+        raft_port = int(peer["raftAddress"].rpartition(":")[2])
+        assert raft_port != leader.port - 1000
+    finally:
+        stop_cluster(nodes)

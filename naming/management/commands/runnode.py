@@ -32,16 +32,27 @@ from server.env import read_or_create_secret
 log = logging.getLogger("naming.node")
 
 
-def parse_members(raw: str) -> tuple[str, ...]:
-    members = []
+def parse_members(raw: str) -> tuple[tuple[str, ...], dict[str, int]]:
+    """``host:port[:raft_port]`` items; the raft port defaults to port - 1000 (as in Nacos).
+
+    Returns the HTTP addresses and the raft port of each.
+    """
+    members: list[str] = []
+    raft_ports: dict[str, int] = {}
     for item in filter(None, (m.strip() for m in raw.split(","))):
-        host, sep, port = item.rpartition(":")
-        if not sep:
-            host, port = item, "8848"
-        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
-            raise CommandError(f"bad member address: {item!r} (want host:port)")
-        members.append(f"{host}:{int(port)}")
-    return tuple(members)
+        parts = item.split(":")
+        if len(parts) == 1:
+            parts.append("8848")
+        if len(parts) not in (2, 3) or not parts[0] or not all(p.isdigit() for p in parts[1:]):
+            raise CommandError(f"bad member address: {item!r} (want host:port[:raft_port])")
+        port = int(parts[1])
+        raft = int(parts[2]) if len(parts) == 3 else port - 1000
+        if not 1 <= port <= 65535 or not 1 <= raft <= 65535:
+            raise CommandError(f"bad member address: {item!r} (ports are 1-65535)")
+        address = f"{parts[0]}:{port}"
+        members.append(address)
+        raft_ports[address] = raft
+    return tuple(members), raft_ports
 
 
 def raft_password(data_dir: Path) -> str:
@@ -72,7 +83,7 @@ class Command(BaseCommand):
         raft_port = opts["raft_port"] or port - 1000
         if not 1 <= raft_port <= 65535:
             raise CommandError("--raft-port must be 1-65535 (default: port - 1000)")
-        members = parse_members(opts["members"])
+        members, raft_ports = parse_members(opts["members"])
         me = f"{opts['host']}:{port}"
         if members and me not in members:
             raise CommandError(f"this node ({me}) is not in --members")
@@ -82,9 +93,13 @@ class Command(BaseCommand):
                 raise CommandError(
                     "cluster mode needs NAMING_CLUSTER_SECRET (the same on every node)"
                 )
-            if raft_port != port - 1000:
-                # Peers derive each member's raft port from its HTTP port, as Nacos does.
-                raise CommandError("in cluster mode the raft port is always the HTTP port - 1000")
+            listed = raft_ports[me]
+            if opts["raft_port"] and opts["raft_port"] != listed:
+                raise CommandError(
+                    f"--raft-port {opts['raft_port']} disagrees with --members ({listed}); "
+                    "peers learn raft ports from the member list (host:port:raft_port)"
+                )
+            raft_port = listed
 
         lock = self._lock_data_dir(data_dir)
         call_command("migrate", verbosity=0, interactive=False)
@@ -100,6 +115,7 @@ class Command(BaseCommand):
             raft_port=raft_port,
             data_dir=data_dir,
             members=members,
+            member_raft_ports=raft_ports,
             raft_password=raft_password(data_dir),
             raft_fsync=naming["RAFT_FSYNC"],
             health=HealthSettings(
