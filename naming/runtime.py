@@ -149,6 +149,9 @@ class NodeRuntime:
         self.status = NodeStatus.DOWN
         self.push.stop()
         self.health.stop()
+        stop_batcher = getattr(self.persistent, "stop", None)
+        if stop_batcher is not None:
+            stop_batcher()
         if self.syncobj is not None:
             try:
                 self.syncobj.destroy_synchronous()

@@ -36,9 +36,17 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
 
     @replicated  # type: ignore[misc,untyped-decorator]
     def apply_change(self, key_text: str, change_json: str) -> ApplyResult:
+        return self._apply(key_text, json.loads(change_json))
+
+    @replicated  # type: ignore[misc,untyped-decorator]
+    def apply_batch(self, batch_json: str) -> list[ApplyResult]:
+        """Group commit: many submitters' changes in one log entry, applied in order."""
+        return [self._apply(key_text, change) for key_text, change in json.loads(batch_json)]
+
+    def _apply(self, key_text: str, change_data: dict[str, Any]) -> ApplyResult:
         key = DatumKey.decode(key_text)
         current = self._data.get(key)
-        change = Change.decode(json.loads(change_json))
+        change = Change.decode(change_data)
         try:
             value = change.apply(None if current is None else current.value)
         except NamingError as exc:

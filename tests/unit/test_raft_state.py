@@ -41,6 +41,7 @@ def test_committed_changes_are_replayed_from_the_journal_after_a_restart(tmp_pat
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 1, ephemeral=False), SVC.grouped), 5)
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 2, ephemeral=False), SVC.grouped), 5)
     assert service.get(key).revision == 2  # type: ignore[union-attr]
+    service.stop()
     syncobj.destroy_synchronous()  # type: ignore[attr-defined]
 
     replayed: list[Datum] = []
@@ -115,3 +116,28 @@ def test_values_survive_log_compaction_and_a_restart_from_the_snapshot(tmp_path:
         assert any(d.key == key for d in restored)
     finally:
         syncobj2.destroy_synchronous()  # type: ignore[attr-defined]
+
+
+def test_concurrent_submissions_are_group_committed_and_each_gets_its_own_result(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    service, syncobj = start(tmp_path, free_node_port(), [])
+    try:
+
+        def create(n: int) -> int:
+            name = ServiceName("public", f"DEFAULT_GROUP@@gc-{n % 10}")
+            try:
+                service.submit(DatumKey.meta(name), CreateService(0.0, {}, Selector(), "x"), 10)
+                return 1
+            except NamingError:
+                return 0  # "already exists": only one creation per name may win
+
+        with ThreadPoolExecutor(16) as pool:
+            created = sum(pool.map(create, range(200)))
+        assert created == 10
+        status = service.status()
+        assert status["batchedChanges"] == 200
+        assert status["batches"] < 200  # several changes shared a log entry
+    finally:
+        service.stop()
+        syncobj.destroy_synchronous()  # type: ignore[attr-defined]
