@@ -19,28 +19,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import wrk  # noqa: E402
-from tests.harness import leader_of, make_cluster, stop_cluster, wait_for  # noqa: E402
+from bench.run import cycling_lua, wrk  # noqa: E402
+from tests.harness import (  # noqa: E402
+    kill_leader_and_time_failover,
+    leader_of,
+    make_cluster,
+    stop_cluster,
+    wait_for,
+)
 
-PERSISTENT_LUA = """
-local token = "%(token)s"
-local reqs = {}
-local i = 0
-local tid = 0
-setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
-init = function(args)
+PERSISTENT_LUA = cycling_lua("""
   for n = 1, 30000 do
     reqs[n] = wrk.format("POST", string.format(
       "/nacos/v1/ns/instance?serviceName=raft-bench-%%s-%%d&ip=127.%%d.%%d.%%d&port=%%d"
       .. "&ephemeral=false&accessToken=%%s",
-      "%(tag)s", n %% 50, tid, math.floor(n / 250) %% 250, n %% 250, 1000 + n, token))
-  end
-end
-request = function()
-  i = i %% #reqs + 1
-  return reqs[i]
-end
-"""
+      "%(tag)s", n %% 50, tid, math.floor(n / 250) %% 250, n %% 250, 1000 + n, "%(token)s"))
+  end""")
 
 
 def main() -> int:
@@ -106,22 +100,8 @@ def main() -> int:
         )
         failovers = []
         for trial in range(args.trials):
-            leader = leader_of(nodes)
-            survivor = next(n for n in nodes if n is not leader)
-            killed = time.monotonic()
-            leader.kill9()
-            wait_for(
-                lambda s=survivor: (
-                    s.api(
-                        "POST", "/service", {"serviceName": f"fo-{time.time_ns()}"}, timeout=5
-                    ).status
-                    == 200
-                ),
-                30,
-                interval_s=0.02,
-                message="write after failover",
-            )
-            failovers.append(time.monotonic() - killed)
+            leader, seconds = kill_leader_and_time_failover(nodes)
+            failovers.append(seconds)
             print(f"failover {trial + 1}: {failovers[-1]:.3f} s", flush=True)
             leader.start()
         results["failover_s"] = {

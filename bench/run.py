@@ -29,75 +29,44 @@ sys.path.insert(0, str(ROOT))
 
 from tests.harness import NodeProcess  # noqa: E402
 
-# Requests are built once per wrk thread in init(): per-request Lua string work would eat CPU
-# that the node needs (wrk and the node share the two cores).
-REGISTER_LUA = """
-local token = "%(token)s"
-local reqs = {}
-local i = 0
-local tid = 0
-setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
-init = function(args)
+
+def cycling_lua(build: str) -> str:
+    """A wrk script whose requests are built once per thread by ``build`` (Lua filling ``reqs``)
+    and then replayed in a loop: per-request Lua string work would eat CPU the node needs (wrk
+    and the node share the two cores). Every scenario, the empty-view floor included, pays the
+    same per-request generator cost. The result is a %-template (``%%`` for a literal ``%``)."""
+    return (
+        "local reqs = {}\nlocal i = 0\nlocal tid = 0\n"
+        'setup = function(thread) tid = tid + 1; thread:set("tid", tid) end\n'
+        f"init = function(args)\n{build}\nend\n"
+        "request = function()\n  i = i %% #reqs + 1\n  return reqs[i]\nend\n"
+    )
+
+
+REGISTER_LUA = cycling_lua("""
   for n = 1, 60000 do
     reqs[n] = wrk.format("POST", string.format(
       "/nacos/v1/ns/instance?serviceName=bench-reg-%%d&ip=10.%%d.%%d.%%d&port=%%d&accessToken=%%s",
-      n %% 100, tid, math.floor(n / 250) %% 250, n %% 250, 1000 + n, token))
-  end
-end
-request = function()
-  i = i %% #reqs + 1
-  return reqs[i]
-end
-"""
+      n %% 100, tid, math.floor(n / 250) %% 250, n %% 250, 1000 + n, "%(token)s"))
+  end""")
 
-BEAT_LUA = """
-local token = "%(token)s"
-local reqs = {}
-local i = 0
-init = function(args)
+BEAT_LUA = cycling_lua("""
   for n = 0, %(count)d - 1 do
     local beat = string.format(
       "%%%%7B%%%%22ip%%%%22%%%%3A%%%%2210.200.%%d.%%d%%%%22%%%%2C%%%%22port%%%%22%%%%3A%%d%%%%7D",
       math.floor(n / 250), n %% 250, 2000 + n)
     reqs[n + 1] = wrk.format("PUT",
-      "/nacos/v1/ns/instance/beat?serviceName=bench-beat&accessToken=" .. token .. "&beat=" .. beat)
-  end
-end
-request = function()
-  i = i %% #reqs + 1
-  return reqs[i]
-end
-"""
+      "/nacos/v1/ns/instance/beat?serviceName=bench-beat&accessToken=%(token)s&beat=" .. beat)
+  end""")
 
+EMPTY_LUA = cycling_lua("""
+  for n = 1, 1000 do reqs[n] = wrk.format("GET", "/bench/empty") end""")
 
-# The floor uses the same Lua request() cycling as the scripted endpoints, so both pay the same
-# load-generator cost per request (wrk runs Lua on the cores the node uses too).
-EMPTY_LUA = """
-local reqs = {}
-local i = 0
-init = function(args)
-  for n = 1, 1000 do reqs[n] = wrk.format("GET", "/bench/empty") end
-end
-request = function()
-  i = i %% #reqs + 1
-  return reqs[i]
-end
-"""
-
-LIST_LUA = """
-local reqs = {}
-local i = 0
-init = function(args)
+LIST_LUA = cycling_lua("""
   for n = 1, 1000 do
     reqs[n] = wrk.format("GET",
       "/nacos/v1/ns/instance/list?serviceName=bench-list&accessToken=%(token)s")
-  end
-end
-request = function()
-  i = i %% #reqs + 1
-  return reqs[i]
-end
-"""
+  end""")
 
 
 def fill(host: str, port: int, token: str, count: int, threads: int = 4) -> None:

@@ -8,6 +8,7 @@ until ``operator/metrics`` says UP, and stops it by PID (SIGTERM, or SIGKILL for
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -320,3 +321,24 @@ def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
     found = wait_for(agreed, 30, interval_s=0.2, message="one agreed raft leader")
     assert found is not None
     return found
+
+
+def probe_write(node: NodeProcess) -> bool:
+    """One acknowledged persistent write through ``node`` (a fresh service each time)."""
+    result = node.api("POST", "/service", {"serviceName": f"probe-{time.time_ns()}"}, timeout=5)
+    return result.status == 200
+
+
+def kill_leader_and_time_failover(nodes: list[NodeProcess]) -> tuple[NodeProcess, float]:
+    """kill -9 the leader; seconds until a survivor acknowledges a write. Returns the victim."""
+    leader = leader_of(nodes)
+    survivor = next(n for n in nodes if n is not leader)
+    killed_at = time.monotonic()
+    leader.kill9()
+    wait_for(
+        functools.partial(probe_write, survivor),
+        30,
+        interval_s=0.02,
+        message="a write after the leader died",
+    )
+    return leader, time.monotonic() - killed_at

@@ -13,6 +13,7 @@ While the old leader is cut off, a client inside its namespace writes to it and 
 from __future__ import annotations
 
 import functools
+import http.client
 import itertools
 import json
 import random
@@ -28,7 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, leader_of, make_cluster, stop_cluster, wait_for
+from tests.harness import (
+    NodeProcess,
+    kill_leader_and_time_failover,
+    leader_of,
+    make_cluster,
+    probe_write,
+    stop_cluster,
+    wait_for,
+)
 from tests.netns import NetnsLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("raft-faults")]
@@ -105,7 +114,7 @@ class Writer:
                     if response.status == 200 and response.read() == b"ok":
                         with self._lock:
                             self.acked.add(port)
-            except (urllib.error.URLError, OSError, TimeoutError):
+            except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException):
                 time.sleep(0.05)  # member down or no quorum: not acknowledged
 
 
@@ -136,21 +145,7 @@ def inject(round_name: str, nodes: list[NodeProcess], lab: NetnsLab) -> float | 
     leader = leader_of(nodes)
     followers = [n for n in nodes if n is not leader]
     if round_name == "kill-leader":
-        killed_at = time.monotonic()
-        leader.kill9()
-        survivor = followers[0]
-        wait_for(
-            lambda: (
-                survivor.api(
-                    "POST", "/service", {"serviceName": f"probe-{time.time_ns()}"}, timeout=5
-                ).status
-                == 200
-            ),
-            30,
-            interval_s=0.05,
-            message="a write after the leader died",
-        )
-        failover = time.monotonic() - killed_at
+        leader, failover = kill_leader_and_time_failover(nodes)
         time.sleep(1)
         leader.start(wait=False)
         return failover
@@ -198,12 +193,7 @@ def inject(round_name: str, nodes: list[NodeProcess], lab: NetnsLab) -> float | 
             # The majority side elects a leader and keeps accepting writes.
             others = [n for n in nodes if n is not victim]
             wait_for(
-                lambda: (
-                    others[0]
-                    .api("POST", "/service", {"serviceName": f"probe-{time.time_ns()}"}, timeout=5)
-                    .status
-                    == 200
-                ),
+                functools.partial(probe_write, others[0]),
                 30,
                 interval_s=0.1,
                 message="majority side writable",
