@@ -45,7 +45,7 @@ class NodeConfig:
     member_raft_ports: dict[str, int] = field(default_factory=dict)
     raft_password: str = ""
     health: HealthSettings = field(default_factory=HealthSettings)
-    raft_ready_timeout_s: float = 60.0
+    raft_ready_timeout_s: float = 30.0
     raft_fsync: bool = True
 
     @property
@@ -131,8 +131,17 @@ class NodeRuntime:
         if self.syncobj is not None:
             from raft.node import wait_ready
 
-            if not wait_ready(self.syncobj, self.config.raft_ready_timeout_s):
-                raise RuntimeError("raft did not become ready in time")
+            # A member that cannot reach a quorum stays STARTING (503 to clients) and keeps
+            # trying: exiting would only turn a partition into a restart loop.
+            while not wait_ready(self.syncobj, self.config.raft_ready_timeout_s):
+                if self.status is NodeStatus.DOWN:
+                    return
+                if not self.config.cluster:
+                    raise RuntimeError("raft did not become ready in time")
+                log.warning(
+                    "no raft leader yet (waiting for a quorum of %s)",
+                    ", ".join(self.config.members),
+                )
             # Everything replayed from the journal reaches the registry before we serve.
             ticket = self.notifier.notify_barrier()
             self.notifier.wait_processed(ticket, 30.0)

@@ -154,3 +154,23 @@ def test_members_may_name_their_raft_ports(tmp_path: Path):
         assert raft_port != leader.port - 1000
     finally:
         stop_cluster(nodes)
+
+
+def test_a_member_without_quorum_stays_starting_until_its_peers_arrive(tmp_path: Path):
+    nodes = make_cluster(tmp_path, 3)
+    try:
+        for node in nodes:
+            node.stop()
+        lone = nodes[0].start(wait=False)
+        time.sleep(4)
+        assert lone.proc is not None and lone.proc.poll() is None
+        metrics = lone.request("GET", "/nacos/v1/ns/operator/metrics").json()
+        assert metrics["status"] == "STARTING"
+        listed = lone.request("GET", "/nacos/v1/ns/instance/list", {"serviceName": "x"})
+        assert listed.status == 503
+        for node in nodes[1:]:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_up()
+    finally:
+        stop_cluster(nodes)
