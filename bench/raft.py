@@ -8,7 +8,6 @@ of the leader → first successful write through a survivor, over ``--trials`` k
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import cycling_lua, wrk  # noqa: E402
+from bench.run import cycling_lua, save_results, wrk  # noqa: E402
 from tests.harness import (  # noqa: E402
     kill_leader_and_time_failover,
     leader_of,
@@ -112,9 +111,7 @@ def main() -> int:
         print(f"failover median {statistics.median(failovers):.3f} s, max {max(failovers):.3f} s")
     finally:
         stop_cluster(nodes)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "raft.json").write_text(json.dumps(results, indent=2))
+    save_results("raft.json", results)
     return 0
 
 

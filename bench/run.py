@@ -117,6 +117,12 @@ def wrk(
     }
 
 
+def save_results(name: str, results: object) -> None:
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / name).write_text(json.dumps(results, indent=2))
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -213,9 +219,7 @@ def main() -> int:
         node.stop()
         node.kill9()
         shutil.rmtree(data_dir, ignore_errors=True)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    save_results("latest.json", results)
     return 0
 
 

@@ -220,22 +220,20 @@ def health_checkers(request: HttpRequest, params: Params) -> dict[str, Any]:
 # -- /operator ------------------------------------------------------------------------------
 
 
-@nacos_api("GET", "PUT")
-def switches(request: HttpRequest, params: Params) -> Any:
-    node = runtime.current()
-    if request.method == "PUT":
-        node.operations.set_switch(params.required("entry"), params.required("value"))
-        return OK
-    return node.registry.switches.to_json()
+@nacos_api("GET", secured=False)
+def _get_switches(request: HttpRequest, params: Params) -> dict[str, Any]:
+    return runtime.current().registry.switches.to_json()
 
 
-# GET is not secured in Nacos; PUT is: route the two methods to two decorated views.
-_switches_get = nacos_api("GET", secured=False)(switches.__wrapped__)
-_switches_put = nacos_api("PUT")(switches.__wrapped__)
+@nacos_api("PUT")
+def _put_switches(request: HttpRequest, params: Params) -> str:
+    runtime.current().operations.set_switch(params.required("entry"), params.required("value"))
+    return OK
 
 
 def operator_switches(request: HttpRequest) -> HttpResponse:
-    view = _switches_put if request.method == "PUT" else _switches_get
+    """GET is not secured in Nacos; PUT is. Other methods get the 501 of the GET view."""
+    view = _put_switches if request.method == "PUT" else _get_switches
     return view(request)  # type: ignore[no-any-return]
 
 
