@@ -1,0 +1,102 @@
+"""Signed peer calls (issue #3 builds the peer endpoints on it).
+
+A peer request carries ``X-Naming-Node`` (the sender's address), ``X-Naming-Timestamp`` (unix
+seconds), ``X-Naming-Nonce`` and ``X-Naming-Signature``: HMAC-SHA256, under a key derived from
+``NAMING_CLUSTER_SECRET``, over the method, the path with its query, the SHA-256 of the body, the
+timestamp, the node and the nonce. A receiver accepts it only inside a time window and only once
+(nonces seen in the window are remembered), so a captured request cannot be replayed or altered.
+No header such as ``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from naming.errors import ErrorCode, Forbidden, NamingError
+
+NODE = "X-Naming-Node"
+TIMESTAMP = "X-Naming-Timestamp"
+NONCE = "X-Naming-Nonce"
+SIGNATURE = "X-Naming-Signature"
+WINDOW_S = 30.0
+MAX_REMEMBERED = 100_000
+
+
+class Unsigned(NamingError):
+    status = 401
+    code = ErrorCode.UNAUTHORIZED
+
+
+def derive_key(cluster_secret: str) -> bytes:
+    return hmac.new(cluster_secret.encode(), b"peer-requests", hashlib.sha256).digest()
+
+
+def _message(method: str, path: str, body: bytes, timestamp: str, node: str, nonce: str) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join((method.upper(), path, digest, timestamp, node, nonce)).encode()
+
+
+def sign(
+    key: bytes, method: str, path: str, body: bytes, node: str, now: float | None = None
+) -> dict[str, str]:
+    timestamp = str(int(now if now is not None else time.time()))
+    nonce = secrets.token_hex(12)
+    mac = hmac.new(key, _message(method, path, body, timestamp, node, nonce), hashlib.sha256)
+    return {NODE: node, TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: mac.hexdigest()}
+
+
+class Verifier:
+    """Checks signatures and remembers nonces for the window. Thread-safe."""
+
+    def __init__(self, key: bytes, window_s: float = WINDOW_S) -> None:
+        self._key = key
+        self._window = window_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        now: float | None = None,
+    ) -> str:
+        """Returns the sender's address; raises 401 when unsigned, 403 when wrong."""
+        values = [headers.get(name) for name in (NODE, TIMESTAMP, NONCE, SIGNATURE)]
+        if not all(values):
+            raise Unsigned("peer request is not signed")
+        node, timestamp, nonce, signature = (str(v) for v in values)
+        current = now if now is not None else time.time()
+        try:
+            sent = float(timestamp)
+        except ValueError:
+            raise Forbidden("peer request has a malformed timestamp") from None
+        if abs(current - sent) > self._window:
+            raise Forbidden("peer request is outside the time window")
+        expected = hmac.new(
+            self._key, _message(method, path, body, timestamp, node, nonce), hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise Forbidden("peer request signature does not match")
+        with self._lock:
+            self._forget_older_than(current - 2 * self._window)
+            if nonce in self._seen:
+                raise Forbidden("peer request was replayed")
+            self._seen[nonce] = current
+            while len(self._seen) > MAX_REMEMBERED:
+                self._seen.popitem(last=False)
+        return node
+
+    def _forget_older_than(self, cutoff: float) -> None:
+        while self._seen:
+            oldest_nonce, seen_at = next(iter(self._seen.items()))
+            if seen_at >= cutoff:
+                return
+            self._seen.pop(oldest_nonce)
