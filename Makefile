@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test bench clean
+.PHONY: run test bench bench-raft clean
 
 run:
 	python3 dev.py run
@@ -12,3 +12,6 @@ bench:
 
 clean:
 	rm -rf .venv data .pytest_cache .mypy_cache .ruff_cache bench/results
+
+bench-raft:
+	python3 dev.py bench-raft

@@ -4,6 +4,7 @@
     python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
     python3 dev.py test [pytest options]   # venv + deps, then ruff, mypy and the whole suite
     python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
+    python3 dev.py bench-raft [options]    # venv + deps, then bench/raft.py (needs wrk)
 
 The virtual environment lives in ``.venv`` and is (re)installed only when the requirement files
 change.
@@ -83,8 +84,13 @@ def bench(args: list[str]) -> int:
     return subprocess.run([str(PY), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT).returncode
 
 
+def bench_raft(args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([str(PY), str(ROOT / "bench" / "raft.py"), *args], cwd=ROOT).returncode
+
+
 def main() -> int:
-    commands = {"run": run, "test": test, "bench": bench}
+    commands = {"run": run, "test": test, "bench": bench, "bench-raft": bench_raft}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
