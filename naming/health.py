@@ -55,10 +55,6 @@ class BeatTable:
         if per_service is not None:
             per_service.pop(key, None)
 
-    def last(self, service: ServiceName, key: InstanceKey) -> float | None:
-        per_service = self._beats.get(service)
-        return None if per_service is None else per_service.get(key)
-
     def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
         return self._beats.setdefault(service, {})
 

@@ -45,9 +45,7 @@ from naming.registry import Registry, ServiceView
 from naming.render import (
     cluster_json,
     full_instance_json,
-    render_hosts,
     render_instance_list,
-    select_hosts,
 )
 
 BEAT_OK = 10200
@@ -447,14 +445,6 @@ class NamingOperations:
     def set_switch(self, entry: str, value: str) -> None:
         apply_switch(self.switches, entry, value)  # validate here: a bad value is a 400
         self.consistency.submit(DatumKey.switches(), SetSwitch(entry, value))
-
-    # -- shared with the push service --------------------------------------------------------
-
-    def hosts_json(self, view: ServiceView, clusters: tuple[str, ...], grouped: bool) -> str:
-        return render_hosts(view, clusters, False, grouped)
-
-    def healthy_hosts(self, view: ServiceView) -> list[Instance]:
-        return [i for i, healthy in select_hosts(view, (), True) if healthy]
 
 
 def _substring_pattern(expr: str) -> re.Pattern[str] | None:

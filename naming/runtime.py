@@ -108,7 +108,9 @@ class NodeRuntime:
         """
         if not self.config.cluster or self.syncobj is None:
             return True
-        return bool(self.persistent.status().get("role") == "LEADER")
+        # Called per service per round: ask pysyncobj directly, not through getStatus(),
+        # which builds a dict of every peer's indexes each time.
+        return bool(self.syncobj._isLeader())
 
     @property
     def ready(self) -> bool:
