@@ -38,6 +38,31 @@ def listed(node: NodeProcess, service: str, cluster: str | None = None) -> dict[
     }
 
 
+def expiry_times(
+    node: NodeProcess,
+    service: str,
+    host: str,
+    registered: float,
+    deadline_s: float,
+    interval_s: float,
+) -> tuple[float, float]:
+    """Seconds from ``registered`` until ``host`` is listed unhealthy, then until it is gone."""
+    wait_for(
+        lambda: listed(node, service).get(host) is False,
+        deadline_s,
+        interval_s=interval_s,
+        message=f"{host} unhealthy",
+    )
+    unhealthy_after = time.monotonic() - registered
+    wait_for(
+        lambda: host not in listed(node, service),
+        deadline_s,
+        interval_s=interval_s,
+        message=f"{host} removed",
+    )
+    return unhealthy_after, time.monotonic() - registered
+
+
 def test_f5_beating_instance_stays_healthy_for_40_seconds(timing_node: NodeProcess):
     client = timing_node.client()
     client.add_naming_instance("f5", "10.5.0.1", 80, cluster_name="DEFAULT", heartbeat_interval=2)
@@ -57,20 +82,9 @@ def test_f6_silent_instance_turns_unhealthy_then_disappears(timing_node: NodePro
     client.add_naming_instance("f6", "10.6.0.9", 80, cluster_name="DEFAULT", heartbeat_interval=2)
     registered = time.monotonic()
     client.add_naming_instance("f6", "10.6.0.1", 80, cluster_name="DEFAULT")
-    wait_for(
-        lambda: listed(timing_node, "f6").get("10.6.0.1@DEFAULT") is False,
-        25,
-        interval_s=0.5,
-        message="unhealthy",
+    unhealthy_after, removed_after = expiry_times(
+        timing_node, "f6", "10.6.0.1@DEFAULT", registered, 25, 0.5
     )
-    unhealthy_after = time.monotonic() - registered
-    wait_for(
-        lambda: "10.6.0.1@DEFAULT" not in listed(timing_node, "f6"),
-        25,
-        interval_s=0.5,
-        message="removed",
-    )
-    removed_after = time.monotonic() - registered
     assert 15 <= unhealthy_after <= 21, unhealthy_after
     assert 30 <= removed_after <= 36, removed_after
     assert listed(timing_node, "f6")[keeper] is True
@@ -87,20 +101,9 @@ def test_f8_preserved_timeouts_shorten_expiry(timing_node: NodeProcess):
     }
     registered = time.monotonic()
     client.add_naming_instance("f8", "10.8.0.1", 80, cluster_name="DEFAULT", metadata=meta)
-    wait_for(
-        lambda: listed(timing_node, "f8").get("10.8.0.1@DEFAULT") is False,
-        12,
-        interval_s=0.25,
-        message="unhealthy",
+    unhealthy_after, removed_after = expiry_times(
+        timing_node, "f8", "10.8.0.1@DEFAULT", registered, 12, 0.25
     )
-    unhealthy_after = time.monotonic() - registered
-    wait_for(
-        lambda: "10.8.0.1@DEFAULT" not in listed(timing_node, "f8"),
-        12,
-        interval_s=0.25,
-        message="removed",
-    )
-    removed_after = time.monotonic() - registered
     assert 3 <= unhealthy_after <= 9, unhealthy_after
     assert 6 <= removed_after <= 12, removed_after
     client.remove_naming_instance("f8", "10.8.0.9", 80, cluster_name="DEFAULT")

@@ -105,6 +105,7 @@ def test_values_survive_log_compaction_and_a_restart_from_the_snapshot(tmp_path:
         time.sleep(0.05)
     assert dump.exists()
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 6, ephemeral=False), SVC.grouped), 5)
+    service.stop()
     syncobj.destroy_synchronous()  # type: ignore[attr-defined]
 
     restored: list[Datum] = []
