@@ -58,6 +58,11 @@ class BeatTable:
     def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
         return self._beats.setdefault(service, {})
 
+    def retain(self, keep: Callable[[ServiceName], bool]) -> None:
+        """Forget the beats of services ``keep`` rejects (ownership moved elsewhere)."""
+        for service in [s for s in list(self._beats) if not keep(s)]:
+            self._beats.pop(service, None)
+
     def prune(self, live: Callable[[ServiceName], ServiceView | None]) -> None:
         for service in list(self._beats):
             view = live(service)
@@ -142,11 +147,15 @@ class HealthServices:
         is_responsible: IsResponsible,
         settings: HealthSettings,
         clock: Clock = time.monotonic,
+        is_prober: IsResponsible | None = None,
     ) -> None:
         self._registry = registry
         self._beats = beats
         self._submit = submit
         self._is_responsible = is_responsible
+        # Active probes of persistent instances: the Raft leader in a cluster; beat expiry and
+        # auto-clean: each service's Distro owner.
+        self._is_prober = is_prober or is_responsible
         self.settings = settings
         self._clock = clock
         self._stop = threading.Event()
@@ -208,6 +217,9 @@ class HealthServices:
 
     def _views(self) -> Iterable[ServiceView]:
         return [v for v in self._registry.views() if self._is_responsible(v.name)]
+
+    def _probed_views(self) -> Iterable[ServiceView]:
+        return [v for v in self._registry.views() if self._is_prober(v.name)]
 
     def _safe_submit(self, key: DatumKey, change: object) -> None:
         try:
@@ -275,7 +287,7 @@ class HealthServices:
         if not self._registry.switches.healthCheckEnabled:
             return
         jobs: list[tuple[ServiceView, Instance, CheckType, int, str, int]] = []
-        for view in self._views():
+        for view in self._probed_views():
             for inst in view.persistent:
                 if inst.marked:
                     continue

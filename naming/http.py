@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
+from distro import signing
+from distro.forward import forward_if_not_owner, verify_peer
 from naming import runtime
 from naming.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
 from naming.serializers import Params
@@ -134,7 +136,12 @@ def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params
     )
 
 
-def nacos_api(*methods: str, secured: bool = True, gated: bool = True) -> Callable[[Handler], Any]:
+def nacos_api(
+    *methods: str, secured: bool = True, gated: bool = True, distro: bool = False
+) -> Callable[[Handler], Any]:
+    """``distro=True`` marks Nacos's ``@CanDistro`` writes: forwarded to the service's Distro
+    owner unless this member owns it, or the request is already a signed forward from a peer
+    (whose member authenticated the client; it is never forwarded again)."""
     allowed = frozenset(methods)
 
     def decorate(handler: Handler) -> Any:
@@ -147,8 +154,15 @@ def nacos_api(*methods: str, secured: bool = True, gated: bool = True) -> Callab
                 if gated:
                     gate(node, request)
                 params = params_of(request)
-                if secured:
-                    authenticate(node, request, params)
+                if distro and node.cluster is not None and signing.SIGNATURE in request.headers:
+                    verify_peer(node, request)
+                else:
+                    if secured:
+                        authenticate(node, request, params)
+                    if distro:
+                        forwarded = forward_if_not_owner(node, request, params)
+                        if forwarded is not None:
+                            return forwarded
                 return to_response(handler(request, params, *args, **kwargs))
             except NamingError as exc:
                 return error_response(exc, request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -19,12 +20,17 @@ from typing import Any
 from consistency.datum import DatumKey
 from consistency.notifier import Notifier
 from consistency.service import ConsistencyService, DelegateConsistencyService
+from distro.membership import MemberState
+from distro.service import DistroCluster
 from distro.store import DistroStore
-from naming.errors import Unavailable
+from distro.sync import SyncSettings
+from naming.domain import ServiceName
 from naming.health import BeatTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
 from naming.push import PushService
 from naming.registry import Registry
+
+VERSION = "1.4.6-py"
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,10 @@ class NodeConfig:
     health: HealthSettings = field(default_factory=HealthSettings)
     raft_ready_timeout_s: float = 30.0
     raft_fsync: bool = True
+    cluster_secret: str = ""
+    redis_url: str = ""  # Distro sync through Celery on Redis when set; in-process otherwise
+    distro: SyncSettings = field(default_factory=SyncSettings)
+    report_interval_s: float = 2.0
 
     @property
     def address(self) -> str:
@@ -73,6 +83,7 @@ class NodeRuntime:
         ephemeral: ConsistencyService,
         persistent: ConsistencyService,
         syncobj: Any = None,
+        distro: DistroCluster | None = None,
     ) -> None:
         self.config = config
         self.started_at = time.time()
@@ -80,6 +91,7 @@ class NodeRuntime:
         self.distro = ephemeral
         self.persistent = persistent
         self.syncobj = syncobj
+        self.cluster = distro  # Distro membership, sync and verify; None when standalone
         self.consistency = DelegateConsistencyService(ephemeral, persistent, notifier)
         self.registry = Registry(self.consistency.value)
         notifier.add_listener("registry", self.registry.on_datum)
@@ -94,23 +106,41 @@ class NodeRuntime:
             lambda key, change: self.consistency.submit(key, change),  # type: ignore[arg-type]
             self.is_responsible,
             config.health,
+            is_prober=self.is_leader,
         )
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self.auth: Any = None  # naming.auth.Authenticator when auth is on (set by the builder)
+        self.peer_verifier: Any = None  # distro.signing.Verifier in cluster mode
+        if distro is not None:
+            distro.membership.add_listener(self._ownership_changed)
 
-    def is_responsible(self, _service: object) -> bool:
-        """Who runs expiry, active checks and auto-clean for a service.
+    def is_responsible(self, service: ServiceName) -> bool:
+        """Who expires beats and auto-cleans a service: its Distro owner (this node alone
+        when standalone). Beats are forwarded to the owner, so only it knows them."""
+        if self.cluster is None:
+            return True
+        return self.cluster.responsible(service.grouped)
 
-        Standalone: this node. Cluster: the Raft leader (persistent data is the only data a
-        cluster holds until Distro arrives, and one prober keeps the log free of duplicate
-        verdicts). A deposed leader may run one more round; its verdicts are idempotent.
-        """
+    def is_leader(self, _service: object = None) -> bool:
+        """Who probes persistent instances: the Raft leader, so the log gets one verdict per
+        change. A deposed leader may run one more round; its verdicts are idempotent."""
         if not self.config.cluster or self.syncobj is None:
             return True
         # Called per service per round: ask pysyncobj directly, not through getStatus(),
         # which builds a dict of every peer's indexes each time.
         return bool(self.syncobj._isLeader())
+
+    def member_state(self) -> MemberState:
+        if self.status is NodeStatus.DOWN:
+            return MemberState.DOWN
+        return MemberState.UP if self.ready else MemberState.STARTING
+
+    def _ownership_changed(self, mapper: Any) -> None:
+        # Beats we saw while we owned a service are stale once it moved away; if it comes
+        # back, the sweeper must start a full timeout afresh (Nacos #1873, #7697).
+        self.beats.retain(lambda service: bool(mapper.responsible(service.grouped)))
 
     @property
     def ready(self) -> bool:
@@ -125,8 +155,11 @@ class NodeRuntime:
         return NodeStatus.UP.value if self.consistency.is_available() else NodeStatus.DOWN.value
 
     def start_background(self) -> None:
-        """Start the threads that do not need readiness (the notifier replays the journal)."""
+        """Start the threads that do not need readiness (the notifier replays the journal;
+        membership reports say STARTING; peer syncs arrive while we load)."""
         self.notifier.start()
+        if self.cluster is not None:
+            self.cluster.start()
 
     def finish_start(self) -> None:
         """Wait for persistent data, then open the gate and start the timers."""
@@ -136,7 +169,7 @@ class NodeRuntime:
             # A member that cannot reach a quorum stays STARTING (503 to clients) and keeps
             # trying: exiting would only turn a partition into a restart loop.
             while not wait_ready(self.syncobj, self.config.raft_ready_timeout_s):
-                if self.status is NodeStatus.DOWN:
+                if self._stopping.is_set():
                     return
                 if not self.config.cluster:
                     raise RuntimeError("raft did not become ready in time")
@@ -144,9 +177,13 @@ class NodeRuntime:
                     "no raft leader yet (waiting for a quorum of %s)",
                     ", ".join(self.config.members),
                 )
-            # Everything replayed from the journal reaches the registry before we serve.
+        # Never serve (or push) an empty list for a service that has instances elsewhere.
+        if self.cluster is not None and self.cluster.load_snapshot(self._stopping) is None:
+            return
+        if self.syncobj is not None or self.cluster is not None:
+            # Everything replayed or loaded reaches the registry before we serve.
             ticket = self.notifier.notify_barrier()
-            self.notifier.wait_processed(ticket, 30.0)
+            self.notifier.wait_processed(ticket, 60.0)
         switches = self.consistency.get(DatumKey.switches())
         if switches is not None:
             self.registry.on_datum(switches)
@@ -154,12 +191,17 @@ class NodeRuntime:
         self.push.start()
         self.status = NodeStatus.UP
         self._ready.set()
+        if self.cluster is not None:
+            self.cluster.mark_ready()
         log.info("node %s is UP", self.config.address)
 
     def stop(self) -> None:
         self.status = NodeStatus.DOWN
+        self._stopping.set()
         self.push.stop()
         self.health.stop()
+        if self.cluster is not None:
+            self.cluster.stop()  # its last report tells the peers we are leaving
         stop_batcher = getattr(self.persistent, "stop", None)
         if stop_batcher is not None:
             stop_batcher()
@@ -196,40 +238,40 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
         password=config.raft_password,
     )
     syncobj = build_syncobj(raft_config, state, durable=config.raft_fsync)
-    ephemeral: Any = EphemeralUnavailable() if config.cluster else DistroStore(notifier)
+    distro = distro_cluster(config, notifier, lambda: runtime.member_state())
+    ephemeral: ConsistencyService = distro if distro is not None else DistroStore(notifier)
     runtime = NodeRuntime(
-        config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj
+        config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj, distro
     )
+    if config.cluster:
+        from distro.signing import Verifier, derive_key
+
+        runtime.peer_verifier = Verifier(derive_key(config.cluster_secret))
     runtime.start_background()
     return runtime
 
 
-class EphemeralUnavailable:
-    """Cluster mode before Distro replication exists (issue #3): ephemeral data would live on
-    one node only and silently diverge, so ephemeral writes are refused with a clear 503."""
-
-    ready = True
-
-    def submit(self, key: DatumKey, change: object, timeout: float) -> Any:
-        raise Unavailable(
-            "ephemeral instances are not replicated in cluster mode yet; "
-            "register persistent instances (ephemeral=false)"
-        )
-
-    def apply_remote(self, datum: Any) -> bool:
-        return False
-
-    def get(self, key: DatumKey) -> None:
+def distro_cluster(
+    config: NodeConfig, notifier: Notifier, self_state: Callable[[], MemberState]
+) -> DistroCluster | None:
+    if not config.cluster:
         return None
+    from distro.signing import derive_key
+    from distro.transport import HttpPeerTransport
 
-    def items(self) -> list[Any]:
-        return []
-
-    def is_available(self) -> bool:
-        return True
-
-    def status(self) -> dict[str, Any]:
-        return {"replicated": False}
+    if not config.cluster_secret:
+        raise ValueError("cluster mode needs a cluster secret")
+    return DistroCluster(
+        config.address,
+        config.members,
+        notifier,
+        HttpPeerTransport(config.address, derive_key(config.cluster_secret)),
+        self_state,
+        version=VERSION,
+        settings=config.distro,
+        broker_url=config.redis_url,
+        report_interval_s=config.report_interval_s,
+    )
 
 
 _current: NodeRuntime | None = None

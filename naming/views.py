@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -17,10 +18,10 @@ from naming import serializers as s
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.errors import MissingParam
 from naming.http import JSON, Raw, nacos_api, respond
+from naming.runtime import VERSION
 from naming.serializers import Params
 
 OK = "ok"
-VERSION = "1.4.6-py"
 
 
 def _ops() -> Any:
@@ -39,7 +40,7 @@ def _default_ephemeral() -> bool:
 # -- /instance ------------------------------------------------------------------------------
 
 
-@nacos_api("POST", "DELETE", "PUT", "PATCH", "GET")
+@nacos_api("POST", "DELETE", "PUT", "PATCH", "GET", distro=True)
 def instance(request: HttpRequest, params: Params) -> Any:
     ops = _ops()
     if request.method == "POST":
@@ -64,7 +65,7 @@ def instance_list(request: HttpRequest, params: Params) -> Raw:
     return Raw(_ops().list_instances(s.list_instances(params, _client(request), remote)))
 
 
-@nacos_api("PUT", "POST")
+@nacos_api("PUT", "POST", distro=True)
 def instance_beat(request: HttpRequest, params: Params) -> dict[str, Any]:
     return _ops().beat(s.beat(params))  # type: ignore[no-any-return]
 
@@ -74,7 +75,7 @@ def instance_statuses(request: HttpRequest, params: Params) -> dict[str, Any]:
     return _ops().statuses(s.status_key(params))  # type: ignore[no-any-return]
 
 
-@nacos_api("PUT", "DELETE")
+@nacos_api("PUT", "DELETE", distro=True)
 def instance_metadata_batch(request: HttpRequest, params: Params) -> dict[str, Any]:
     cmd = s.metadata_batch(params)
     return _ops().metadata_batch(cmd, delete=request.method == "DELETE")  # type: ignore[no-any-return]
@@ -194,7 +195,7 @@ def cluster(request: HttpRequest, params: Params) -> str:
     return OK
 
 
-@nacos_api("PUT", "POST")
+@nacos_api("PUT", "POST", distro=True)
 def health(request: HttpRequest, params: Params) -> str:
     raw = params.raw("healthy") or params.raw("valid")
     if raw is None:
@@ -244,13 +245,15 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     notifier = node.notifier.stats
+    views = node.registry.views()
+    owned = [v for v in views if node.is_responsible(v.name)]
     return {
         "status": node.effective_status(),
         "serviceCount": node.registry.service_count,
         "instanceCount": node.registry.instance_count,
         "raftNotifyTaskCount": node.notifier.pending(),
-        "responsibleServiceCount": node.registry.service_count,
-        "responsibleInstanceCount": node.registry.instance_count,
+        "responsibleServiceCount": len(owned),
+        "responsibleInstanceCount": sum(v.instance_count for v in owned),
         "cpu": round(min(1.0, load / cores), 4),
         "load": round(load, 4),
         "mem": rss_kb * 1024,
@@ -269,6 +272,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
                 for st in notifier.listeners
             ],
         },
+        "distro": dict(node.cluster.status()) if node.cluster is not None else None,
         "health": {
             "sweeps": node.health.stats.sweeps,
             "expiredUnhealthy": node.health.stats.expired_unhealthy,
@@ -283,31 +287,47 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 
 def member_json(node: runtime.NodeRuntime, address: str | None = None) -> dict[str, Any]:
-    """Nacos Member JSON. Another member is UP while our Raft link to it is connected."""
+    """Nacos Member JSON, plus when it last reported and whether its Distro data is loaded.
+
+    Other members' states come from the membership reports (UP / SUSPICIOUS / DOWN /
+    STARTING); ``raftConnected`` says whether our Raft link to it is up.
+    """
     cfg = node.config
     address = address or cfg.address
     host, _, port_text = address.rpartition(":")
-    port = int(port_text)
+    extend: dict[str, Any] = {
+        "raftPort": cfg.raft_address(address).rpartition(":")[2]
+        if address != cfg.address
+        else str(cfg.raft_port),
+        "version": VERSION,
+        "site": "unknown",
+    }
     if address == cfg.address:
-        state = "UP" if node.ready else "STARTING"
+        state = node.member_state().value
+        extend["lastRefreshTime"] = int(time.time() * 1000)
+        extend["distroReady"] = node.ready
+        fail_count = 0
     else:
+        info = (
+            next((m for m in node.cluster.membership.snapshot() if m.address == address), None)
+            if node.cluster is not None
+            else None
+        )
+        state = info.state.value if info is not None else "DOWN"
+        extend["lastRefreshTime"] = info.last_report_ms if info is not None else 0
+        extend["distroReady"] = bool(info is not None and info.distro_ready)
+        fail_count = info.fail_count if info is not None else 0
         raw = node.syncobj.getStatus() if node.syncobj is not None else {}
-        connected = raw.get(f"partner_node_status_server_{cfg.raft_address(address)}") == 2
-        state = "UP" if connected else "DOWN"
+        extend["raftConnected"] = (
+            raw.get(f"partner_node_status_server_{cfg.raft_address(address)}") == 2
+        )
     return {
         "ip": host,
-        "port": port,
+        "port": int(port_text),
         "state": state,
-        "extendInfo": {
-            "raftPort": cfg.raft_address(address).rpartition(":")[2]
-            if address != cfg.address
-            else str(cfg.raft_port),
-            "version": VERSION,
-            "lastRefreshTime": int(node.started_at * 1000),
-            "site": "unknown",
-        },
+        "extendInfo": extend,
         "address": address,
-        "failAccessCnt": 0,
+        "failAccessCnt": fail_count,
     }
 
 
@@ -338,7 +358,9 @@ def cluster_state(request: HttpRequest, params: Params) -> dict[str, Any]:
 def distro_server(request: HttpRequest, params: Params) -> dict[str, Any]:
     name = s.service_name(params)
     _ops()._require_view(name)
-    return {"responsibleServer": runtime.current().config.address}
+    node = runtime.current()
+    owner = node.cluster.owner(name.grouped) if node.cluster is not None else None
+    return {"responsibleServer": owner or node.config.address}
 
 
 @nacos_api("GET", "POST", "PUT", secured=False)

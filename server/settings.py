@@ -83,12 +83,29 @@ NAMING = {
     "CLUSTER_SECRET": os.environ.get("NAMING_CLUSTER_SECRET", ""),
     # Sync the Raft journal before acknowledging (off only to measure what durability costs).
     "RAFT_FSYNC": env_bool("NAMING_RAFT_FSYNC", True),
+    # Distro sync goes through Celery tasks on this Redis when set; in-process otherwise.
     "REDIS_URL": os.environ.get("NAMING_REDIS_URL", ""),
+    "MEMBER_REPORT_INTERVAL_S": env_float("NAMING_MEMBER_REPORT_INTERVAL_S", 2.0, minimum=0.05),
+    "DISTRO_VERIFY_INTERVAL_S": env_float("NAMING_DISTRO_VERIFY_INTERVAL_S", 5.0, minimum=0.05),
+    "DISTRO_BATCH_WINDOW_MS": env_float("NAMING_DISTRO_BATCH_WINDOW_MS", 5.0, minimum=0.0),
+    # Fault injection for tests only: every Distro sync is lost, so only verify replicates.
+    "FAULT_DROP_SYNC": env_bool("NAMING_FAULT_DROP_SYNC", False),
 }
 
 CELERY_BROKER_URL = NAMING["REDIS_URL"] or "memory://"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+# A task taken by a worker that dies is redelivered after this long (acks_late).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 60,
+    "socket_connect_timeout": 1,
+    "socket_timeout": 2,
+    "max_retries": 1,
+}
 
 LOGGING = {
     "version": 1,
@@ -100,7 +117,8 @@ LOGGING = {
         "pysyncobj": {"level": "WARNING"},
         # waitress warns on every queued request under load ("Task queue depth"): noise.
         "waitress.queue": {"level": "ERROR"},
-        # 4xx answers are the API working as specified, not server trouble.
-        "django.request": {"level": "ERROR"},
+        # 4xx answers are the API working as specified, and 503s while starting are expected;
+        # real 500s are logged with their traceback by naming.http.
+        "django.request": {"level": "CRITICAL"},
     },
 }

@@ -3,6 +3,7 @@ second resolver level on every request (measured in issue #2's note)."""
 
 from django.urls import path
 
+from distro import views as peer
 from naming import views
 from naming.urls import ns_patterns
 from naming.users import UsersView
@@ -15,6 +16,10 @@ urlpatterns = [
     path("nacos/v1/auth/users/login", views.login),
     path("nacos/v1/auth/users", UsersView.as_view()),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
+    path("nacos/v1/core/cluster/report", peer.report),
+    path(NS + "distro/datum", peer.datum),
+    path(NS + "distro/datums", peer.datums),
+    path(NS + "distro/checksum", peer.checksum),
     path("bench/empty", views.empty),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
 ]

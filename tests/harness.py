@@ -301,6 +301,23 @@ def stop_cluster(nodes: list[NodeProcess]) -> None:
             node.kill9()
 
 
+def distro_status(node: NodeProcess) -> dict[str, Any]:
+    return dict(node.request("GET", "/nacos/v1/ns/operator/metrics", timeout=5).json()["distro"])
+
+
+def assert_converged(nodes: list[NodeProcess], deadline_s: float = 15.0) -> str:
+    """Every live member holds the same ephemeral data (one digest over all datums)."""
+
+    def digests() -> set[str] | None:
+        live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+        found = {distro_status(n)["digest"] for n in live}
+        return found if len(found) == 1 else None
+
+    found = wait_for(digests, deadline_s, interval_s=0.2, message="members to converge")
+    assert found is not None
+    return found.pop()
+
+
 def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
     """The member every live member names as Raft leader (waits for agreement)."""
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from distro.sync import SyncSettings
 from naming import runtime as node_runtime
 from naming.auth import Authenticator, UserDirectory, ensure_admin, load_or_create_key
 from naming.health import HealthSettings
@@ -118,6 +119,14 @@ class Command(BaseCommand):
             member_raft_ports=raft_ports,
             raft_password=raft_password(data_dir),
             raft_fsync=naming["RAFT_FSYNC"],
+            cluster_secret=naming["CLUSTER_SECRET"],
+            redis_url=naming["REDIS_URL"],
+            report_interval_s=naming["MEMBER_REPORT_INTERVAL_S"],
+            distro=SyncSettings(
+                batch_window_s=naming["DISTRO_BATCH_WINDOW_MS"] / 1000.0,
+                verify_interval_s=naming["DISTRO_VERIFY_INTERVAL_S"],
+                drop_syncs=naming["FAULT_DROP_SYNC"],
+            ),
             health=HealthSettings(
                 sweep_interval_s=naming["SWEEP_INTERVAL_S"],
                 clean_enabled=naming["CLEAN_ENABLED"],

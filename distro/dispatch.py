@@ -1,0 +1,139 @@
+"""How a batch of changed datums reaches one peer: in-process, or as a Celery task on Redis.
+
+The scheduler (``distro.sync``) decides *what* to send and when; a dispatcher only delivers.
+``DirectDispatcher`` sends the signed request itself. ``CeleryDispatcher`` enqueues
+``distro.tasks.sync_datums`` (a self-contained JSON payload with revisions, so a redelivered or
+reordered task is harmless) and falls back to direct delivery when the broker does not take the
+task: Redis being down must delay nothing and lose nothing. Either raises ``DispatchFailed`` when
+the batch did not leave, and the scheduler keeps its keys for the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from distro.protocol import SYNC_PATH
+from distro.transport import PeerTransport, PeerUnreachable
+
+log = logging.getLogger(__name__)
+
+BROKER_BACKOFF_S = 5.0  # after a broker error, deliver directly for this long before retrying it
+TASK_EXPIRES_S = 120  # an older sync is superseded by verify rounds anyway
+
+
+class DispatchFailed(Exception):
+    pass
+
+
+class Dispatcher(Protocol):
+    def deliver(self, peer: str, body: bytes) -> None:
+        """Hand one batch on. Called by the peer's sync thread only; may block up to ~2 s."""
+        ...
+
+    def check(self) -> None:
+        """Periodic self-check (the verify thread calls it every round)."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def send_batch(transport: PeerTransport, peer: str, body: bytes) -> None:
+    try:
+        response = transport.call(
+            peer, "PUT", SYNC_PATH, body, {"Content-Type": "application/json"}, timeout=2.0
+        )
+    except PeerUnreachable as exc:
+        raise DispatchFailed(str(exc)) from None
+    if not response.ok:
+        raise DispatchFailed(f"{peer} answered {response.status}: {response.body[:200]!r}")
+
+
+class DirectDispatcher:
+    def __init__(self, transport: PeerTransport) -> None:
+        self._transport = transport
+        self.delivered = 0
+
+    def deliver(self, peer: str, body: bytes) -> None:
+        send_batch(self._transport, peer, body)
+        self.delivered += 1
+
+    def check(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": "in-process", "delivered": self.delivered}
+
+
+class CeleryDispatcher:
+    def __init__(self, local: str, fallback: DirectDispatcher, broker_url: str) -> None:
+        import server.celery  # noqa: F401 - makes the app current, so the task binds to it
+
+        self._local = local
+        self._fallback = fallback
+        self._broker_url = broker_url
+        self._skip_until = 0.0
+        self._lock = threading.Lock()
+        self.enqueued = 0
+        self.broker_errors = 0
+        self.fallback_deliveries = 0
+        self.last_error = ""
+        self.workers: int | None = None
+        self.queued: int | None = None
+
+    def deliver(self, peer: str, body: bytes) -> None:
+        if time.monotonic() >= self._skip_until:
+            try:
+                self._enqueue(peer, body)
+                self.enqueued += 1
+                return
+            except Exception as exc:  # any broker trouble: deliver ourselves, say so loudly
+                with self._lock:
+                    self.broker_errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self._skip_until = time.monotonic() + BROKER_BACKOFF_S
+                log.warning(
+                    "celery broker refused a sync task (%s); delivering in-process for %.0f s",
+                    self.last_error,
+                    BROKER_BACKOFF_S,
+                )
+        self._fallback.deliver(peer, body)
+        self.fallback_deliveries += 1
+
+    def _enqueue(self, peer: str, body: bytes) -> None:
+        from distro.tasks import sync_datums
+
+        sync_datums.apply_async(
+            args=(self._local, peer, body.decode()), retry=False, expires=TASK_EXPIRES_S
+        )
+
+    def check(self) -> None:
+        """Count live workers and queued tasks; a dead worker shows here and in the log."""
+        from server.celery import app
+
+        try:
+            replies = app.control.ping(timeout=0.5)
+            self.workers = len(replies)
+            with app.connection_for_write() as conn:
+                self.queued = int(conn.default_channel.client.llen("celery"))
+        except Exception as exc:
+            self.workers = None
+            self.queued = None
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("celery health check failed: %s", self.last_error)
+            return
+        if self.workers == 0:
+            log.warning("no celery worker answers; %s sync tasks wait in redis", self.queued)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": "celery",
+            "enqueued": self.enqueued,
+            "brokerErrors": self.broker_errors,
+            "fallbackDeliveries": self.fallback_deliveries,
+            "lastError": self.last_error,
+            "workers": self.workers,
+            "queued": self.queued,
+        }

@@ -1,0 +1,210 @@
+"""Distro's peer protocol: paths, the one payload codec, and what a receiver does.
+
+Payloads are JSON: a batch is ``{"datums": [<encode_datum>...]}`` (tombstones included, so a
+removal replicates), a checksum round is ``{"<datum key>": "<checksum>", ...}``, a key query is
+``{"keys": ["<datum key>", ...]}``. Only our own members speak it, so it carries revisions and
+typed keys rather than Nacos's ``timestamp`` map (spec §D.1 lists the Nacos original).
+
+:class:`PeerProtocol` is the receiving side, free of HTTP: ``distro/views.py`` verifies the
+signature and calls it; the in-memory transport calls it directly in unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from consistency.datum import Datum, DatumKey, decode_datum, encode_datum
+from distro.mapper import DistroMapper
+from distro.store import DistroStore
+from distro.transport import PeerTransport, PeerUnreachable
+
+log = logging.getLogger(__name__)
+
+SYNC_PATH = "/nacos/v1/ns/distro/datum"
+QUERY_PATH = "/nacos/v1/ns/distro/datum"  # GET with a JSON body, as Nacos does
+SNAPSHOT_PATH = "/nacos/v1/ns/distro/datums"
+CHECKSUM_PATH = "/nacos/v1/ns/distro/checksum"
+
+
+class BadPayload(ValueError):
+    pass
+
+
+def encode_batch(datums: Iterable[Datum]) -> bytes:
+    return json.dumps(
+        {"datums": [encode_datum(d) for d in datums]}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def decode_batch(body: bytes, allow_empty: bool = False) -> list[Datum]:
+    try:
+        data = json.loads(body)
+        datums = [decode_datum(d) for d in data["datums"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadPayload(f"malformed datum batch: {type(exc).__name__}") from None
+    if not datums and not allow_empty:
+        raise BadPayload("empty datum batch")
+    for datum in datums:
+        if not datum.key.ephemeral:
+            raise BadPayload(f"not an ephemeral key: {datum.key.encode()}")
+    return datums
+
+
+def decode_keys(raw: Iterable[Any]) -> list[DatumKey]:
+    keys = []
+    for item in raw:
+        try:
+            key = DatumKey.decode(str(item))
+        except ValueError:
+            raise BadPayload(f"malformed datum key: {str(item)[:80]}") from None
+        if not key.ephemeral:
+            raise BadPayload(f"not an ephemeral key: {str(item)[:80]}")
+        keys.append(key)
+    return keys
+
+
+class PeerProtocol:
+    """What a member does with its peers' sync, checksum, query and snapshot requests.
+
+    Concurrency: called from HTTP worker threads, several at a time; the store locks per key.
+    One verify per source runs at a time (a second one is skipped, as in Nacos).
+    """
+
+    def __init__(
+        self,
+        store: DistroStore,
+        mapper: Callable[[], DistroMapper],
+        transport: PeerTransport,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self._mapper = mapper
+        self._transport = transport
+        self._ready = ready
+        self._verifying: set[str] = set()
+        self._verify_lock = threading.Lock()
+        # Keys a source's previous round said it no longer has; dropped only when two rounds
+        # in a row agree, so a key created between a checksum and its arrival survives.
+        self._drop_candidates: dict[str, set[DatumKey]] = {}
+        self.synced = 0
+        self.stale = 0
+        self.repaired = 0
+        self.dropped = 0
+        self.aborted_rounds = 0
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def on_sync(self, body: bytes) -> int:
+        stored = 0
+        for datum in decode_batch(body):
+            if self.store.apply_remote(datum):
+                stored += 1
+            else:
+                self.stale += 1
+        self.synced += stored
+        return stored
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def query(self, body: bytes) -> bytes:
+        try:
+            raw = json.loads(body)["keys"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadPayload(f"malformed key query: {type(exc).__name__}") from None
+        if isinstance(raw, str):
+            raw = [k for k in raw.split(",") if k]
+        datums = [self.store.raw(k) for k in decode_keys(raw)]
+        return encode_batch(d for d in datums if d is not None)
+
+    def snapshot(self) -> bytes | None:
+        """Everything we hold, or None while we are still loading ourselves."""
+        if not self._ready():
+            return None
+        return encode_batch(self.store.items())
+
+    # -- verify ------------------------------------------------------------------------------
+
+    def checksums_for(self, mapper: DistroMapper) -> dict[str, str]:
+        """The checksums of the live keys this member is responsible for (sending side)."""
+        return {
+            d.key.encode(): self.store.checksum(d)
+            for d in self.store.items()
+            if mapper.responsible(d.key.service)
+        }
+
+    def on_checksums(self, source: str, body: bytes) -> None:
+        try:
+            raw = json.loads(body)
+            if not isinstance(raw, dict):
+                raise TypeError("not an object")
+            sums = {k: str(v) for k, v in zip(decode_keys(raw), raw.values(), strict=True)}
+        except (ValueError, TypeError) as exc:
+            raise BadPayload(f"malformed checksums: {exc}") from None
+        with self._verify_lock:
+            if source in self._verifying:
+                return
+            self._verifying.add(source)
+        try:
+            self._verify(source, sums)
+        finally:
+            with self._verify_lock:
+                self._verifying.discard(source)
+
+    def _verify(self, source: str, sums: dict[DatumKey, str]) -> None:
+        mapper = self._mapper()
+        if any(mapper.responsible(k.service) for k in sums):
+            # We disagree on ownership (membership is changing): wait for a calmer round.
+            self.aborted_rounds += 1
+            return
+        stale = []
+        for key, checksum in sums.items():
+            datum = self.store.get(key)
+            if datum is None or self.store.checksum(datum) != checksum:
+                stale.append(key)
+        if stale:
+            self._pull(source, stale)
+        owned_by_source = mapper.owner
+        gone = {
+            d.key
+            for d in self.store.items()
+            if d.key not in sums and owned_by_source(d.key.service) == source
+        }
+        confirmed = gone & self._drop_candidates.get(source, set())
+        self._drop_candidates[source] = gone - confirmed
+        for key in confirmed:
+            if self.store.drop(key):
+                self.dropped += 1
+
+    def _pull(self, source: str, keys: list[DatumKey]) -> None:
+        body = json.dumps({"keys": [k.encode() for k in keys]}).encode()
+        try:
+            response = self._transport.call(
+                source, "GET", QUERY_PATH, body, {"Content-Type": "application/json"}, timeout=10
+            )
+        except PeerUnreachable as exc:
+            log.warning("verify: could not pull %d keys from %s: %s", len(keys), source, exc)
+            return
+        if not response.ok:
+            log.warning("verify: %s answered %s to a key query", source, response.status)
+            return
+        try:
+            datums = decode_batch(response.body, allow_empty=True)
+        except BadPayload as exc:
+            log.warning("verify: bad answer from %s: %s", source, exc)
+            return
+        for datum in datums:
+            if self.store.apply_remote(datum, authoritative=True):
+                self.repaired += 1
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "synced": self.synced,
+            "stale": self.stale,
+            "repaired": self.repaired,
+            "dropped": self.dropped,
+            "abortedVerifyRounds": self.aborted_rounds,
+        }

@@ -1,0 +1,213 @@
+"""Distro in cluster mode: the ephemeral consistency service of one member, wired together.
+
+``DistroCluster`` is what the consistency delegate sees for ephemeral keys. A local change is
+applied by the store (on the owner: HTTP forwarding sent the write here) and marked for every
+peer's sync thread; peer datums arrive through :class:`~distro.protocol.PeerProtocol`. Before the
+member serves, :meth:`load_snapshot` pulls every datum from a peer that is UP.
+
+Threads are owned by the parts: ``member-report`` (membership), ``distro-sync-<peer>``
+(scheduler), ``distro-verify`` (verify loop). ``start()`` starts them, ``stop()`` stops them in
+reverse order and finally tells the peers this member is leaving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from consistency.datum import Datum, DatumKey
+from consistency.notifier import Notifier
+from consistency.service import Applied, Change
+from distro.dispatch import CeleryDispatcher, DirectDispatcher, Dispatcher
+from distro.membership import Membership, MemberState
+from distro.protocol import SNAPSHOT_PATH, BadPayload, PeerProtocol, decode_batch
+from distro.store import DistroStore
+from distro.sync import SyncScheduler, SyncSettings, VerifyLoop
+from distro.transport import PeerTransport, PeerUnreachable
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_RETRY_S = 1.0
+# Every reachable peer must say "still starting" this many rounds in a row before a member
+# concludes the whole cluster is starting (no ephemeral data anywhere) and starts empty.
+ALL_STARTING_ROUNDS = 2
+
+
+@dataclass
+class SnapshotResult:
+    source: str | None  # the peer it came from; None: the whole cluster was starting
+    datums: int
+    seconds: float
+
+
+class DistroCluster:
+    def __init__(
+        self,
+        local: str,
+        members: tuple[str, ...],
+        notifier: Notifier,
+        transport: PeerTransport,
+        self_state: Callable[[], MemberState],
+        version: str = "",
+        settings: SyncSettings | None = None,
+        broker_url: str = "",
+        report_interval_s: float = 2.0,
+    ) -> None:
+        self.settings = settings or SyncSettings()
+        self.transport = transport
+        self.membership = Membership(
+            local, members, transport, self_state, version, interval_s=report_interval_s
+        )
+        self.store = DistroStore(notifier, on_local_change=self._changed)
+        self.store.ready = False
+        direct = DirectDispatcher(transport)
+        self.dispatcher: Dispatcher = (
+            CeleryDispatcher(local, direct, broker_url) if broker_url else direct
+        )
+        self.protocol = PeerProtocol(
+            self.store, lambda: self.membership.mapper, transport, lambda: self.store.ready
+        )
+        self.scheduler = SyncScheduler(self.store, self.membership, self.dispatcher, self.settings)
+        self.verify = VerifyLoop(
+            self.protocol,
+            self.membership,
+            transport,
+            self.dispatcher,
+            self.settings,
+            lambda: self.store.ready,
+        )
+        self.snapshot_result: SnapshotResult | None = None
+        self._started = False
+
+    @property
+    def local(self) -> str:
+        return self.membership.local
+
+    def _changed(self, key: DatumKey) -> None:
+        self.scheduler.mark(key)
+
+    def responsible(self, grouped_service: str) -> bool:
+        return self.membership.mapper.responsible(grouped_service)
+
+    def owner(self, grouped_service: str) -> str:
+        return self.membership.mapper.owner(grouped_service)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start reporting and syncing (before the snapshot: we must not miss live changes)."""
+        self.membership.start()
+        self.scheduler.start()
+        self.verify.start()
+        self._started = True
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self.verify.stop()
+        self.scheduler.stop()
+        self.membership.stop()
+
+    def load_snapshot(self, stopping: threading.Event) -> SnapshotResult | None:
+        """Pull a full snapshot from a peer that is UP; blocks until done or ``stopping``.
+
+        A peer still loading answers 503, so a restarting member never copies another
+        restarting member's empty store. Changes synced to us meanwhile are kept (the
+        snapshot applies only newer revisions).
+        """
+        all_starting = 0
+        started = time.monotonic()
+        while not stopping.is_set():
+            reachable = starting = 0
+            for peer in self.membership.peers:
+                try:
+                    response = self.transport.call(peer, "GET", SNAPSHOT_PATH, timeout=30)
+                except PeerUnreachable:
+                    continue
+                reachable += 1
+                if response.status == 503:
+                    starting += 1
+                    continue
+                if not response.ok:
+                    log.warning("snapshot from %s refused: %s", peer, response.status)
+                    continue
+                try:
+                    datums = decode_batch(response.body, allow_empty=True)
+                except BadPayload as exc:
+                    log.warning("bad snapshot from %s: %s", peer, exc)
+                    continue
+                for datum in datums:
+                    self.store.apply_remote(datum)
+                self.membership.on_report(peer, {"state": MemberState.UP.value})
+                return self._loaded(peer, len(datums), started)
+            if reachable and starting == reachable:
+                all_starting += 1
+                if all_starting >= ALL_STARTING_ROUNDS:
+                    return self._loaded(None, 0, started)
+            else:
+                all_starting = 0
+            log.info(
+                "waiting for a peer that can give a distro snapshot (%d reachable, %d starting)",
+                reachable,
+                starting,
+            )
+            stopping.wait(SNAPSHOT_RETRY_S)
+        return None
+
+    def _loaded(self, source: str | None, count: int, started: float) -> SnapshotResult:
+        result = SnapshotResult(source, count, time.monotonic() - started)
+        self.snapshot_result = result
+        if source is None:
+            log.info("every reachable member is starting: no ephemeral data to load")
+        else:
+            log.info("loaded %d datums from %s in %.2f s", count, source, result.seconds)
+        return result
+
+    def mark_ready(self) -> None:
+        self.store.ready = True
+        self.membership.refresh()
+        # Tell the peers at once rather than at the next report: they start mapping keys to us.
+        threading.Thread(target=self.membership.report_once, name="report-ready").start()
+
+    # -- ConsistencyService ------------------------------------------------------------------
+
+    def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
+        return self.store.submit(key, change, timeout)
+
+    def get(self, key: DatumKey) -> Datum | None:
+        return self.store.get(key)
+
+    def items(self) -> Iterable[Datum]:
+        return self.store.items()
+
+    def is_available(self) -> bool:
+        return True  # readiness gates clients through the node status, not availability
+
+    def digest(self) -> str:
+        """One checksum over every live ephemeral datum: equal on converged members."""
+        parts = sorted(f"{d.key.encode()}={self.store.checksum(d)}" for d in self.store.items())
+        return hashlib.md5("\n".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+    def status(self) -> Mapping[str, Any]:
+        snap = self.snapshot_result
+        return {
+            "ready": self.store.ready,
+            "keys": self.store.status()["keys"],
+            "digest": self.digest(),
+            "healthyMembers": list(self.membership.mapper.healthy),
+            "received": self.protocol.stats(),
+            "sync": self.scheduler.status(),
+            "dispatch": self.dispatcher.status(),
+            "verifyRounds": self.verify.rounds,
+            "verifyFailures": self.verify.failures,
+            "reportsSent": self.membership.reports_sent,
+            "reportsFailed": self.membership.reports_failed,
+            "snapshot": None
+            if snap is None
+            else {"source": snap.source, "datums": snap.datums, "seconds": round(snap.seconds, 3)},
+        }

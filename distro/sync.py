@@ -1,0 +1,232 @@
+"""Replication timers of the owner: per-peer sync of changed keys, and the verify round.
+
+``SyncScheduler`` keeps, per peer, the set of keys changed since the last batch sent to it.
+A change only adds its key (many changes to one key cost one send: coalescing); the peer's thread
+wakes, waits ``batch_window_s`` for more, reads the *current* datum of each key (tombstones too)
+and hands at most ``max_batch`` of them to the dispatcher. A failed batch puts its keys back and
+the thread backs off (bounded), so retries coalesce with newer changes too. Peers that membership
+says are DOWN are skipped: they load a full snapshot when they come back, and the verify round
+repairs anything a skipped batch leaves behind.
+
+Threads: ``distro-sync-<peer>`` (one per peer) and ``distro-verify``, owned by this module's
+classes, started by the runtime once the node is built, stopped by ``stop()`` (an Event, join).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consistency.datum import DatumKey
+from distro.dispatch import Dispatcher, DispatchFailed
+from distro.membership import Membership, MemberState
+from distro.protocol import CHECKSUM_PATH, PeerProtocol, encode_batch
+from distro.store import DistroStore
+from distro.transport import PeerTransport, PeerUnreachable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncSettings:
+    batch_window_s: float = 0.005
+    max_batch: int = 1000
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    verify_interval_s: float = 5.0
+    drop_syncs: bool = False  # fault injection for tests: lose every sync (verify must repair)
+
+
+@dataclass
+class PeerSyncStats:
+    batches: int = 0
+    datums: int = 0
+    failures: int = 0
+    last_error: str = ""
+    pending: int = 0
+
+
+class _PeerQueue:
+    def __init__(self) -> None:
+        self.keys: set[DatumKey] = set()
+        self.wake = threading.Event()
+        self.stats = PeerSyncStats()
+
+
+class SyncScheduler:
+    def __init__(
+        self,
+        store: DistroStore,
+        membership: Membership,
+        dispatcher: Dispatcher,
+        settings: SyncSettings,
+    ) -> None:
+        self._store = store
+        self._membership = membership
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._queues = {peer: _PeerQueue() for peer in membership.peers}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def mark(self, key: DatumKey) -> None:
+        """A local change to ``key`` (any thread, right after the store applied it)."""
+        with self._lock:
+            for queue in self._queues.values():
+                queue.keys.add(key)
+                queue.wake.set()
+
+    def start(self) -> None:
+        for peer, queue in self._queues.items():
+            thread = threading.Thread(
+                target=self._run, args=(peer, queue), name=f"distro-sync-{peer}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for queue in self._queues.values():
+            queue.wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _take(self, queue: _PeerQueue) -> list[DatumKey]:
+        with self._lock:
+            if len(queue.keys) <= self._settings.max_batch:
+                keys = list(queue.keys)
+                queue.keys.clear()
+                queue.wake.clear()
+            else:
+                keys = [queue.keys.pop() for _ in range(self._settings.max_batch)]
+            return keys
+
+    def _requeue(self, queue: _PeerQueue, keys: list[DatumKey]) -> None:
+        with self._lock:
+            queue.keys.update(keys)
+
+    def _run(self, peer: str, queue: _PeerQueue) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            queue.wake.wait()
+            if self._stop.is_set():
+                return
+            if backoff:
+                if self._stop.wait(backoff):
+                    return
+            elif self._settings.batch_window_s:
+                time.sleep(self._settings.batch_window_s)
+            if self._membership.state_of(peer) is MemberState.DOWN:
+                # It reloads a snapshot when it returns; keep nothing for it meanwhile.
+                self._take(queue)
+                backoff = 0.0
+                continue
+            keys = self._take(queue)
+            if not keys:
+                continue
+            datums = [d for d in (self._store.raw(k) for k in keys) if d is not None]
+            try:
+                if not self._settings.drop_syncs:
+                    self._dispatcher.deliver(peer, encode_batch(datums))
+            except DispatchFailed as exc:
+                self._requeue(queue, keys)
+                queue.wake.set()
+                queue.stats.failures += 1
+                queue.stats.last_error = str(exc)[:300]
+                backoff = min(
+                    self._settings.retry_max_s, max(self._settings.retry_initial_s, backoff * 2)
+                )
+                log.warning("sync to %s failed (retry in %.1f s): %s", peer, backoff, exc)
+                continue
+            except Exception:  # a bug must not kill the peer's sync thread
+                self._requeue(queue, keys)
+                queue.wake.set()
+                queue.stats.failures += 1
+                log.exception("sync to %s failed", peer)
+                backoff = self._settings.retry_max_s
+                continue
+            backoff = 0.0
+            queue.stats.batches += 1
+            queue.stats.datums += len(datums)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        with self._lock:
+            return {
+                peer: {
+                    "batches": q.stats.batches,
+                    "datums": q.stats.datums,
+                    "failures": q.stats.failures,
+                    "lastError": q.stats.last_error,
+                    "pending": len(q.keys),
+                }
+                for peer, q in self._queues.items()
+            }
+
+
+class VerifyLoop:
+    """Every ``verify_interval_s`` send the checksums of the keys we own to every live peer."""
+
+    def __init__(
+        self,
+        protocol: PeerProtocol,
+        membership: Membership,
+        transport: PeerTransport,
+        dispatcher: Dispatcher,
+        settings: SyncSettings,
+        active: Callable[[], bool],
+    ) -> None:
+        self._protocol = protocol
+        self._membership = membership
+        self._transport = transport
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._active = active
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="distro-verify", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.verify_interval_s):
+            try:
+                if self._active():
+                    self.verify_once()
+                self._dispatcher.check()
+            except Exception:  # never let one round kill the loop
+                self.failures += 1
+                log.exception("verify round failed")
+
+    def verify_once(self) -> None:
+        self.rounds += 1
+        mapper = self._membership.mapper
+        sums = self._protocol.checksums_for(mapper)
+        body = json.dumps(sums, separators=(",", ":")).encode()
+        path = f"{CHECKSUM_PATH}?source={self._membership.local}"
+        for peer in self._membership.peers:
+            if self._membership.state_of(peer) is MemberState.DOWN:
+                continue
+            try:
+                response = self._transport.call(
+                    peer, "PUT", path, body, {"Content-Type": "application/json"}, timeout=15
+                )
+            except PeerUnreachable as exc:
+                self.failures += 1
+                log.info("verify to %s failed: %s", peer, exc)
+                continue
+            if not response.ok:
+                self.failures += 1
+                log.warning("verify to %s answered %s", peer, response.status)
