@@ -85,11 +85,13 @@ def forward_if_not_owner(
             timeout=FORWARD_TIMEOUT_S,
         )
     except PeerUnreachable as exc:
+        cluster.forward_failures += 1
         cluster.membership.on_failure(owner, exc.refused)
         log.warning("forward of %s %s to %s failed: %s", request.method, grouped, owner, exc)
         raise Unavailable(
             f"distro owner {owner} of service {grouped} is unreachable ({exc.reason}); please retry"
         ) from None
+    cluster.forwarded += 1
     response = HttpResponse(
         answer.body,
         status=answer.status,

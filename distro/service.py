@@ -33,9 +33,12 @@ from distro.transport import PeerTransport, PeerUnreachable
 log = logging.getLogger(__name__)
 
 SNAPSHOT_RETRY_S = 1.0
-# Every reachable peer must say "still starting" this many rounds in a row before a member
-# concludes the whole cluster is starting (no ephemeral data anywhere) and starts empty.
+# Every peer must say "still starting" this many rounds in a row before a member concludes the
+# whole cluster is starting (no ephemeral data anywhere) and starts empty.
 ALL_STARTING_ROUNDS = 2
+# When some peers cannot be reached and the others are starting, an unreachable one may hold the
+# data: wait this long for it before starting empty (clients re-register within a beat anyway).
+UNREACHABLE_WAIT_S = 10.0
 
 
 @dataclass
@@ -82,6 +85,8 @@ class DistroCluster:
             lambda: self.store.ready,
         )
         self.snapshot_result: SnapshotResult | None = None
+        self.forwarded = 0  # client writes this member proxied to their owner
+        self.forward_failures = 0
         self._started = False
 
     @property
@@ -122,6 +127,8 @@ class DistroCluster:
         """
         all_starting = 0
         started = time.monotonic()
+        nobody_up_since: float | None = None
+        peers = len(self.membership.peers)
         while not stopping.is_set():
             reachable = starting = 0
             for peer in self.membership.peers:
@@ -146,11 +153,14 @@ class DistroCluster:
                 self.membership.on_report(peer, {"state": MemberState.UP.value})
                 return self._loaded(peer, len(datums), started)
             if reachable and starting == reachable:
-                all_starting += 1
-                if all_starting >= ALL_STARTING_ROUNDS:
+                nobody_up_since = nobody_up_since or time.monotonic()
+                all_starting = all_starting + 1 if reachable == peers else 0
+                waited = time.monotonic() - nobody_up_since
+                if all_starting >= ALL_STARTING_ROUNDS or waited >= UNREACHABLE_WAIT_S:
                     return self._loaded(None, 0, started)
             else:
                 all_starting = 0
+                nobody_up_since = None
             log.info(
                 "waiting for a peer that can give a distro snapshot (%d reachable, %d starting)",
                 reachable,
@@ -203,6 +213,8 @@ class DistroCluster:
             "received": self.protocol.stats(),
             "sync": self.scheduler.status(),
             "dispatch": self.dispatcher.status(),
+            "forwarded": self.forwarded,
+            "forwardFailures": self.forward_failures,
             "verifyRounds": self.verify.rounds,
             "verifyFailures": self.verify.failures,
             "reportsSent": self.membership.reports_sent,

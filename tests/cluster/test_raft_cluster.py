@@ -65,13 +65,6 @@ def test_a_write_acknowledged_by_a_follower_is_visible_there_at_once(cluster: li
     assert got["protectThreshold"] == 0.4
 
 
-def test_ephemeral_registration_is_refused_clearly_until_distro_exists(cluster: list[NodeProcess]):
-    result = cluster[0].api(
-        "POST", "/instance", {"serviceName": "eph", "ip": "10.0.0.1", "port": 80}
-    )
-    assert result.status == 503 and "ephemeral" in result.text
-
-
 def test_members_and_leader_are_reported(cluster: list[NodeProcess]):
     leader = leader_of(cluster)
     servers = cluster[0].request("GET", "/nacos/v1/ns/operator/servers").json()["servers"]
