@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from consistency.datum import DatumKey
 from distro.dispatch import Dispatcher, DispatchFailed
@@ -154,7 +155,7 @@ class SyncScheduler:
             queue.stats.batches += 1
             queue.stats.datums += len(datums)
 
-    def status(self) -> dict[str, dict[str, object]]:
+    def status(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {
                 peer: {
