@@ -28,6 +28,7 @@ SYNC_PATH = "/nacos/v1/ns/distro/datum"
 QUERY_PATH = "/nacos/v1/ns/distro/datum"  # GET with a JSON body, as Nacos does
 SNAPSHOT_PATH = "/nacos/v1/ns/distro/datums"
 CHECKSUM_PATH = "/nacos/v1/ns/distro/checksum"
+CHANGE_PATH = "/nacos/v1/ns/distro/change"
 
 
 class BadPayload(ValueError):
@@ -107,6 +108,27 @@ class PeerProtocol:
                 self.stale += 1
         self.synced += stored
         return stored
+
+    # -- changes from members that do not own the key ----------------------------------------
+
+    def on_change(self, body: bytes) -> bytes:
+        """Apply a change a peer could not apply itself (it does not own the key): the answer
+        is the new datum, or the change's error as ``{"error": {status, code, message}}``."""
+        from naming.changes import Change
+        from naming.errors import NamingError
+
+        try:
+            data = json.loads(body)
+            key = decode_keys([data["key"]])[0]
+            change = Change.decode(data["change"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise BadPayload(f"malformed change: {type(exc).__name__}") from None
+        try:
+            applied = self.store.submit(key, change, 5.0)  # type: ignore[arg-type]
+        except NamingError as exc:
+            error = {"status": exc.status, "code": exc.code.value, "message": exc.message}
+            return json.dumps({"error": error}).encode()
+        return encode_batch([applied.datum])
 
     # -- queries -----------------------------------------------------------------------------
 

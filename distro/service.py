@@ -13,6 +13,7 @@ reverse order and finally tells the peers this member is leaving.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -25,10 +26,17 @@ from consistency.notifier import Notifier
 from consistency.service import Applied, Change
 from distro.dispatch import CeleryDispatcher, DirectDispatcher, Dispatcher
 from distro.membership import Membership, MemberState
-from distro.protocol import SNAPSHOT_PATH, BadPayload, PeerProtocol, decode_batch
+from distro.protocol import (
+    CHANGE_PATH,
+    SNAPSHOT_PATH,
+    BadPayload,
+    PeerProtocol,
+    decode_batch,
+)
 from distro.store import DistroStore
 from distro.sync import SyncScheduler, SyncSettings, VerifyLoop
 from distro.transport import PeerTransport, PeerUnreachable
+from naming.errors import Unavailable, error_from_parts
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +195,29 @@ class DistroCluster:
     # -- ConsistencyService ------------------------------------------------------------------
 
     def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
-        return self.store.submit(key, change, timeout)
+        """Apply here when this member owns the key (client writes were forwarded here), else
+        send the change to the owner. Background writers (auto-clean, a service delete that
+        reached any member) thus never fork a key's history on a non-owner."""
+        owner = self.owner(key.service)
+        if self.responsible(key.service) or owner == self.local or not self.store.ready:
+            return self.store.submit(key, change, timeout)
+        body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
+        try:
+            answer = self.transport.call(
+                owner, "POST", CHANGE_PATH, body, {"Content-Type": "application/json"}, timeout
+            )
+        except PeerUnreachable as exc:
+            self.membership.on_failure(owner, exc.refused)
+            raise Unavailable(f"distro owner {owner} of {key.service} is unreachable") from None
+        if not answer.ok:
+            raise Unavailable(f"distro owner {owner} answered {answer.status}")
+        data = json.loads(answer.body)
+        if "error" in data:
+            err = data["error"]
+            raise error_from_parts(int(err["status"]), str(err["code"]), str(err["message"]))
+        datum = decode_batch(answer.body)[0]
+        # Store the owner's result here too, so this member reads its own write at once.
+        return Applied(datum, self.store.apply_remote_ticket(datum))
 
     def get(self, key: DatumKey) -> Datum | None:
         return self.store.get(key)

@@ -74,6 +74,11 @@ class DistroStore:
             self._notifier.notify(datum)
             return True
 
+    def apply_remote_ticket(self, datum: Datum) -> int:
+        """Store the owner's answer to our change; a notifier ticket to wait on either way."""
+        self.apply_remote(datum)
+        return self._notifier.notify_barrier()
+
     def drop(self, key: DatumKey) -> bool:
         """Forget a value its owner no longer has (verify); the revision stays."""
         with self._lock(key):

@@ -85,3 +85,8 @@ def checksum(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpR
         raise Forbidden(f"checksums of {source} signed by {sender}")
     cluster.protocol.on_checksums(sender, request.body)
     return respond("ok")
+
+
+@peer_api("POST")
+def change(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
+    return respond(cluster.protocol.on_change(request.body), 200, JSON)

@@ -20,6 +20,7 @@ urlpatterns = [
     path(NS + "distro/datum", peer.datum),
     path(NS + "distro/datums", peer.datums),
     path(NS + "distro/checksum", peer.checksum),
+    path(NS + "distro/change", peer.change),
     path("bench/empty", views.empty),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
 ]

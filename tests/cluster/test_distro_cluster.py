@@ -332,3 +332,22 @@ def test_a_lost_sync_is_repaired_by_verify_within_two_rounds(tmp_path: Path):
         assert all(metrics(n)["distro"]["received"]["synced"] == 0 for n in nodes)
     finally:
         stop_cluster(nodes)
+
+
+def test_deleting_a_service_through_a_non_owner_removes_its_instances_everywhere(cluster):
+    owner = cluster[1]
+    service = service_owned_by(cluster, owner, "del-svc")
+    params = {"serviceName": service, "ip": "10.0.9.1", "port": 9}
+    assert owner.api("POST", "/instance", params).text == "ok"
+    listed_everywhere(cluster, service, {9})
+    other = cluster[2]
+    assert other.api("DELETE", "/service", {"serviceName": service}).text == "ok"
+    for node in cluster:
+        wait_for(
+            functools.partial(
+                lambda n: n.api("GET", "/service", {"serviceName": service}).status == 404, node
+            ),
+            10,
+            interval_s=0.05,
+        )
+    assert_converged(cluster)

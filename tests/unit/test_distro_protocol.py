@@ -13,12 +13,13 @@ import pytest
 from consistency.datum import Datum, DatumKey
 from consistency.notifier import Notifier
 from distro.membership import MemberState
-from distro.protocol import CHECKSUM_PATH, SNAPSHOT_PATH, SYNC_PATH, encode_batch
+from distro.protocol import CHANGE_PATH, CHECKSUM_PATH, SNAPSHOT_PATH, SYNC_PATH, encode_batch
 from distro.service import DistroCluster
 from distro.sync import SyncSettings
 from distro.transport import InMemoryTransport, PeerResponse
-from naming.changes import ClearValue, UpsertInstance
+from naming.changes import ClearValue, UpdateInstance, UpsertInstance
 from naming.domain import Instance, ServiceName
+from naming.errors import NamingError
 from tests.harness import wait_for
 
 MEMBERS = ("10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848")
@@ -41,6 +42,8 @@ def serve(cluster: DistroCluster):
             return (
                 PeerResponse(503, b"starting") if snapshot is None else PeerResponse(200, snapshot)
             )
+        if route == CHANGE_PATH:
+            return PeerResponse(200, cluster.protocol.on_change(body))
         if route == CHECKSUM_PATH:
             source = parse_qs(urlsplit(path).query)["source"][0]
             assert source == sender
@@ -265,3 +268,33 @@ def test_when_every_peer_is_starting_the_member_starts_empty(trio):
     result = fresh.cluster.load_snapshot(threading.Event())
     assert result is not None and result.source is None and result.datums == 0
     fresh.stop()
+
+
+def test_a_change_submitted_on_a_non_owner_is_applied_by_the_owner(trio):
+    _, members = trio
+    owner = owner_of(members, "remote")
+    other = next(m for m in members if m is not owner)
+    other.register("remote", 60)
+    assert other.ports("remote") == {60}, "the member that asked reads its own write"
+    assert owner.ports("remote") == {60}
+    assert (
+        owner.cluster.store.raw(
+            DatumKey.instances(ServiceName("public", "DEFAULT_GROUP@@remote"), True)
+        ).revision
+        == 1
+    )  # type: ignore[union-attr]
+    for m in members:
+        wait_for(functools.partial(has_ports, m, "remote", {60}), 5, interval_s=0.01)
+
+
+def test_a_change_refused_by_the_owner_raises_its_error_on_the_member_that_asked(trio):
+    _, members = trio
+    owner = owner_of(members, "strict")
+    other = next(m for m in members if m is not owner)
+    name = ServiceName("public", "DEFAULT_GROUP@@strict")
+    with pytest.raises(NamingError) as caught:
+        other.cluster.submit(
+            DatumKey.instances(name, True), UpdateInstance(Instance("10.1.1.1", 1)), 1.0
+        )
+    assert caught.value.status == 400 and "not exist" in caught.value.message
+    assert owner.ports("strict") == set() and other.ports("strict") == set()
