@@ -68,6 +68,35 @@ def decode_keys(raw: Iterable[Any]) -> list[DatumKey]:
     return keys
 
 
+def fetch_datums(
+    transport: PeerTransport,
+    peer: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    timeout: float = 10.0,
+) -> tuple[int, list[Datum] | None]:
+    """Ask a peer for a datum batch: (HTTP status or -1 when unreachable, the datums or None).
+
+    Failures are logged here; callers decide what a status means (503: the peer is starting).
+    """
+    headers = {"Content-Type": "application/json"} if body else {}
+    try:
+        response = transport.call(peer, method, path, body, headers, timeout=timeout)
+    except PeerUnreachable as exc:
+        log.info("%s %s: %s", method, path, exc)
+        return -1, None
+    if not response.ok:
+        if response.status != 503:
+            log.warning("%s answered %s to %s %s", peer, response.status, method, path)
+        return response.status, None
+    try:
+        return response.status, decode_batch(response.body, allow_empty=True)
+    except BadPayload as exc:
+        log.warning("bad datum batch from %s for %s: %s", peer, path, exc)
+        return response.status, None
+
+
 class PeerProtocol:
     """What a member does with its peers' sync, checksum, query and snapshot requests.
 
@@ -203,22 +232,8 @@ class PeerProtocol:
 
     def _pull(self, source: str, keys: list[DatumKey]) -> None:
         body = json.dumps({"keys": [k.encode() for k in keys]}).encode()
-        try:
-            response = self._transport.call(
-                source, "GET", QUERY_PATH, body, {"Content-Type": "application/json"}, timeout=10
-            )
-        except PeerUnreachable as exc:
-            log.warning("verify: could not pull %d keys from %s: %s", len(keys), source, exc)
-            return
-        if not response.ok:
-            log.warning("verify: %s answered %s to a key query", source, response.status)
-            return
-        try:
-            datums = decode_batch(response.body, allow_empty=True)
-        except BadPayload as exc:
-            log.warning("verify: bad answer from %s: %s", source, exc)
-            return
-        for datum in datums:
+        _, datums = fetch_datums(self._transport, source, "GET", QUERY_PATH, body)
+        for datum in datums or ():
             if self.store.apply_remote(datum, authoritative=True):
                 self.repaired += 1
 

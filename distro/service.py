@@ -29,9 +29,9 @@ from distro.membership import Membership, MemberState
 from distro.protocol import (
     CHANGE_PATH,
     SNAPSHOT_PATH,
-    BadPayload,
     PeerProtocol,
     decode_batch,
+    fetch_datums,
 )
 from distro.store import DistroStore
 from distro.sync import SyncScheduler, SyncSettings, VerifyLoop
@@ -140,21 +140,12 @@ class DistroCluster:
         while not stopping.is_set():
             reachable = starting = 0
             for peer in self.membership.peers:
-                try:
-                    response = self.transport.call(peer, "GET", SNAPSHOT_PATH, timeout=30)
-                except PeerUnreachable:
-                    continue
-                reachable += 1
-                if response.status == 503:
-                    starting += 1
-                    continue
-                if not response.ok:
-                    log.warning("snapshot from %s refused: %s", peer, response.status)
-                    continue
-                try:
-                    datums = decode_batch(response.body, allow_empty=True)
-                except BadPayload as exc:
-                    log.warning("bad snapshot from %s: %s", peer, exc)
+                status, datums = fetch_datums(
+                    self.transport, peer, "GET", SNAPSHOT_PATH, timeout=30
+                )
+                reachable += status != -1
+                starting += status == 503
+                if datums is None:
                     continue
                 for datum in datums:
                     self.store.apply_remote(datum)
