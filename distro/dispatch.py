@@ -80,6 +80,7 @@ class CeleryDispatcher:
         self.broker_errors = 0
         self.fallback_deliveries = 0
         self.last_error = ""
+        self.last_error_at_ms = 0
         self.workers: int | None = None
         self.queued: int | None = None
 
@@ -87,12 +88,13 @@ class CeleryDispatcher:
         if time.monotonic() >= self._skip_until:
             try:
                 self._enqueue(peer, body)
-                self.enqueued += 1
+                with self._lock:  # several peers' sync threads count here
+                    self.enqueued += 1
                 return
             except Exception as exc:  # any broker trouble: deliver ourselves, say so loudly
                 with self._lock:
                     self.broker_errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self._note_error(exc)
                     self._skip_until = time.monotonic() + BROKER_BACKOFF_S
                 log.warning(
                     "celery broker refused a sync task (%s); delivering in-process for %.0f s",
@@ -100,7 +102,12 @@ class CeleryDispatcher:
                     BROKER_BACKOFF_S,
                 )
         self._fallback.deliver(peer, body)
-        self.fallback_deliveries += 1
+        with self._lock:
+            self.fallback_deliveries += 1
+
+    def _note_error(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error_at_ms = int(time.time() * 1000)
 
     def _enqueue(self, peer: str, body: bytes) -> None:
         from distro.tasks import sync_datums
@@ -121,7 +128,7 @@ class CeleryDispatcher:
         except Exception as exc:
             self.workers = None
             self.queued = None
-            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._note_error(exc)
             log.warning("celery health check failed: %s", self.last_error)
             return
         if self.workers == 0:
@@ -134,6 +141,7 @@ class CeleryDispatcher:
             "brokerErrors": self.broker_errors,
             "fallbackDeliveries": self.fallback_deliveries,
             "lastError": self.last_error,
+            "lastErrorAt": self.last_error_at_ms,
             "workers": self.workers,
             "queued": self.queued,
         }

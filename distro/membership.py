@@ -222,5 +222,5 @@ class Membership:
         """Stop reporting, then tell the peers we are leaving so they re-map at once."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=2)
         self.report_once()

@@ -99,6 +99,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+# A task running when the broker connection drops is redelivered (its ack would be lost anyway).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # A task taken by a worker that dies is redelivered after this long (acks_late).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 60,
