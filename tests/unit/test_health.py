@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from consistency.datum import EMPTY_INSTANCES, instance_set
 from naming.domain import Instance, InstanceKey, ServiceName
-from naming.health import find_expired
+from naming.health import BeatTable, find_expired
 from naming.registry import ServiceView
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
@@ -43,3 +43,16 @@ def test_preserved_metadata_shortens_the_timeouts():
     v = view(Instance("1.1.1.1", 1, metadata=meta))
     assert find_expired(v, {key("1.1.1.1"): 96.0}, now=100.0).unhealthy == (key("1.1.1.1"),)
     assert find_expired(v, {key("1.1.1.1"): 93.0}, now=100.0).removed == (key("1.1.1.1"),)
+
+
+def test_a_service_regained_after_moving_away_gets_a_full_timeout_not_its_stale_beats():
+    now = [0.0]
+    beats = BeatTable(clock=lambda: now[0])
+    beats.touch(SVC, key("1.1.1.1"))
+    beats.retain(lambda service: service != SVC)  # ownership moved to another member
+    now[0] = 20.0  # it comes back: the beat we saw is 20 s old, but beats went elsewhere
+    expiry = find_expired(view(Instance("1.1.1.1", 1)), beats.service_beats(SVC), now[0])
+    assert expiry.unhealthy == () and expiry.removed == ()
+    now[0] = 36.0  # a full timeout of our own, without beats: now it is expired
+    expiry = find_expired(view(Instance("1.1.1.1", 1)), beats.service_beats(SVC), now[0])
+    assert expiry.removed == (key("1.1.1.1"),)
