@@ -53,6 +53,6 @@ def test_a_service_regained_after_moving_away_gets_a_full_timeout_not_its_stale_
     now[0] = 20.0  # it comes back: the beat we saw is 20 s old, but beats went elsewhere
     expiry = find_expired(view(Instance("1.1.1.1", 1)), beats.service_beats(SVC), now[0])
     assert expiry.unhealthy == () and expiry.removed == ()
-    now[0] = 36.0  # a full timeout of our own, without beats: now it is expired
+    now[0] = 36.0  # a full timeout of our own without beats: now it is unhealthy
     expiry = find_expired(view(Instance("1.1.1.1", 1)), beats.service_beats(SVC), now[0])
-    assert expiry.removed == (key("1.1.1.1"),)
+    assert expiry.unhealthy == (key("1.1.1.1"),)
