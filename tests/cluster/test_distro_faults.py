@@ -17,7 +17,8 @@ from tests.cluster.distro_support import (
     ports_are,
     service_owned_by,
 )
-from tests.harness import assert_converged, make_cluster, stop_cluster, wait_for
+from tests.harness import NodeProcess, assert_converged, make_cluster, stop_cluster, wait_for
+from tests.netns import NetnsLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distro-faults")]
 
@@ -91,5 +92,43 @@ def test_a_write_for_an_unreachable_owner_gets_503_and_is_not_written_locally(tm
         assert (retried.status, retried.text) == (200, "ok")
         for node in nodes[1:]:
             wait_for(functools.partial(ports_are, node, service, {8}), 10, 0.05)
+    finally:
+        stop_cluster(nodes)
+
+
+LONG_LIVED = '{"preserved.heart.beat.timeout":"600000","preserved.ip.delete.timeout":"600000"}'
+
+
+def member_state(observer: NodeProcess, member: NodeProcess) -> str:
+    data = observer.request("GET", "/nacos/v1/core/cluster/nodes", timeout=3).json()["data"]
+    return str(next(m["state"] for m in data if m["address"] == member.address))
+
+
+def test_a_member_cut_off_by_the_network_catches_up_after_it_heals(tmp_path: Path, lab: NetnsLab):
+    nodes = make_cluster(tmp_path, 3, hosts=[lab.host(i) for i in range(3)])
+    try:
+        owner, _, cut = nodes
+        service = service_owned_by(nodes, owner, "partition")
+
+        def register(port: int) -> None:
+            params = {"serviceName": service, "ip": "10.0.9.9", "port": port}
+            result = owner.api("POST", "/instance", {**params, "metadata": LONG_LIVED})
+            assert result.text == "ok"
+
+        register(1)
+        for node in nodes:
+            wait_for(functools.partial(ports_are, node, service, {1}), 10, 0.05)
+        lab.isolate(2)
+        register(2)
+        register(3)
+        for node in nodes[:2]:
+            wait_for(functools.partial(ports_are, node, service, {1, 2, 3}), 10, 0.05)
+        wait_for(lambda: member_state(owner, cut) == "DOWN", 30, 0.2, "the cut member DOWN")
+        assert metrics(owner)["distro"]["healthyMembers"] == sorted(n.address for n in nodes[:2])
+
+        lab.heal(2)
+        wait_for(lambda: member_state(owner, cut) == "UP", 30, 0.2, "the healed member UP")
+        wait_for(functools.partial(ports_are, cut, service, {1, 2, 3}), 30, 0.1)
+        assert_converged(nodes, 30)
     finally:
         stop_cluster(nodes)

@@ -24,7 +24,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -202,15 +201,6 @@ def inject(round_name: str, nodes: list[NodeProcess], lab: NetnsLab) -> float | 
         finally:
             lab.heal(index)
     return None
-
-
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    created = NetnsLab(3)
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 def test_no_acknowledged_write_is_lost_across_fault_rounds(tmp_path: Path, lab: NetnsLab):
