@@ -25,7 +25,12 @@ TASK_EXPIRES_S = 120  # an older sync is superseded by verify rounds anyway
 
 
 class DispatchFailed(Exception):
-    pass
+    """``permanent``: the peer refused the batch itself (4xx); sending it again cannot help,
+    so the scheduler drops it and leaves the repair to the verify round."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class Dispatcher(Protocol):
@@ -48,7 +53,10 @@ def send_batch(transport: PeerTransport, peer: str, body: bytes) -> None:
     except PeerUnreachable as exc:
         raise DispatchFailed(str(exc)) from None
     if not response.ok:
-        raise DispatchFailed(f"{peer} answered {response.status}: {response.body[:200]!r}")
+        raise DispatchFailed(
+            f"{peer} answered {response.status}: {response.body[:200]!r}",
+            permanent=400 <= response.status < 500,
+        )
 
 
 class DirectDispatcher:

@@ -45,13 +45,16 @@ def signed_target(request: HttpRequest) -> str:
     return str(request.path) + (f"?{query}" if query else "")
 
 
-def verify_peer(node: NodeRuntime, request: HttpRequest) -> str:
+def verify_peer(node: NodeRuntime, request: HttpRequest, body: bytes | None = None) -> str:
     """The signing member's address; raises 401/403. Standalone nodes have no peers."""
     if node.peer_verifier is None or node.cluster is None:
         raise Forbidden("peer endpoints are served in cluster mode only")
     sender = str(
         node.peer_verifier.verify(
-            str(request.method), signed_target(request), request.body, request.headers
+            str(request.method),
+            signed_target(request),
+            request.body if body is None else body,
+            request.headers,
         )
     )
     if sender not in node.cluster.membership.members:

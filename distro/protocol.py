@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, decode_datum, encode_datum
@@ -35,10 +35,40 @@ class BadPayload(ValueError):
     pass
 
 
+# A sync batch is split so that no body exceeds this (a receiver accepts up to PEER_MAX_BODY).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+PEER_MAX_BODY = 64 * 1024 * 1024
+
+
+def _encode_one(datum: Datum) -> bytes:
+    return json.dumps(encode_datum(datum), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _join(parts: list[bytes]) -> bytes:
+    return b'{"datums":[' + b",".join(parts) + b"]}"
+
+
 def encode_batch(datums: Iterable[Datum]) -> bytes:
-    return json.dumps(
-        {"datums": [encode_datum(d) for d in datums]}, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    return _join([_encode_one(d) for d in datums])
+
+
+def split_batches(
+    datums: list[Datum], max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[tuple[list[Datum], bytes]]:
+    """Encoded batches of at most ``max_bytes`` each (a single larger datum goes alone)."""
+    chunk: list[Datum] = []
+    parts: list[bytes] = []
+    size = 0
+    for datum in datums:
+        part = _encode_one(datum)
+        if parts and size + len(part) > max_bytes:
+            yield chunk, _join(parts)
+            chunk, parts, size = [], [], 0
+        chunk.append(datum)
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield chunk, _join(parts)
 
 
 def decode_batch(body: bytes, allow_empty: bool = False) -> list[Datum]:

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consistency.datum import DatumKey
+from consistency.datum import Datum, DatumKey
 from distro.dispatch import Dispatcher, DispatchFailed
 from distro.membership import Membership, MemberState
-from distro.protocol import CHECKSUM_PATH, PeerProtocol, encode_batch
+from distro.protocol import CHECKSUM_PATH, PeerProtocol, split_batches
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
 
@@ -131,29 +131,38 @@ class SyncScheduler:
             if not keys:
                 continue
             datums = [d for d in (self._store.raw(k) for k in keys) if d is not None]
+            backoff = self._send(peer, queue, datums, backoff)
+
+    def _send(self, peer: str, queue: _PeerQueue, datums: list[Datum], backoff: float) -> float:
+        """Deliver ``datums`` in size-bounded batches; returns the next backoff (0 on success)."""
+        batches = list(split_batches(datums))
+        for index, (chunk, body) in enumerate(batches):
             try:
                 if not self._settings.drop_syncs:
-                    self._dispatcher.deliver(peer, encode_batch(datums))
-            except DispatchFailed as exc:
-                self._requeue(queue, keys)
-                queue.wake.set()
+                    self._dispatcher.deliver(peer, body)
+            except Exception as exc:
+                unsent = [d.key for later, _ in batches[index:] for d in later]
                 queue.stats.failures += 1
-                queue.stats.last_error = str(exc)[:300]
+                queue.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if isinstance(exc, DispatchFailed) and exc.permanent:
+                    # Resending the same batch cannot help; verify repairs the peer.
+                    log.error(
+                        "sync to %s refused, %d datums left to verify: %s", peer, len(chunk), exc
+                    )
+                    unsent = unsent[len(chunk) :]
+                elif not isinstance(exc, DispatchFailed):
+                    log.exception("sync to %s failed", peer)  # a bug must not kill the thread
+                self._requeue(queue, unsent)
+                if unsent:
+                    queue.wake.set()
                 backoff = min(
                     self._settings.retry_max_s, max(self._settings.retry_initial_s, backoff * 2)
                 )
                 log.warning("sync to %s failed (retry in %.1f s): %s", peer, backoff, exc)
-                continue
-            except Exception:  # a bug must not kill the peer's sync thread
-                self._requeue(queue, keys)
-                queue.wake.set()
-                queue.stats.failures += 1
-                log.exception("sync to %s failed", peer)
-                backoff = self._settings.retry_max_s
-                continue
-            backoff = 0.0
+                return backoff
             queue.stats.batches += 1
-            queue.stats.datums += len(datums)
+            queue.stats.datums += len(chunk)
+        return 0.0
 
     def status(self) -> dict[str, dict[str, Any]]:
         with self._lock:

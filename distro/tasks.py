@@ -38,7 +38,7 @@ def sync_datums(self, source: str, peer: str, body: str) -> None:  # type: ignor
     try:
         send_batch(_transport(source), peer, body.encode())
     except DispatchFailed as exc:
-        if self.request.retries >= self.max_retries:
+        if exc.permanent or self.request.retries >= self.max_retries:
             # The verify round repairs what is left; the task must not loop forever.
             log.warning("sync %s -> %s given up: %s", source, peer, exc)
             return

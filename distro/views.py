@@ -16,13 +16,26 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from distro.forward import verify_peer
-from distro.protocol import BadPayload
+from distro.protocol import PEER_MAX_BODY, BadPayload
 from distro.service import DistroCluster
 from naming import runtime
-from naming.errors import Forbidden, InvalidParam, NamingError, Unavailable
+from naming.errors import Forbidden, InvalidParam, NamingError, PayloadTooLarge, Unavailable
 from naming.http import JSON, error_response, no_such_api, respond
 
-PeerHandler = Callable[[HttpRequest, DistroCluster, str], HttpResponse]
+PeerHandler = Callable[[HttpRequest, bytes, DistroCluster, str], HttpResponse]
+
+
+def peer_body(request: HttpRequest) -> bytes:
+    """The body, read past Django's 1 MiB client limit (``DATA_UPLOAD_MAX_MEMORY_SIZE``):
+    sync batches, checksum rounds and key queries of a large registry are bigger. Only signed
+    requests get this far, and they stay under ``PEER_MAX_BODY``."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadPayload("bad Content-Length") from None
+    if length > PEER_MAX_BODY:
+        raise PayloadTooLarge(f"peer request body over {PEER_MAX_BODY} bytes")
+    return request.read(length) if length > 0 else b""
 
 
 def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], HttpResponse]]:
@@ -35,9 +48,10 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
                 if request.method not in allowed:
                     raise no_such_api(request)
                 node = runtime.current()
-                sender = verify_peer(node, request)
+                body = peer_body(request)
+                sender = verify_peer(node, request, body)
                 assert node.cluster is not None
-                return handler(request, node.cluster, sender)
+                return handler(request, body, node.cluster, sender)
             except BadPayload as exc:
                 return error_response(InvalidParam(str(exc)), request)
             except NamingError as exc:
@@ -50,9 +64,9 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
 
 
 @peer_api("POST")
-def report(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
+def report(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
     try:
-        data: Any = json.loads(request.body or b"{}")
+        data: Any = json.loads(body or b"{}")
     except ValueError:
         raise BadPayload("report body is not JSON") from None
     if not isinstance(data, dict):
@@ -63,30 +77,32 @@ def report(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpRes
 
 
 @peer_api("PUT", "GET")
-def datum(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
+def datum(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
     if request.method == "PUT":
-        cluster.protocol.on_sync(request.body)
+        cluster.protocol.on_sync(body)
         return respond("ok")
-    return respond(cluster.protocol.query(request.body), 200, JSON)
+    return respond(cluster.protocol.query(body), 200, JSON)
 
 
 @peer_api("GET")
-def datums(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
-    body = cluster.protocol.snapshot()
-    if body is None:
+def datums(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
+    snapshot = cluster.protocol.snapshot()
+    if snapshot is None:
         raise Unavailable("this member is still loading its own snapshot")
-    return respond(body, 200, JSON)
+    return respond(snapshot, 200, JSON)
 
 
 @peer_api("PUT")
-def checksum(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
+def checksum(
+    request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str
+) -> HttpResponse:
     source = request.GET.get("source", sender)
     if source != sender:
         raise Forbidden(f"checksums of {source} signed by {sender}")
-    cluster.protocol.on_checksums(sender, request.body)
+    cluster.protocol.on_checksums(sender, body)
     return respond("ok")
 
 
 @peer_api("POST")
-def change(request: HttpRequest, cluster: DistroCluster, sender: str) -> HttpResponse:
-    return respond(cluster.protocol.on_change(request.body), 200, JSON)
+def change(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
+    return respond(cluster.protocol.on_change(body), 200, JSON)

@@ -152,7 +152,11 @@ class NodeRuntime:
             return str(override)
         if not self.ready:
             return NodeStatus.STARTING.value
-        return NodeStatus.UP.value if self.consistency.is_available() else NodeStatus.DOWN.value
+        # Only the AP side decides: without a Raft leader, ephemeral instances stay readable and
+        # writable (as Distro in Nacos), persistent writes answer 503 on their own, and reads of
+        # persistent data are served from this member's copy.
+        available = self.consistency.ephemeral.is_available()
+        return NodeStatus.UP.value if available else NodeStatus.DOWN.value
 
     def start_background(self) -> None:
         """Start the threads that do not need readiness (the notifier replays the journal;

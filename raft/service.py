@@ -33,6 +33,7 @@ MAX_IN_FLIGHT = 2
 # A batch whose callback never comes (pysyncobj can drop a forwarded command when the leader
 # dies) gives its slot back after this long; its submitters have timed out by then.
 IN_FLIGHT_DEADLINE_S = 15.0
+LEADERLESS_WAIT_S = 2.0  # longer than an election (0.35-0.75 s timeouts here)
 
 
 @dataclass
@@ -65,6 +66,11 @@ class RaftConsistencyService:
         self._thread.join(timeout=5)
 
     def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
+        if not self._await_leader(min(timeout, LEADERLESS_WAIT_S)):
+            raise Unavailable(
+                "no raft leader (no quorum, or an election is running): persistent data is "
+                "read-only on this member for now; retry"
+            )
         pending = _Pending(key.encode(), change.encode())
         with self._cond:
             if self._stopping:
@@ -140,6 +146,15 @@ class RaftConsistencyService:
 
     def is_available(self) -> bool:
         return bool(self._syncobj._getLeader() is not None)
+
+    def _await_leader(self, wait_s: float) -> bool:
+        """An election takes well under a second: wait that long before refusing a write."""
+        deadline = time.monotonic() + wait_s
+        while not self.is_available():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def status(self) -> Mapping[str, Any]:
         raw = self._syncobj.getStatus()

@@ -351,3 +351,27 @@ def test_deleting_a_service_through_a_non_owner_removes_its_instances_everywhere
             interval_s=0.05,
         )
     assert_converged(cluster)
+
+
+def test_a_sync_batch_larger_than_a_client_body_is_accepted_from_a_peer(cluster):
+    node = cluster[1]
+    service = service_owned_by(cluster, cluster[0], "bulk")
+    key = DatumKey.instances(ServiceName("public", f"DEFAULT_GROUP@@{service}"), True)
+    value = [
+        {
+            "ip": f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
+            "port": 80,
+            "clusterName": "DEFAULT",
+            "weight": 1.0,
+            "healthy": True,
+            "enabled": True,
+            "ephemeral": True,
+            "metadata": {"zone": "z" * 64},
+        }
+        for n in range(8000)
+    ]
+    body = json.dumps({"datums": [{**encode_datum_stub(key, 7), "value": value}]}).encode()
+    assert len(body) > 1024 * 1024
+    result, _ = signed_call(node, "PUT", SYNC_PATH, body, sender=cluster[0].address)
+    assert (result.status, result.text) == (200, "ok")
+    assert len(hosts(node, service)) == 8000

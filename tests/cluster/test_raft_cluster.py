@@ -88,6 +88,15 @@ def test_without_quorum_a_write_fails_fast_with_503_and_nothing_is_lost(
         elapsed = time.monotonic() - started
         assert result.status == 503, result.text
         assert elapsed < 12, elapsed
+        # Ephemeral instances are AP: the lone member still takes and serves them.
+        params = {"serviceName": "eph-without-quorum", "ip": "10.0.0.9", "port": 9}
+        wait_for(
+            lambda: survivor.api("POST", "/instance", params).text == "ok",
+            10,
+            message="an ephemeral write without quorum",
+        )
+        listed = survivor.api("GET", "/instance/list", {"serviceName": "eph-without-quorum"})
+        assert [h["port"] for h in listed.json()["hosts"]] == [9]
         for node in nodes[1:]:
             node.start(wait=False)
         for node in nodes:

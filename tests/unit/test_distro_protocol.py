@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,8 +13,17 @@ import pytest
 
 from consistency.datum import Datum, DatumKey
 from consistency.notifier import Notifier
+from distro.dispatch import DispatchFailed
 from distro.membership import MemberState
-from distro.protocol import CHANGE_PATH, CHECKSUM_PATH, SNAPSHOT_PATH, SYNC_PATH, encode_batch
+from distro.protocol import (
+    CHANGE_PATH,
+    CHECKSUM_PATH,
+    SNAPSHOT_PATH,
+    SYNC_PATH,
+    decode_batch,
+    encode_batch,
+    split_batches,
+)
 from distro.service import DistroCluster
 from distro.sync import SyncSettings
 from distro.transport import InMemoryTransport, PeerResponse
@@ -298,3 +308,43 @@ def test_a_change_refused_by_the_owner_raises_its_error_on_the_member_that_asked
         )
     assert caught.value.status == 400 and "not exist" in caught.value.message
     assert owner.ports("strict") == set() and other.ports("strict") == set()
+
+
+def test_large_syncs_are_split_into_bounded_batches_that_decode_to_the_same_datums():
+    datums = []
+    for n in range(30):
+        name = ServiceName("public", f"DEFAULT_GROUP@@big-{n}")
+        insts = {Instance("10.2.2.2", p).key: Instance("10.2.2.2", p) for p in range(1, 40)}
+        datums.append(Datum(DatumKey.instances(name, True), insts, n + 1))
+    batches = list(split_batches(datums, max_bytes=20_000))
+    assert len(batches) > 3
+    assert all(len(body) <= 20_000 + 100 for _, body in batches)
+    assert [d for _, body in batches for d in decode_batch(body)] == datums
+
+
+class RefusingDispatcher:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def deliver(self, peer: str, body: bytes) -> None:
+        self.calls += 1
+        raise DispatchFailed("400 bad batch", permanent=True)
+
+    def check(self) -> None:
+        return None
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_batch_the_peer_refuses_is_not_resent_forever(trio):
+    _, members = trio
+    owner = owner_of(members, "refused")
+    refusing = RefusingDispatcher()
+    owner.cluster.scheduler._dispatcher = refusing
+    owner.register("refused", 5)
+    peer = next(m for m in members if m is not owner).cluster.local
+    wait_for(lambda: owner.cluster.scheduler.status()[peer]["failures"] >= 1, 5, 0.01)
+    time.sleep(0.5)
+    assert refusing.calls == 2, "one refused batch per peer, never resent"
+    assert all(s["pending"] == 0 for s in owner.cluster.scheduler.status().values())
