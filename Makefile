@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test bench bench-raft clean
+.PHONY: run test bench bench-raft bench-distro cluster clean
 
 run:
 	python3 dev.py run
@@ -15,3 +15,9 @@ clean:
 
 bench-raft:
 	python3 dev.py bench-raft
+
+bench-distro:
+	python3 dev.py bench-distro
+
+cluster:
+	python3 dev.py cluster

@@ -5,6 +5,9 @@
     python3 dev.py test [pytest options]   # venv + deps, then ruff, mypy and the whole suite
     python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
     python3 dev.py bench-raft [options]    # venv + deps, then bench/raft.py (needs wrk)
+    python3 dev.py bench-distro [options]  # venv + deps, then bench/distro.py (needs wrk)
+    python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
+                                           # worker and 3 members on :8848/:8858/:8868
 
 The virtual environment lives in ``.venv`` and is (re)installed only when the requirement files
 change.
@@ -80,17 +83,38 @@ def test(args: list[str]) -> int:
 
 
 def bench(args: list[str]) -> int:
-    ensure_venv()
-    return subprocess.run([str(PY), str(ROOT / "bench" / "run.py"), *args], cwd=ROOT).returncode
+    return bench_script("run.py", args)
 
 
 def bench_raft(args: list[str]) -> int:
+    return bench_script("raft.py", args)
+
+
+def bench_distro(args: list[str]) -> int:
+    return bench_script("distro.py", args)
+
+
+def cluster(args: list[str]) -> int:
     ensure_venv()
-    return subprocess.run([str(PY), str(ROOT / "bench" / "raft.py"), *args], cwd=ROOT).returncode
+    command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
+    os.chdir(ROOT)
+    os.execv(command[0], command)  # same PID: Ctrl-C and SIGTERM reach the supervisor
+
+
+def bench_script(name: str, args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([str(PY), str(ROOT / "bench" / name), *args], cwd=ROOT).returncode
 
 
 def main() -> int:
-    commands = {"run": run, "test": test, "bench": bench, "bench-raft": bench_raft}
+    commands = {
+        "run": run,
+        "test": test,
+        "bench": bench,
+        "bench-raft": bench_raft,
+        "bench-distro": bench_distro,
+        "cluster": cluster,
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
