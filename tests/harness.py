@@ -50,7 +50,7 @@ def wait_for(
     )
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -60,11 +60,19 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(30000)
+        if port_free(port):
+            return port
+    raise RuntimeError("no free port found")
+
+
 def free_node_port() -> int:
     """A port P with P and P-1000 (the raft port) both free."""
     for _ in range(200):
         port = 20000 + secrets.randbelow(30000)
-        if _port_free(port) and _port_free(port - 1000):
+        if port_free(port) and port_free(port - 1000):
             return port
     raise RuntimeError("no free port pair found")
 
@@ -270,7 +278,7 @@ def make_cluster(
     if explicit_raft_ports:  # host:port:raft_port, with raft ports away from port - 1000
         for i in range(n):
             candidate = ports[i] + 7
-            while not _port_free(candidate) or candidate in ports:
+            while not port_free(candidate) or candidate in ports:
                 candidate += 1
             raft[i] = f":{candidate}"
     members = ",".join(f"{places[i][0]}:{p}{raft[i]}" for i, p in enumerate(ports))

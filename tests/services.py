@@ -12,32 +12,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import ROOT, wait_for
+from tests.harness import ROOT, free_port, wait_for
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    for _ in range(200):
-        port = 20000 + secrets.randbelow(30000)
-        if _port_free(port):
-            return port
-    raise RuntimeError("no free port found")
 
 
 def _tail(path: Path, chars: int = 4000) -> str:

@@ -30,11 +30,12 @@ from tests.harness import (
     NodeProcess,
     assert_converged,
     distro_status,
+    free_port,
     make_cluster,
     stop_cluster,
     wait_for,
 )
-from tests.services import CeleryWorker, RedisServer, free_port
+from tests.services import CeleryWorker, RedisServer
 
 pytestmark = pytest.mark.xdist_group("distro-celery")
 
