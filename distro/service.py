@@ -7,7 +7,8 @@ member serves, :meth:`load_snapshot` pulls every datum from a peer that is UP.
 
 Threads are owned by the parts: ``member-report`` (membership), ``distro-sync-<peer>``
 (scheduler), ``distro-verify`` (verify loop). ``start()`` starts them, ``stop()`` stops them in
-reverse order and finally tells the peers this member is leaving.
+reverse order and finally tells the peers this member is leaving. ``mark_ready`` starts one
+short-lived ``report-ready`` thread that sends a single report round and ends.
 """
 
 from __future__ import annotations
