@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.cluster.distro_support import (
     service_owned_by,
     signed_call,
 )
+from tests.e2e.test_push import receive, subscribe
 from tests.harness import NodeProcess, assert_converged, make_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.xdist_group("distro-cluster")
@@ -375,3 +377,23 @@ def test_a_sync_batch_larger_than_a_client_body_is_accepted_from_a_peer(cluster)
     result, _ = signed_call(node, "PUT", SYNC_PATH, body, sender=cluster[0].address)
     assert (result.status, result.text) == (200, "ok")
     assert len(hosts(node, service)) == 8000
+
+
+def test_a_subscriber_of_one_member_is_pushed_a_change_registered_through_another(cluster):
+    owner, _, watched = cluster
+    service = service_owned_by(cluster, owner, "push-x")
+    assert owner.api("POST", "/instance", {"serviceName": service, "ip": "10.0.10.1", "port": 1})
+    listed_everywhere(cluster, service, {1})
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    try:
+        subscribe(watched, service, receiver.getsockname()[1])
+        started = time.monotonic()
+        params = {"serviceName": service, "ip": "10.0.10.2", "port": 2}
+        assert owner.api("POST", "/instance", params).text == "ok"
+        packet, _, _ = receive(receiver, 5)
+        assert time.monotonic() - started < 3.0
+        data = json.loads(packet["data"])
+        assert sorted(h["port"] for h in data["hosts"]) == [1, 2]
+    finally:
+        receiver.close()
