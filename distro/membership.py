@@ -136,7 +136,8 @@ class Membership:
             info.fail_count = 0
             info.last_report_ms = self._wall_ms()
             info.distro_ready = state is MemberState.UP
-            info.version = str((report.get("extendInfo") or {}).get("version", ""))
+            extend = report.get("extendInfo")
+            info.version = str(extend.get("version", "")) if isinstance(extend, dict) else ""
         self.refresh()
 
     def on_failure(self, peer: str, refused: bool) -> None:

@@ -75,7 +75,7 @@ def decode_batch(body: bytes, allow_empty: bool = False) -> list[Datum]:
     try:
         data = json.loads(body)
         datums = [decode_datum(d) for d in data["datums"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # any shape a peer (or a forger with the key) could send: a 400
         raise BadPayload(f"malformed datum batch: {type(exc).__name__}") from None
     if not datums and not allow_empty:
         raise BadPayload("empty datum batch")
@@ -86,6 +86,8 @@ def decode_batch(body: bytes, allow_empty: bool = False) -> list[Datum]:
 
 
 def decode_keys(raw: Iterable[Any]) -> list[DatumKey]:
+    if not isinstance(raw, (list, tuple, dict)):
+        raise BadPayload("keys must be a list")
     keys = []
     for item in raw:
         try:
@@ -180,7 +182,9 @@ class PeerProtocol:
             data = json.loads(body)
             key = decode_keys([data["key"]])[0]
             change = Change.decode(data["change"])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except BadPayload:
+            raise
+        except Exception as exc:  # any malformed change is the sender's error: a 400
             raise BadPayload(f"malformed change: {type(exc).__name__}") from None
         try:
             applied = self.store.submit(key, change, 5.0)  # type: ignore[arg-type]

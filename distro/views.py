@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from distro.service import DistroCluster
 from naming import runtime
 from naming.errors import Forbidden, InvalidParam, NamingError, PayloadTooLarge, Unavailable
 from naming.http import JSON, error_response, no_such_api, respond
+
+log = logging.getLogger(__name__)
 
 PeerHandler = Callable[[HttpRequest, bytes, DistroCluster, str], HttpResponse]
 
@@ -56,6 +59,9 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
                 return error_response(InvalidParam(str(exc)), request)
             except NamingError as exc:
                 return error_response(exc, request)
+            except Exception as exc:  # a bug: log it whole, answer in the Nacos shape
+                log.exception("unhandled error on peer %s %s", request.method, request.path)
+                return respond(f"caused: {type(exc).__name__};", 500)
 
         view.csrf_exempt = True  # type: ignore[attr-defined]
         return view

@@ -234,6 +234,41 @@ def test_bad_peer_payloads_get_400_and_change_nothing(cluster):
         sender=cluster[0].address,
     )
     assert result.status == 400
+    peer = cluster[0].address
+    odd_shapes = [
+        ("GET", "/nacos/v1/ns/distro/datum", b'{"keys": 5}'),
+        ("GET", "/nacos/v1/ns/distro/datum", b'{"keys": [{"a": 1}]}'),
+        ("GET", "/nacos/v1/ns/distro/datum", b"[]"),
+        ("POST", "/nacos/v1/ns/distro/change", b'{"key": 1, "change": 2}'),
+        (
+            "POST",
+            "/nacos/v1/ns/distro/change",
+            b'{"key": "iplist.ephemeral##public##x", "change": {"type": "nope"}}',
+        ),
+        ("POST", "/nacos/v1/ns/distro/change", b"null"),
+        ("PUT", SYNC_PATH, b'{"datums": [{"key": "switches####", "revision": 1, "value": 7}]}'),
+        (
+            "PUT",
+            SYNC_PATH,
+            b'{"datums": [{"key": "iplist.ephemeral##p##s", "revision": "x", "value": []}]}',
+        ),
+        (
+            "PUT",
+            SYNC_PATH,
+            b'{"datums": [{"key": "iplist.ephemeral##p##s", "revision": 1, "value": [1]}]}',
+        ),
+    ]
+    for method, path, body in odd_shapes:
+        result, _ = signed_call(node, method, path, body, sender=peer)
+        assert result.status == 400, (path, body, result.status, result.text)
+    report, _ = signed_call(
+        node,
+        "POST",
+        "/nacos/v1/core/cluster/report",
+        b'{"state": "UP", "extendInfo": []}',
+        sender=peer,
+    )
+    assert report.status == 200
     assert metrics(node)["distro"]["digest"] == digest
     assert metrics(node)["status"] == "UP"
 
