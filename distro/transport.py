@@ -90,6 +90,13 @@ class HttpPeerTransport:
                 return
         conn.close()
 
+    def _discard(self, peer: str) -> None:
+        with self._lock:
+            stale = [key for key in self._idle if key[0] == peer]
+            connections = [c for key in stale for c in self._idle.pop(key)]
+        for conn in connections:
+            conn.close()
+
     def call(
         self,
         peer: str,
@@ -114,7 +121,10 @@ class HttpPeerTransport:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 conn.close()
                 if reused:
-                    continue  # a stale keep-alive connection: try a fresh one once
+                    # A stale keep-alive connection (the peer closed it, or died): the other
+                    # idle ones to it are as stale, so drop them all and try a fresh one once.
+                    self._discard(peer)
+                    continue
                 raise PeerUnreachable(peer, type(exc).__name__) from None
             except ConnectionRefusedError:
                 conn.close()
