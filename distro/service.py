@@ -190,17 +190,24 @@ class DistroCluster:
         """Apply here when this member owns the key (client writes were forwarded here), else
         send the change to the owner. Background writers (auto-clean, a service delete that
         reached any member) thus never fork a key's history on a non-owner."""
-        owner = self.owner(key.service)
-        if self.responsible(key.service) or owner == self.local or not self.store.ready:
-            return self.store.submit(key, change, timeout)
-        body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
-        try:
-            answer = self.transport.call(
-                owner, "POST", CHANGE_PATH, body, {"Content-Type": "application/json"}, timeout
-            )
-        except PeerUnreachable as exc:
-            self.membership.on_failure(owner, exc.refused)
-            raise Unavailable(f"distro owner {owner} of {key.service} is unreachable") from None
+        for attempt in range(2):
+            owner = self.owner(key.service)
+            if self.responsible(key.service) or owner == self.local or not self.store.ready:
+                return self.store.submit(key, change, timeout)
+            body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
+            try:
+                answer = self.transport.call(
+                    owner, "POST", CHANGE_PATH, body, {"Content-Type": "application/json"}, timeout
+                )
+                break
+            except PeerUnreachable as exc:
+                # A refused connection marks the owner DOWN and re-maps the key: one more try
+                # with the new owner (possibly this member) before giving up.
+                self.membership.on_failure(owner, exc.refused)
+                if attempt == 1 or not exc.refused:
+                    raise Unavailable(
+                        f"distro owner {owner} of {key.service} is unreachable"
+                    ) from None
         if not answer.ok:
             raise Unavailable(f"distro owner {owner} answered {answer.status}")
         data = json.loads(answer.body)

@@ -348,3 +348,15 @@ def test_a_batch_the_peer_refuses_is_not_resent_forever(trio):
     time.sleep(0.5)
     assert refusing.calls == 2, "one refused batch per peer, never resent"
     assert all(s["pending"] == 0 for s in owner.cluster.scheduler.status().values())
+
+
+def test_a_change_for_a_dead_owner_is_applied_by_the_next_owner(trio):
+    network, members = trio
+    owner = owner_of(members, "orphan")
+    network.down.add(owner.cluster.local)  # killed; nobody has noticed yet
+    other = next(m for m in members if m is not owner)
+    other.register("orphan", 44)
+    assert other.cluster.membership.state_of(owner.cluster.local) is MemberState.DOWN
+    survivors = [m for m in members if m is not owner]
+    for m in survivors:
+        wait_for(functools.partial(has_ports, m, "orphan", {44}), 5, interval_s=0.01)
