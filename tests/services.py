@@ -21,6 +21,58 @@ from tests.harness import ROOT, free_port, wait_for
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+def redis_command(port: int, directory: Path) -> list[str]:
+    """``redis-server`` on loopback, in the foreground, with no persistence (tests and
+    ``tools/cluster.py`` run the same broker)."""
+    return [
+        REDIS_SERVER,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+
+
+def celery_worker_command(
+    python: str, hostname: str, concurrency: int = 2, pool: str = "threads"
+) -> list[str]:
+    """``celery -A server worker`` as the tests and ``tools/cluster.py`` run it."""
+    return [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "server",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "--hostname",
+        hostname,
+        # No peers to sync with at start-up: these only slow the start down.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+def worker_ready(log_path: Path, offset: int) -> bool:
+    """The worker logged " ready." after ``offset`` (where its log ended before it started)."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            return b" ready." in handle.read()
+    except OSError:
+        return False
+
+
 def _tail(path: Path, chars: int = 4000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]
@@ -71,21 +123,7 @@ class RedisServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child until it exits
         # The old process may have left the port in TIME_WAIT; redis sets SO_REUSEADDR.
         self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
+            redis_command(self.port, self.dir),
             cwd=self.dir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -169,22 +207,7 @@ class CeleryWorker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child until it exits
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "server",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={self.concurrency}",
-                f"--pool={self.pool}",
-                "--hostname",
-                self.name,
-                # No peers to sync with at start-up: these only slow the start down.
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            celery_worker_command(sys.executable, self.name, self.concurrency, self.pool),
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=log,
@@ -195,9 +218,7 @@ class CeleryWorker:
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"celery worker exited with {self.proc.returncode}")
-            with open(self.log_path, "rb") as handle:
-                handle.seek(offset)
-                return b" ready." in handle.read()
+            return worker_ready(self.log_path, offset)
 
         try:
             wait_for(ready, deadline_s, interval_s=0.1, message="the celery worker to be ready")

@@ -34,6 +34,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's modules are importable
+
+from tests.harness import port_free  # noqa: E402 - after the path set-up above
+from tests.services import celery_worker_command, redis_command, worker_ready  # noqa: E402
+
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 START_DEADLINE_S = 60.0
 STOP_DEADLINES_S = {"node": 20.0, "worker": 15.0, "redis": 10.0}
@@ -73,16 +78,6 @@ class Child:
             return ""
 
 
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
@@ -98,15 +93,6 @@ def node_up(port: int) -> bool:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(json.loads(resp.read()).get("status") == "UP")
     except (OSError, ValueError):
-        return False
-
-
-def worker_ready(log_path: Path, offset: int) -> bool:
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(offset)
-            return b" ready." in handle.read()
-    except OSError:
         return False
 
 
@@ -153,8 +139,7 @@ class Cluster:
     def build(self, secret: str, password: str) -> None:
         redis_url = f"redis://127.0.0.1:{self.args.redis_port}/0"
         if not self.args.no_redis:
-            redis_server = shutil.which("redis-server")
-            if redis_server is None:
+            if shutil.which("redis-server") is None:
                 raise SystemExit(
                     "redis-server not found: apt-get install redis-server "
                     "(or run with --no-redis for in-process sync)"
@@ -165,21 +150,7 @@ class Cluster:
                 Child(
                     "redis",
                     "redis",
-                    [
-                        redis_server,
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--port",
-                        str(self.args.redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--daemonize",
-                        "no",
-                        "--dir",
-                        str(redis_dir),
-                    ],
+                    redis_command(self.args.redis_port, redis_dir),
                     redis_dir / "redis.log",
                 )
             )
@@ -187,21 +158,7 @@ class Cluster:
                 Child(
                     "celery worker",
                     "worker",
-                    [
-                        self.python,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "server",
-                        "worker",
-                        "--loglevel=INFO",
-                        "--concurrency=2",
-                        "--pool=threads",
-                        "--hostname",
-                        "naming-cluster@%h",
-                        "--without-mingle",
-                        "--without-gossip",
-                    ],
+                    celery_worker_command(self.python, "naming-cluster@%h"),
                     self.data / "worker" / "worker.log",
                     env={
                         "DJANGO_SETTINGS_MODULE": "server.settings",
