@@ -21,6 +21,7 @@ from consistency.datum import Datum, DatumKey, decode_datum, encode_datum
 from distro.mapper import DistroMapper
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
+from naming.errors import InvalidParam
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ CHECKSUM_PATH = "/nacos/v1/ns/distro/checksum"
 CHANGE_PATH = "/nacos/v1/ns/distro/change"
 
 
-class BadPayload(ValueError):
-    pass
+class BadPayload(InvalidParam):
+    """A peer sent something we cannot read: a 400 like any other invalid parameter."""
 
 
 # A sync batch is split so that no body exceeds this (a receiver accepts up to PEER_MAX_BODY).

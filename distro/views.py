@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +19,8 @@ from distro.forward import verify_peer
 from distro.protocol import PEER_MAX_BODY, BadPayload
 from distro.service import DistroCluster
 from naming import runtime
-from naming.errors import Forbidden, InvalidParam, NamingError, PayloadTooLarge, Unavailable
-from naming.http import JSON, error_response, no_such_api, respond
-
-log = logging.getLogger(__name__)
+from naming.errors import Forbidden, NamingError, PayloadTooLarge, Unavailable
+from naming.http import JSON, error_response, no_such_api, respond, unhandled_error
 
 PeerHandler = Callable[[HttpRequest, bytes, DistroCluster, str], HttpResponse]
 
@@ -55,13 +52,10 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
                 sender = verify_peer(node, request, body)
                 assert node.cluster is not None
                 return handler(request, body, node.cluster, sender)
-            except BadPayload as exc:
-                return error_response(InvalidParam(str(exc)), request)
-            except NamingError as exc:
+            except NamingError as exc:  # BadPayload included: a 400
                 return error_response(exc, request)
-            except Exception as exc:  # a bug: log it whole, answer in the Nacos shape
-                log.exception("unhandled error on peer %s %s", request.method, request.path)
-                return respond(f"caused: {type(exc).__name__};", 500)
+            except Exception as exc:
+                return unhandled_error(request, exc)
 
         view.csrf_exempt = True  # type: ignore[attr-defined]
         return view
