@@ -17,6 +17,7 @@ Thread: ``member-report`` is owned by :class:`Membership`, started by the runtim
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -157,12 +158,11 @@ class Membership:
         info = self._peers.get(peer)
         return MemberState.DOWN if info is None else info.state
 
-    def snapshot(self) -> list[MemberInfo]:
+    def info(self, peer: str) -> MemberInfo | None:
+        """A copy of what we know of ``peer`` (None for a stranger)."""
         with self._lock:
-            return [
-                MemberInfo(i.address, i.state, i.fail_count, i.last_report_ms, i.distro_ready)
-                for i in self._peers.values()
-            ]
+            info = self._peers.get(peer)
+            return None if info is None else dataclasses.replace(info)
 
     # -- reporting ---------------------------------------------------------------------------
 

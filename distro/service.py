@@ -191,8 +191,10 @@ class DistroCluster:
         send the change to the owner. Background writers (auto-clean, a service delete that
         reached any member) thus never fork a key's history on a non-owner."""
         for attempt in range(2):
+            if not self.store.ready or self.responsible(key.service):
+                return self.store.submit(key, change, timeout)
             owner = self.owner(key.service)
-            if self.responsible(key.service) or owner == self.local or not self.store.ready:
+            if owner == self.local:  # an empty map (this member is just turning UP)
                 return self.store.submit(key, change, timeout)
             body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
             try:

@@ -48,7 +48,6 @@ class PeerSyncStats:
     datums: int = 0
     failures: int = 0
     last_error: str = ""
-    pending: int = 0
 
 
 class _PeerQueue:

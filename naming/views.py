@@ -308,12 +308,10 @@ def member_json(node: runtime.NodeRuntime, address: str | None = None) -> dict[s
         extend["distroReady"] = node.ready
         fail_count = 0
     else:
-        info = (
-            next((m for m in node.cluster.membership.snapshot() if m.address == address), None)
-            if node.cluster is not None
-            else None
-        )
+        info = node.cluster.membership.info(address) if node.cluster is not None else None
         state = info.state.value if info is not None else "DOWN"
+        if info is not None and info.version:
+            extend["version"] = info.version  # what the member itself reported
         extend["lastRefreshTime"] = info.last_report_ms if info is not None else 0
         extend["distroReady"] = bool(info is not None and info.distro_ready)
         fail_count = info.fail_count if info is not None else 0
