@@ -326,6 +326,16 @@ def assert_converged(nodes: list[NodeProcess], deadline_s: float = 15.0) -> str:
     return found.pop()
 
 
+@contextlib.contextmanager
+def running_cluster(base: Path, n: int = 3, **kwargs: Any) -> Iterator[list[NodeProcess]]:
+    """``make_cluster`` that stops every member by PID on the way out (as ``running_node``)."""
+    nodes = make_cluster(base, n, **kwargs)
+    try:
+        yield nodes
+    finally:
+        stop_cluster(nodes)
+
+
 def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
     """The member every live member names as Raft leader (waits for agreement)."""
 

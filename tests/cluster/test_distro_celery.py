@@ -12,6 +12,7 @@ Each test that stops a service starts it again in ``finally``; services are dist
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -31,8 +32,7 @@ from tests.harness import (
     assert_converged,
     distro_status,
     free_port,
-    make_cluster,
-    stop_cluster,
+    running_cluster,
     wait_for,
 )
 from tests.services import CeleryWorker, RedisServer
@@ -69,8 +69,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iter
         started.stop()
 
 
-def celery_cluster(base: Path, redis: RedisServer, verify_s: int) -> list[NodeProcess]:
-    return make_cluster(
+def celery_cluster(
+    base: Path, redis: RedisServer, verify_s: int
+) -> contextlib.AbstractContextManager[list[NodeProcess]]:
+    return running_cluster(
         base,
         3,
         env={
@@ -147,11 +149,8 @@ def every_member_reports(nodes: list[NodeProcess], workers: int, queued_nonempty
 def celery_only(
     tmp_path_factory: pytest.TempPathFactory, redis: RedisServer, worker: CeleryWorker
 ) -> Iterator[list[NodeProcess]]:
-    started = celery_cluster(Path(tmp_path_factory.mktemp("celery-only")), redis, 300)
-    try:
+    with celery_cluster(Path(tmp_path_factory.mktemp("celery-only")), redis, 300) as started:
         yield started
-    finally:
-        stop_cluster(started)
 
 
 class TestCeleryDelivers:
@@ -233,11 +232,8 @@ def test_a_task_to_an_unreachable_peer_is_retried_with_backoff_then_given_up(
 def with_verify(
     tmp_path_factory: pytest.TempPathFactory, redis: RedisServer, worker: CeleryWorker
 ) -> Iterator[list[NodeProcess]]:
-    started = celery_cluster(Path(tmp_path_factory.mktemp("celery-verify")), redis, 1)
-    try:
+    with celery_cluster(Path(tmp_path_factory.mktemp("celery-verify")), redis, 1) as started:
         yield started
-    finally:
-        stop_cluster(started)
 
 
 class TestOutages:

@@ -25,18 +25,22 @@ from tests.cluster.distro_support import (
     signed_call,
 )
 from tests.e2e.test_push import receive, subscribe
-from tests.harness import NodeProcess, assert_converged, make_cluster, stop_cluster, wait_for
+from tests.harness import (
+    NodeProcess,
+    assert_converged,
+    make_cluster,
+    running_cluster,
+    stop_cluster,
+    wait_for,
+)
 
 pytestmark = pytest.mark.xdist_group("distro-cluster")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    nodes = make_cluster(Path(tmp_path_factory.mktemp("distro")), 3)
-    try:
+    with running_cluster(Path(tmp_path_factory.mktemp("distro"))) as nodes:
         yield nodes
-    finally:
-        stop_cluster(nodes)
 
 
 def listed_everywhere(nodes: list[NodeProcess], service: str, expected: set[int]) -> None:

@@ -10,18 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, leader_of, make_cluster, stop_cluster, wait_for
+from tests.harness import (
+    NodeProcess,
+    leader_of,
+    make_cluster,
+    running_cluster,
+    stop_cluster,
+    wait_for,
+)
 
 pytestmark = pytest.mark.xdist_group("raft-cluster")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    nodes = make_cluster(Path(tmp_path_factory.mktemp("raft")), 3)
-    try:
+    with running_cluster(Path(tmp_path_factory.mktemp("raft"))) as nodes:
         yield nodes
-    finally:
-        stop_cluster(nodes)
 
 
 def service_exists(node: NodeProcess, service: str) -> bool:
