@@ -62,8 +62,12 @@ def _timed_persistent_write(node: NodeProcess, n: int) -> float:
     result = node.api(
         "POST",
         "/instance",
-        {"serviceName": "raft-port-probe", "ip": "127.0.0.1", "port": 20000 + n,
-         "ephemeral": "false"},
+        {
+            "serviceName": "raft-port-probe",
+            "ip": "127.0.0.1",
+            "port": 20000 + n,
+            "ephemeral": "false",
+        },
         timeout=10,
     )
     elapsed = time.monotonic() - started
