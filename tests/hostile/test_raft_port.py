@@ -248,3 +248,22 @@ def test_out_of_descriptors_the_raft_port_sheds_instead_of_closing(tmp_path: Pat
         wait_for(lambda: _transport(node)["unauthenticated"] == 0, 15, message="all released")
         assert _timed_persistent_write(node, 0) < WRITE_BOUND_S
         assert _handshake(node)
+
+
+def test_a_batch_stays_near_1_mib_so_the_16_mib_cap_never_cuts_a_forwarded_command():
+    from raft import guard
+    from raft.service import MAX_BATCH, MAX_BATCH_BYTES, _batch_length, _Pending
+
+    def pending(size: int) -> _Pending:
+        item = _Pending("key", {"metadata": "m" * size})
+        item.encoded = f'["key",{{"metadata":"{"m" * size}"}}]'
+        return item
+
+    big = [pending(300 * 1024) for _ in range(10)]
+    assert _batch_length(big) == 4  # stops at the change that reaches 1 MiB
+    assert _batch_length(big[:1]) == 1
+    assert _batch_length([pending(10) for _ in range(MAX_BATCH + 5)]) == MAX_BATCH
+    # Worst case: just under the bound, plus one change as large as a request body (1 MiB),
+    # grown by pickle, incompressible zlib and Fernet's base64, stays far below the cap.
+    worst = (MAX_BATCH_BYTES + 1024 * 1024 + 1024) * 4 // 3 + 1024
+    assert worst * 4 < guard.MAX_MESSAGE
