@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from django.http import HttpRequest, HttpResponse
 
+from distro.signing import RejectionLog
 from distro.transport import PeerUnreachable
 from naming import serializers as s
 from naming.domain import to_bool
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT_S = 2.0  # Nacos's proxy connect/read timeout
 _PASSED_HEADERS = ("Content-Type", "User-Agent", "Client-Version", "Accept-Encoding")
+# Process-wide: every refused peer call (peer endpoints and forwarded writes) is logged here.
+rejections = RejectionLog()
 
 
 def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: bool) -> bool:
@@ -46,19 +49,26 @@ def signed_target(request: HttpRequest) -> str:
 
 
 def verify_peer(node: NodeRuntime, request: HttpRequest, body: bytes | None = None) -> str:
-    """The signing member's address; raises 401/403. Standalone nodes have no peers."""
-    if node.peer_verifier is None or node.cluster is None:
-        raise Forbidden("peer endpoints are served in cluster mode only")
-    sender = str(
-        node.peer_verifier.verify(
-            str(request.method),
-            signed_target(request),
-            request.body if body is None else body,
-            request.headers,
+    """The signing member's address; raises 401/403 and logs why (rate-limited).
+
+    Standalone nodes have no peers."""
+    try:
+        if node.peer_verifier is None or node.cluster is None:
+            raise Forbidden("peer endpoints are served in cluster mode only")
+        sender = str(
+            node.peer_verifier.verify(
+                str(request.method),
+                signed_target(request),
+                request.body if body is None else body,
+                request.headers,
+            )
         )
-    )
-    if sender not in node.cluster.membership.members:
-        raise Forbidden(f"{sender} is not a member of this cluster")
+        if sender not in node.cluster.membership.members:
+            raise Forbidden(f"{sender} is not a member of this cluster")
+    except NamingError as exc:
+        remote = str(request.META.get("REMOTE_ADDR", "?"))
+        rejections.rejected_call(str(request.method), str(request.path), remote, exc.message)
+        raise
     return sender
 
 

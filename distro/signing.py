@@ -1,17 +1,20 @@
 """Signed peer calls (issue #3 builds the peer endpoints on it).
 
-A peer request carries ``X-Naming-Node`` (the sender's address), ``X-Naming-Timestamp`` (unix
-seconds), ``X-Naming-Nonce`` and ``X-Naming-Signature``: HMAC-SHA256, under a key derived from
-``NAMING_CLUSTER_SECRET``, over the method, the path with its query, the SHA-256 of the body, the
-timestamp, the node and the nonce. A receiver accepts it only inside a time window and only once
-(nonces seen in the window are remembered), so a captured request cannot be replayed or altered.
-No header such as ``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
+A peer request carries ``X-Naming-Node`` (the sender's address), ``X-Naming-Receiver`` (the
+member it is addressed to), ``X-Naming-Timestamp`` (unix seconds), ``X-Naming-Nonce`` and
+``X-Naming-Signature``: HMAC-SHA256, under a key derived from ``NAMING_CLUSTER_SECRET``, over the
+method, the path with its query, the SHA-256 of the body, the timestamp, the node, the receiver
+and the nonce. A receiver accepts it only when addressed to itself, inside a time window and only
+once (nonces seen in the window are remembered), so a captured request cannot be replayed, to
+this member or to another one (each remembers only its own nonces), or altered. No header such
+as ``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -21,11 +24,15 @@ from collections.abc import Mapping
 from naming.errors import ErrorCode, Forbidden, NamingError
 
 NODE = "X-Naming-Node"
+RECEIVER = "X-Naming-Receiver"
 TIMESTAMP = "X-Naming-Timestamp"
 NONCE = "X-Naming-Nonce"
 SIGNATURE = "X-Naming-Signature"
 WINDOW_S = 30.0
 MAX_REMEMBERED = 100_000
+LOG_INTERVAL_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class Unsigned(NamingError):
@@ -37,25 +44,42 @@ def derive_key(cluster_secret: str) -> bytes:
     return hmac.new(cluster_secret.encode(), b"peer-requests", hashlib.sha256).digest()
 
 
-def _message(method: str, path: str, body: bytes, timestamp: str, node: str, nonce: str) -> bytes:
+def _message(
+    method: str, path: str, body: bytes, timestamp: str, node: str, receiver: str, nonce: str
+) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((method.upper(), path, digest, timestamp, node, nonce)).encode()
+    return "\n".join((method.upper(), path, digest, timestamp, node, receiver, nonce)).encode()
 
 
 def sign(
-    key: bytes, method: str, path: str, body: bytes, node: str, now: float | None = None
+    key: bytes,
+    method: str,
+    path: str,
+    body: bytes,
+    node: str,
+    receiver: str,
+    now: float | None = None,
 ) -> dict[str, str]:
     timestamp = str(int(now if now is not None else time.time()))
     nonce = secrets.token_hex(12)
-    mac = hmac.new(key, _message(method, path, body, timestamp, node, nonce), hashlib.sha256)
-    return {NODE: node, TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: mac.hexdigest()}
+    message = _message(method, path, body, timestamp, node, receiver, nonce)
+    mac = hmac.new(key, message, hashlib.sha256)
+    return {
+        NODE: node,
+        RECEIVER: receiver,
+        TIMESTAMP: timestamp,
+        NONCE: nonce,
+        SIGNATURE: mac.hexdigest(),
+    }
 
 
 class Verifier:
-    """Checks signatures and remembers nonces for the window. Thread-safe."""
+    """Checks signatures of requests addressed to ``receiver`` (this member's address) and
+    remembers nonces for the window. Thread-safe."""
 
-    def __init__(self, key: bytes, window_s: float = WINDOW_S) -> None:
+    def __init__(self, key: bytes, receiver: str, window_s: float = WINDOW_S) -> None:
         self._key = key
+        self._receiver = receiver
         self._window = window_s
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -69,10 +93,12 @@ class Verifier:
         now: float | None = None,
     ) -> str:
         """Returns the sender's address; raises 401 when unsigned, 403 when wrong."""
-        values = [headers.get(name) for name in (NODE, TIMESTAMP, NONCE, SIGNATURE)]
+        values = [headers.get(name) for name in (NODE, RECEIVER, TIMESTAMP, NONCE, SIGNATURE)]
         if not all(values):
             raise Unsigned("peer request is not signed")
-        node, timestamp, nonce, signature = (str(v) for v in values)
+        node, receiver, timestamp, nonce, signature = (str(v) for v in values)
+        if receiver != self._receiver:
+            raise Forbidden(f"peer request is addressed to {receiver}, not to {self._receiver}")
         current = now if now is not None else time.time()
         try:
             sent = float(timestamp)
@@ -81,7 +107,9 @@ class Verifier:
         if abs(current - sent) > self._window:
             raise Forbidden("peer request is outside the time window")
         expected = hmac.new(
-            self._key, _message(method, path, body, timestamp, node, nonce), hashlib.sha256
+            self._key,
+            _message(method, path, body, timestamp, node, self._receiver, nonce),
+            hashlib.sha256,
         ).hexdigest()
         if not hmac.compare_digest(expected, signature):
             raise Forbidden("peer request signature does not match")
@@ -100,3 +128,26 @@ class Verifier:
             if seen_at >= cutoff:
                 return
             self._seen.pop(oldest_nonce)
+
+
+class RejectionLog:
+    """Logs refused peer calls: the first at once, then at most one line per interval with the
+    count since the last line (a flood of forged calls must not flood the log). Thread-safe."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        self._interval = interval_s
+        self._lock = threading.Lock()
+        self._last = -interval_s
+        self._suppressed = 0
+        self.rejected = 0
+
+    def rejected_call(self, method: str, path: str, remote: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.rejected += 1
+            if now - self._last < self._interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        more = f" ({suppressed} more refused since the last line)" if suppressed else ""
+        log.warning("refused peer call %s %s from %s: %s%s", method, path, remote, reason, more)

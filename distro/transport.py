@@ -109,7 +109,7 @@ class HttpPeerTransport:
         signed = {
             "User-Agent": PEER_AGENT,
             **(headers or {}),
-            **signing.sign(self._key, method, path, body, self.local),
+            **signing.sign(self._key, method, path, body, self.local, peer),
             "Content-Length": str(len(body)),
         }
         for _ in range(2):

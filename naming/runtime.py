@@ -250,7 +250,7 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
     if config.cluster:
         from distro.signing import Verifier, derive_key
 
-        runtime.peer_verifier = Verifier(derive_key(config.cluster_secret))
+        runtime.peer_verifier = Verifier(derive_key(config.cluster_secret), config.address)
     runtime.start_background()
     return runtime
 

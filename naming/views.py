@@ -20,6 +20,7 @@ from naming.errors import MissingParam
 from naming.http import JSON, Raw, nacos_api, respond
 from naming.runtime import VERSION
 from naming.serializers import Params
+from raft import guard as raft_guard
 
 OK = "ok"
 
@@ -258,6 +259,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
         "load": round(load, 4),
         "mem": rss_kb * 1024,
         "beatCount": node.operations.beat_count,
+        "raftTransport": raft_guard.stats(),
         "notifier": {
             "notified": notifier.notified,
             "processed": notifier.processed,

@@ -9,7 +9,11 @@ Known traps (DESIGN §5) and what we set against them:
 - ``useFork`` makes a child hold our HTTP and raft sockets while it dumps: off (the dump is
   written on the tick thread; persistent data is small next to the ephemeral data);
 - the tick thread dies with the thread that created the SyncObj: build it on the node process's
-  main thread (``runnode``), after any fork.
+  main thread (``runnode``), after any fork;
+- its TCP transport trusts whoever connects to the raft port (unbounded message length, idle
+  connections kept forever, an accept error unbinds the port): ``raft.guard`` patches it, and the
+  poller is ``poll`` (``select`` fails once a descriptor number reaches 1024) with the soft
+  descriptor limit raised to the hard one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
 
+from raft import guard
 from raft.state import ReplicatedState
 
 
@@ -136,6 +141,8 @@ def build_syncobj(config: RaftConfig, state: ReplicatedState, durable: bool = Tr
     config.validate()
     if durable:
         install_durable_journal()
+    guard.install()
+    guard.raise_fd_limit()
     config.journal_file.parent.mkdir(parents=True, exist_ok=True)
     conf = SyncObjConf(
         password=config.password,
@@ -155,6 +162,7 @@ def build_syncobj(config: RaftConfig, state: ReplicatedState, durable: bool = Tr
         commandsWaitLeader=True,
         # The port may still be held by a previous incarnation for a moment after a restart.
         bindRetryTime=0.2,
+        pollerType="poll",
     )
     return SyncObj(config.self_address, list(config.partners), conf=conf, consumers=[state])
 

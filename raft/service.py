@@ -26,9 +26,13 @@ from typing import Any
 from consistency.datum import Datum, DatumKey
 from consistency.service import Applied, Change
 from naming.errors import Unavailable, error_from_parts
+from raft import guard
 from raft.state import ApplyResult, ReplicatedState
 
 MAX_BATCH = 256
+# A batch is one log entry, and a follower forwards it to the leader in one message: keeping it
+# near 1 MiB lets the raft port cap messages at 16 MiB (raft.guard) with a wide margin.
+MAX_BATCH_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 2
 # A batch whose callback never comes (pysyncobj can drop a forwarded command when the leader
 # dies) gives its slot back after this long; its submitters have timed out by then.
@@ -40,9 +44,21 @@ LEADERLESS_WAIT_S = 2.0  # longer than an election (0.35-0.75 s timeouts here)
 class _Pending:
     key_text: str
     change: dict[str, Any]
+    encoded: str = ""  # ``[key_text, change]`` as JSON, built on the submitter's thread
     done: threading.Event = field(default_factory=threading.Event)
     result: ApplyResult | None = None
     failure: str = ""
+
+
+def _batch_length(queue: list[_Pending]) -> int:
+    """How many queued changes go in the next entry: at least one, at most MAX_BATCH changes,
+    stopping once MAX_BATCH_BYTES is reached."""
+    size = 0
+    for count, pending in enumerate(queue[:MAX_BATCH], start=1):
+        size += len(pending.encoded) + 1
+        if size >= MAX_BATCH_BYTES:
+            return count
+    return min(len(queue), MAX_BATCH)
 
 
 class RaftConsistencyService:
@@ -72,6 +88,7 @@ class RaftConsistencyService:
                 "read-only on this member for now; retry"
             )
         pending = _Pending(key.encode(), change.encode())
+        pending.encoded = json.dumps([pending.key_text, pending.change])
         with self._cond:
             if self._stopping:
                 raise Unavailable("node is shutting down")
@@ -99,13 +116,14 @@ class RaftConsistencyService:
                     if self._queue and len(self._in_flight) < MAX_IN_FLIGHT:
                         break
                     self._cond.wait(0.5)
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                taken = _batch_length(self._queue)
+                batch, self._queue = self._queue[:taken], self._queue[taken:]
                 self._next_batch += 1
                 batch_id = self._next_batch
                 self._in_flight[batch_id] = (time.monotonic() + IN_FLIGHT_DEADLINE_S, batch)
             self.batches += 1
             self.batched_changes += len(batch)
-            payload = json.dumps([[p.key_text, p.change] for p in batch])
+            payload = "[" + ",".join(p.encoded for p in batch) + "]"
             try:
                 self._state.apply_batch(
                     payload, callback=lambda result, err, i=batch_id: self._finish(i, result, err)
@@ -169,4 +187,5 @@ class RaftConsistencyService:
             "logSize": raw.get("log_len"),
             "batches": self.batches,
             "batchedChanges": self.batched_changes,
+            "transport": guard.stats(),
         }

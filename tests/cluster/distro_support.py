@@ -56,7 +56,7 @@ def signed_call(
     headers: dict[str, str] | None = None,
 ) -> tuple[HttpResult, dict[str, str]]:
     """A peer request signed like a member would; returns the answer and the signed headers."""
-    signed = sign(derive_key(secret), method, path, body, sender or node.address)
+    signed = sign(derive_key(secret), method, path, body, sender or node.address, node.address)
     all_headers = {**(headers or {}), **signed}
     return raw_call(node, method, path, body, all_headers), all_headers
 
