@@ -114,9 +114,13 @@ def no_such_api(request: HttpRequest) -> NoSuchApi:
 
 
 def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
+    # The switches endpoint stays reachable so an operator can always lift a limit or an
+    # overridden status again: both are replicated and persisted, so a DOWN set by mistake
+    # would otherwise outlive every restart.
+    if request.path.endswith("/operator/switches"):
+        return
     limited = node.registry.switches.limitedUrlMap
-    # The switches endpoint stays reachable so an operator can always lift a limit again.
-    if limited and not request.path.endswith("/operator/switches"):
+    if limited:
         target = request.get_full_path()
         for prefix, code in limited.items():
             if target.startswith(prefix):
