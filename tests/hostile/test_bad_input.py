@@ -456,3 +456,25 @@ def test_switch_checker_raises_only_invalid_param() -> None:
                 check_switch(name, value)
             except InvalidParam:
                 pass
+
+
+def test_json_reader_counts_depth_outside_strings_only() -> None:
+    """Brackets inside JSON strings (or k=v metadata) are data, not nesting."""
+    from naming.domain import parse_metadata
+    from naming.parsing import MAX_JSON_DEPTH, parse_json
+
+    brackets = "[{" * 40
+    assert parse_json(json.dumps({"a": brackets, "b": '\\"[['}), "p") == {
+        "a": brackets,
+        "b": '\\"[[',
+    }
+    assert parse_metadata(f"k={brackets}") == {"k": brackets}
+    nested: Any = 1
+    for _ in range(MAX_JSON_DEPTH):
+        nested = [nested]
+    assert parse_json(json.dumps(nested), "p") == nested
+    with pytest.raises(InvalidParam, match="nested deeper"):
+        parse_json(json.dumps([nested]), "p")
+    for bad in ('{"a": NaN}', "[Infinity]", "[-1e400]", '{"a": 1e999}', "1" * 5000):
+        with pytest.raises(InvalidParam):
+            parse_json(bad, "p")
