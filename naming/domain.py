@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from naming.errors import InvalidParam
+from naming.parsing import JsonSyntaxError, parse_json, to_int, to_number
 
 DEFAULT_NAMESPACE = "public"
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -174,10 +175,14 @@ def parse_metadata(raw: str | None) -> Mapping[str, str]:
     if len(raw) > MAX_METADATA_CHARS:
         raise InvalidParam(f"metadata too large: {len(raw)} chars, at most {MAX_METADATA_CHARS}")
     result: dict[str, str] = {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
+    parsed = None
+    # Only text opening with "{" can be the JSON object form; anything else is k=v, so a
+    # k=v value full of brackets never meets the JSON depth limit.
+    if raw.lstrip().startswith("{"):
+        try:
+            parsed = parse_json(raw, "metadata", MAX_METADATA_CHARS)
+        except JsonSyntaxError:
+            parsed = None  # Nacos falls back to k=v when Jackson cannot read it
     if isinstance(parsed, dict):
         for key, value in parsed.items():
             if isinstance(value, (dict, list)):
@@ -358,10 +363,7 @@ class Selector:
     def parse(cls, raw: str | None) -> Selector:
         if raw is None or not raw.strip():
             return cls()
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidParam(f"selector must be JSON: {exc}") from None
+        data = parse_json(raw, "selector")
         if not isinstance(data, dict):
             raise InvalidParam("selector must be a JSON object")
         kind = str(data.get("type", "none")).lower()
@@ -437,14 +439,16 @@ class Switches:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Switches:
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        if "limitedUrlMap" in values:
-            values["limitedUrlMap"] = MappingProxyType(
-                {str(k): int(v) for k, v in dict(values["limitedUrlMap"] or {}).items()}
-            )
-        if values.get("masters") is not None:
-            values["masters"] = tuple(values["masters"])
+        """Restore stored switches (a snapshot, a peer's datum). Lenient on purpose: a field
+        an older version stored without validation (``Infinity``, ``{}``, 10^30) falls back to
+        its default instead of failing the restore or making the switches JSON unreadable."""
+        values: dict[str, Any] = {}
+        for name in _SWITCH_FIELDS:
+            if name in data:
+                try:
+                    values[name] = check_switch(name, data[name])
+                except InvalidParam:
+                    continue
         return cls(**values)
 
 
@@ -456,14 +460,113 @@ def to_bool(raw: str) -> bool:
     return raw.lower() in _BOOL_TRUE
 
 
-def _int_at_least(entry: str, raw: str, minimum: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParam(f"{entry} must be an integer: {raw}") from None
-    if value < minimum:
-        raise InvalidParam(f"{entry} must be at least {minimum}: {value}")
+# -- switch validation: one checker per field, shared by single entries, batch and restore --
+
+MAX_SWITCH_MILLIS = 24 * 3600 * 1000  # a day: longer is never meant and overflows no client
+MAX_CHECK_TIMES = 1000
+MAX_SWITCH_LIST = 64
+MAX_VERSION_CHARS = 32
+SERVER_STATUSES = ("UP", "DOWN", "STARTING", "PAUSED", "WRITE_ONLY", "READ_ONLY")
+_VERSION_RE = re.compile(r"\d+(\.\d+)*")
+
+# Integer switches: (minimum, maximum). Minimums are Nacos's (SwitchManager.update).
+_SWITCH_INT_RANGES: dict[str, tuple[int, int]] = {
+    "defaultPushCacheMillis": (10000, MAX_SWITCH_MILLIS),
+    "clientBeatInterval": (1, MAX_SWITCH_MILLIS),
+    "defaultCacheMillis": (1000, MAX_SWITCH_MILLIS),
+    "checkTimes": (1, MAX_CHECK_TIMES),
+    "serverStatusSynchronizationPeriodMillis": (1000, MAX_SWITCH_MILLIS),
+    "serviceStatusSynchronizationPeriodMillis": (5000, MAX_SWITCH_MILLIS),
+    "distroServerExpiredMillis": (1, MAX_SWITCH_MILLIS),
+}
+_SWITCH_FIELDS = tuple(f.name for f in fields(Switches))
+_SWITCH_BOOLS = frozenset(f.name for f in fields(Switches) if isinstance(f.default, bool))
+_PUSH_VERSIONS = {
+    "java": "pushJavaVersion",
+    "python": "pushPythonVersion",
+    "c": "pushCVersion",
+    "go": "pushGoVersion",
+    "csharp": "pushCSharpVersion",
+}
+
+
+def _json_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidParam(f"{name} must be true or false, got {json.dumps(value)[:50]}")
+
+
+def _check_version(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_VERSION_CHARS:
+        raise InvalidParam(f"{name} must be a version string such as 1.2.3")
+    if not _VERSION_RE.fullmatch(value):
+        raise InvalidParam(f"{name} must be a version string such as 1.2.3: {value}")
     return value
+
+
+def _check_limited(value: Any) -> Mapping[str, int]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping) or len(value) > MAX_SWITCH_LIST:
+        raise InvalidParam(f"limitedUrlMap must map at most {MAX_SWITCH_LIST} urls to codes")
+    limited: dict[str, int] = {}
+    for url, code in value.items():
+        if not isinstance(url, str) or not url or len(url) > MAX_NAME_CHARS:
+            raise InvalidParam("limitedUrlMap urls must be non-empty strings")
+        # Answered as the HTTP status of a refused request: an error status (Django cannot
+        # send past 599, and a 1xx/2xx/3xx answer would not tell the client it was refused).
+        limited[url] = to_int(code, "limitedUrlMap code", 400, 599)
+    return MappingProxyType(limited)
+
+
+def _check_status(value: Any) -> str | None:
+    if value is None or value in ("", "null"):
+        return None
+    status = value.upper() if isinstance(value, str) else None
+    if status not in SERVER_STATUSES:
+        raise InvalidParam(f"illegal server status: {json.dumps(value)[:50]}")
+    return status
+
+
+def _check_masters(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_SWITCH_LIST:
+        raise InvalidParam(f"masters must be a list of at most {MAX_SWITCH_LIST} addresses")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_IP_CHARS + 6:
+            raise InvalidParam("masters must hold host:port strings")
+    return tuple(value)
+
+
+def check_switch(name: str, value: Any, label: str | None = None) -> Any:
+    """One :class:`Switches` field from parsed JSON (or a query string), typed and in range.
+
+    Raises only ``InvalidParam``: it runs inside the Raft apply, where anything else would be
+    an error on every replica's apply thread.
+    """
+    label = label or name
+    if name in _SWITCH_INT_RANGES:
+        low, high = _SWITCH_INT_RANGES[name]
+        return to_int(value, label, low, high)
+    if name in _SWITCH_BOOLS:
+        return _json_bool(value, label)
+    if name == "distroThreshold":
+        threshold = to_number(value, label, 0.0, 1.0)
+        if threshold <= 0:
+            raise InvalidParam(f"distroThreshold can not be zero or negative: {value}")
+        return threshold
+    if name in _PUSH_VERSIONS.values():
+        return _check_version(value, label)
+    if name == "limitedUrlMap":
+        return _check_limited(value)
+    if name == "overriddenServerStatus":
+        return _check_status(value)
+    if name == "masters":
+        return _check_masters(value)
+    raise InvalidParam(f"unknown switch: {name}")
 
 
 def apply_switch(current: Switches, entry: str, raw: str) -> Switches:
@@ -482,78 +585,48 @@ def apply_switch(current: Switches, entry: str, raw: str) -> Switches:
         "lightBeatEnabled": "lightBeatEnabled",
         "autoChangeHealthCheckEnabled": "autoChangeHealthCheckEnabled",
     }
-    minimums = {
-        "clientBeatInterval": ("clientBeatInterval", 1),
-        "pushCacheMillis": ("defaultPushCacheMillis", 10000),
-        "defaultCacheMillis": ("defaultCacheMillis", 1000),
-        "serviceStatusSynchronizationPeriodMillis": (
-            "serviceStatusSynchronizationPeriodMillis",
-            5000,
-        ),
-        "serverStatusSynchronizationPeriodMillis": (
-            "serverStatusSynchronizationPeriodMillis",
-            1000,
-        ),
-        "healthCheckTimes": ("checkTimes", 1),
-        "distroServerExpiredMillis": ("distroServerExpiredMillis", 1),
+    integers = {
+        "clientBeatInterval": "clientBeatInterval",
+        "pushCacheMillis": "defaultPushCacheMillis",
+        "defaultCacheMillis": "defaultCacheMillis",
+        "serviceStatusSynchronizationPeriodMillis": "serviceStatusSynchronizationPeriodMillis",
+        "serverStatusSynchronizationPeriodMillis": "serverStatusSynchronizationPeriodMillis",
+        "healthCheckTimes": "checkTimes",
+        "distroServerExpiredMillis": "distroServerExpiredMillis",
     }
+    changes: dict[str, Any]
     if entry in simple_bools:
-        changes: dict[str, Any] = {simple_bools[entry]: to_bool(raw)}
-        return replace(current, **changes)
-    if entry in minimums:
-        name, minimum = minimums[entry]
-        changes = {name: _int_at_least(entry, raw, minimum)}
-        return replace(current, **changes)
-    if entry == "distroThreshold":
-        try:
-            threshold = float(raw)
-        except ValueError:
-            raise InvalidParam(f"distroThreshold must be a number: {raw}") from None
-        if not threshold > 0 or math.isinf(threshold):
-            raise InvalidParam("distroThreshold can not be zero or negative: " + raw)
-        return replace(current, distroThreshold=threshold)
-    if entry == "pushVersion":
+        changes = {simple_bools[entry]: to_bool(raw)}  # lenient, as Nacos's BooleanUtils
+    elif entry in integers:
+        changes = {integers[entry]: check_switch(integers[entry], raw, entry)}
+    elif entry == "distroThreshold":
+        changes = {"distroThreshold": check_switch(entry, raw)}
+    elif entry == "pushVersion":
         agent, _, version = raw.partition(":")
-        names = {
-            "java": "pushJavaVersion",
-            "python": "pushPythonVersion",
-            "c": "pushCVersion",
-            "go": "pushGoVersion",
-            "csharp": "pushCSharpVersion",
-        }
-        if agent.lower() not in names or not re.fullmatch(r"\d+(\.\d+)*", version):
-            raise InvalidParam(f"illegal pushVersion: {raw}")
-        changes = {names[agent.lower()]: version}
-        return replace(current, **changes)
-    if entry == "limitedUrlMap":
-        limited: dict[str, int] = {}
+        if agent.lower() not in _PUSH_VERSIONS:
+            raise InvalidParam(f"illegal pushVersion: {raw[:100]}")
+        name = _PUSH_VERSIONS[agent.lower()]
+        changes = {name: check_switch(name, version, "pushVersion")}
+    elif entry == "limitedUrlMap":
+        limited: dict[str, Any] = {}
         if raw.strip() and raw.strip() != "null":  # "null" clears, as for the other entries
             for item in raw.split(","):
                 url, sep, code = item.rpartition(":")
-                if not sep or not url:
-                    raise InvalidParam(f"limitedUrlMap item must be url:code: {item}")
-                limited[url.strip()] = _int_at_least("limitedUrlMap code", code.strip(), 100)
-        return replace(current, limitedUrlMap=MappingProxyType(limited))
-    if entry == "overriddenServerStatus":
-        status = None if raw in ("", "null") else raw.upper()
-        if status not in (None, "UP", "DOWN", "STARTING", "PAUSED", "WRITE_ONLY", "READ_ONLY"):
-            raise InvalidParam(f"illegal server status: {raw}")
-        return replace(current, overriddenServerStatus=status)
-    if entry == "masters":
-        return replace(current, masters=tuple(m for m in raw.split(",") if m))
-    if entry == "batch":
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidParam(f"batch must be a SwitchDomain JSON: {exc}") from None
+                if not sep or not url.strip():
+                    raise InvalidParam(f"limitedUrlMap item must be url:code: {item[:100]}")
+                limited[url.strip()] = code
+        changes = {"limitedUrlMap": check_switch(entry, limited)}
+    elif entry == "overriddenServerStatus":
+        changes = {entry: check_switch(entry, raw)}
+    elif entry == "masters":
+        changes = {entry: check_switch(entry, [m for m in raw.split(",") if m])}
+    elif entry == "batch":
+        data = parse_json(raw, "batch")
         if not isinstance(data, dict):
-            raise InvalidParam("batch must be a JSON object")
-        try:
-            return Switches.from_json({**_switch_fields(current), **data})
-        except (TypeError, ValueError) as exc:
-            raise InvalidParam(f"batch is not a valid SwitchDomain: {exc}") from None
-    return current
-
-
-def _switch_fields(switches: Switches) -> dict[str, Any]:
-    return {f.name: getattr(switches, f.name) for f in fields(switches)}
+            raise InvalidParam("batch must be a SwitchDomain JSON object")
+        # Fields we do not model (adWeightMap, the health params, ...) are ignored, so what GET
+        # returns can be sent back as a batch.
+        changes = {k: check_switch(k, v) for k, v in data.items() if k in _SWITCH_FIELDS}
+    else:
+        return current
+    return replace(current, **changes)

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
 
 from distro import signing
 from distro.forward import forward_if_not_owner, verify_peer
@@ -114,9 +114,13 @@ def no_such_api(request: HttpRequest) -> NoSuchApi:
 
 
 def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
+    # The switches endpoint stays reachable so an operator can always lift a limit or an
+    # overridden status again: both are replicated and persisted, so a DOWN set by mistake
+    # would otherwise outlive every restart.
+    if request.path.endswith("/operator/switches"):
+        return
     limited = node.registry.switches.limitedUrlMap
-    # The switches endpoint stays reachable so an operator can always lift a limit again.
-    if limited and not request.path.endswith("/operator/switches"):
+    if limited:
         target = request.get_full_path()
         for prefix, code in limited.items():
             if target.startswith(prefix):
@@ -133,15 +137,24 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
     raise Unavailable(f"server is {status}now, please try again later!")
 
 
-def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> None:
+def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> Any:
+    """The caller's ``naming.auth.Identity``, or None when auth is off."""
     auth = node.auth
     if auth is None:
-        return
+        return None
     header = request.headers.get("Authorization", "")
     bearer = header[7:].strip() if header.startswith("Bearer ") else None
-    auth.authenticate(
+    return auth.authenticate(
         bearer, params.raw("accessToken"), params.raw("username"), params.raw("password")
     )
+
+
+def require_global_admin(request: HttpRequest, params: Params) -> None:
+    """For node-wide operator changes: any user may use the naming API, only an admin may
+    change how the node behaves for everyone (Nacos: the console's admin role)."""
+    identity = authenticate(runtime.current(), request, params)
+    if identity is not None and not identity.global_admin:
+        raise Forbidden("authorization failed!")
 
 
 def nacos_api(
@@ -201,7 +214,22 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)
         return respond(f"caused: {message};", exc.status_code)
-    return None
+    if isinstance(exc, Http404):
+        return respond("caused: not found;", 404)
+    if isinstance(exc, PermissionDenied):
+        return respond("authorization failed!", 403)
+    # Returning None would let Django render its HTML 500 page.
+    return unhandled_error(request, exc)  # type: ignore[arg-type]
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500, for an error outside every API view: still the Nacos shape."""
+    return respond("caused: internal error;", 500)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's handler400 (a SuspiciousOperation such as too many form fields)."""
+    return respond(f"caused: {exception or 'bad request'};", 400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

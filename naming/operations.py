@@ -6,7 +6,6 @@ registry's immutable views. No Django here.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from naming.domain import (
 )
 from naming.errors import InvalidParam, NotFound
 from naming.health import BeatTable
+from naming.parsing import parse_json
 from naming.push import eligible
 from naming.registry import Registry, ServiceView
 from naming.render import (
@@ -456,10 +456,7 @@ def _substring_pattern(expr: str) -> re.Pattern[str] | None:
 
 def _label_selector_matches(view: ServiceView, raw: str) -> bool:
     """``{"type":"label","expression":"INSTANCE.metadata.k=v"}`` or ``SERVICE.metadata.k=v``."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InvalidParam("selector must be JSON") from None
+    data = parse_json(raw, "selector")
     if not isinstance(data, dict) or data.get("type") != "label":
         return True
     expression = str(data.get("expression", ""))

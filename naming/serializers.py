@@ -24,6 +24,7 @@ from naming.domain import (
     DEFAULT_CLUSTER,
     DEFAULT_GROUP,
     GROUP_SEPARATOR,
+    MAX_WEIGHT,
     ClusterConfig,
     HealthChecker,
     Instance,
@@ -42,6 +43,7 @@ from naming.domain import (
     to_bool,
 )
 from naming.errors import InvalidParam, MissingParam
+from naming.parsing import JAVA_INT_MAX, JAVA_INT_MIN, parse_json, to_int, to_number
 
 MAX_PAGE_SIZE = 10000
 
@@ -81,9 +83,14 @@ class Params:
                 raise MissingParam(name)
             return default
         try:
-            return int(value)
+            result = int(value)
         except ValueError:
             raise InvalidParam(f'For input string: "{value[:100]}"') from None
+        # Java's Integer.parseInt range: every integer parameter is a Java int in Nacos, and
+        # nothing past it may reach a slice, a database query or a stored value.
+        if not JAVA_INT_MIN <= result <= JAVA_INT_MAX:
+            raise InvalidParam(f'For input string: "{value[:100]}" (out of range)')
+        return result
 
     def number(self, name: str, default: float | None = None) -> float:
         value = self.raw(name)
@@ -331,20 +338,14 @@ def beat(params: Params) -> Beat:
 
 
 def _beat_info(raw: str) -> BeatInfo:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidParam(f"beat is not valid JSON: {exc}") from None
+    data = parse_json(raw, "beat")
     if not isinstance(data, dict):
         raise InvalidParam("beat must be a JSON object")
     ip = data.get("ip")
     if not isinstance(ip, str) or not ip:
         raise MissingParam("ip")
-    try:
-        port = int(data.get("port", 0))
-        weight = float(data.get("weight", 1.0))
-    except (TypeError, ValueError):
-        raise InvalidParam("beat port/weight must be numbers") from None
+    port = to_int(data.get("port", 0), "beat port")
+    weight = to_number(data.get("weight", 1.0), "beat weight", 0.0, MAX_WEIGHT)
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidParam("beat metadata must be a JSON object")
@@ -354,7 +355,7 @@ def _beat_info(raw: str) -> BeatInfo:
         ip=ip,
         port=port,
         cluster=str(cluster) if cluster else None,
-        weight=check_weight(weight),
+        weight=weight,
         metadata=parse_metadata(json.dumps(metadata)) if metadata else parse_metadata(None),
         ephemeral=ephemeral if isinstance(ephemeral, bool) else to_bool(str(ephemeral)),
     )
@@ -387,19 +388,13 @@ def metadata_batch(params: Params) -> MetadataBatch:
     targets: list[tuple[InstanceKey, bool]] = []
     raw = params.raw("instances")
     if raw is not None:
-        try:
-            items = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidParam(f"instances is not valid JSON: {exc}") from None
+        items = parse_json(raw, "instances")
         if not isinstance(items, list):
             raise InvalidParam("instances must be a JSON array")
         for item in items:
             if not isinstance(item, dict):
                 raise InvalidParam("instances must hold objects")
-            try:
-                port = int(item.get("port", 0))
-            except (TypeError, ValueError):
-                raise InvalidParam("instance port must be a number") from None
+            port = to_int(item.get("port", 0), "instance port")
             key = InstanceKey(
                 check_cluster_name(str(item.get("clusterName") or DEFAULT_CLUSTER)),
                 check_ip(str(item.get("ip", ""))),
@@ -455,10 +450,7 @@ def cluster_config(params: Params) -> tuple[ServiceName, ClusterConfig]:
     check_port_value = check_port(params.integer("checkPort"), allow_zero=True)
     use_instance_port = to_bool(params.required("useInstancePort4Check"))
     raw_checker = params.required("healthChecker")
-    try:
-        checker = HealthChecker.from_json(json.loads(raw_checker))
-    except ValueError as exc:
-        raise InvalidParam(f"healthChecker is not valid JSON: {exc}") from None
+    checker = HealthChecker.from_json(parse_json(raw_checker, "healthChecker"))
     return service, ClusterConfig(
         name=name,
         health_checker=checker,

@@ -10,6 +10,7 @@ we see no reason to).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -23,6 +24,7 @@ from rest_framework.views import APIView
 from naming import runtime
 from naming.auth import ADMIN_USERNAME, Identity
 from naming.errors import Forbidden, NotFound
+from naming.parsing import JAVA_INT_MAX
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")  # RegexField searches: anchor it
 MIN_PASSWORD = 8
@@ -55,7 +57,8 @@ class IsGlobalAdmin(permissions.BasePermission):
 
 
 class PageSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    pageNo = serializers.IntegerField(min_value=1, default=1)
+    # Bounded: a page past 2^31 overflows SQLite's OFFSET (was Django's HTML 500).
+    pageNo = serializers.IntegerField(min_value=1, max_value=JAVA_INT_MAX, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
@@ -76,9 +79,12 @@ class UsernameSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:  # type: ignore[type-arg]
+    body = request.data
+    if not isinstance(body, Mapping):  # a JSON array or scalar body
+        raise exceptions.ValidationError("request body must be form fields or a JSON object")
     data = {
         **request.query_params.dict(),
-        **(request.data.dict() if hasattr(request.data, "dict") else dict(request.data)),
+        **(body.dict() if hasattr(body, "dict") else dict(body)),
     }
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)

@@ -17,7 +17,7 @@ from naming import runtime
 from naming import serializers as s
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.errors import MissingParam
-from naming.http import JSON, Raw, nacos_api, respond
+from naming.http import JSON, Raw, nacos_api, require_global_admin, respond
 from naming.runtime import VERSION
 from naming.serializers import Params
 from raft import guard as raft_guard
@@ -229,6 +229,7 @@ def _get_switches(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 @nacos_api("PUT")
 def _put_switches(request: HttpRequest, params: Params) -> str:
+    require_global_admin(request, params)
     runtime.current().operations.set_switch(params.required("entry"), params.required("value"))
     return OK
 

@@ -26,3 +26,5 @@ urlpatterns = [
 ]
 
 handler404 = "naming.http.not_found"
+handler400 = "naming.http.bad_request"
+handler500 = "naming.http.server_error"
