@@ -20,6 +20,7 @@ from naming.errors import MissingParam
 from naming.http import JSON, Raw, nacos_api, respond
 from naming.runtime import VERSION
 from naming.serializers import Params
+from server import serving
 
 OK = "ok"
 
@@ -273,6 +274,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
             ],
         },
         "distro": dict(node.cluster.status()) if node.cluster is not None else None,
+        "http": serving.status(),
         "health": {
             "sweeps": node.health.stats.sweeps,
             "expiredUnhealthy": node.health.stats.expired_unhealthy,
