@@ -54,6 +54,7 @@ DRAIN_S = 2.0
 # holds the callers) instead of spinning on a listener that stays readable.
 ACCEPT_PAUSE_S = 0.05
 ACCEPT_ERRORS_LOGGED_EVERY_S = 10.0
+ACCEPT_BATCH = 64  # connections accepted per readable event of the listener
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -157,25 +158,34 @@ class NamingServer(TcpWSGIServer):
         return bool(self.accepting) and time.monotonic() >= self._accept_paused_until
 
     def handle_accept(self) -> None:
+        # waitress accepts one connection per loop pass, and a pass costs time in proportion to
+        # the open connections: taking a batch keeps a burst of thousands from being quadratic.
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept_one():
+                return
+
+    def _accept_one(self) -> bool:
+        """Accept one pending connection; False when there is none (or accepting must pause)."""
         try:
             accepted = self.accept()
         except OSError as exc:
             self._accept_failed(exc)
-            return
+            return False
         if accepted is None:
-            return
+            return False
         conn, addr = accepted
         try:
             self.set_socket_options(conn)
         except OSError:  # the caller already hung up
             conn.close()
-            return
+            return True
         if self._at_limit() and self._shed(self._shed_batch) == 0:
             self.stats.refused_busy += 1
             conn.close()
-            return
+            return True
         self.stats.accepted += 1
         self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        return True
 
     def _at_limit(self) -> bool:
         # Channels marked for shedding close on the loop's next pass; do not count them twice.
