@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import http.client
 import resource
 import socket
@@ -87,6 +88,12 @@ def http_stats(node: NodeProcess) -> dict[str, Any]:
     return dict(node.request("GET", "/nacos/v1/ns/operator/metrics", timeout=10).json()["http"])
 
 
+def holding(node: NodeProcess, count: int) -> dict[str, Any] | None:
+    """The node's HTTP counters once it holds ``count`` connections, else None."""
+    stats = http_stats(node)
+    return stats if stats["openConnections"] >= count else None
+
+
 def assert_reads_prompt(took: list[float], context: str) -> None:
     median = statistics.median(took)
     assert median < READ_BOUND_S, f"{context}: median read {median:.3f}s; all: {took}"
@@ -104,7 +111,7 @@ def test_thousands_of_idle_connections_are_held_and_normal_reads_answered(
             for target in (1100, 5000):
                 open_idle(node.port, target - len(idle), idle)
                 stats = wait_for(
-                    lambda t=target: (s := http_stats(node))["openConnections"] >= t and s,
+                    functools.partial(holding, node, target),
                     30,
                     interval_s=0.2,
                     message=f"the node to hold {target} connections",

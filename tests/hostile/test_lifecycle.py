@@ -9,6 +9,7 @@ heap. Data files were 0644 in a 0755 dir, password hashes included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import socket
 import stat
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import NodeProcess, probe_write, running_cluster, running_node, wait_for
-from tests.hostile.test_connections import descriptor_limit, is_open, open_idle
+from tests.hostile.test_connections import descriptor_limit, holding, is_open, open_idle
 
 # SIGTERM to exit. A stop does a bounded drain (2 s at most, only for requests in progress) and
 # its leaving reports; measured 0.25-0.5 s on a loaded 2-core box, against 3.4 s and more before.
@@ -69,12 +70,7 @@ def test_standalone_exits_promptly_with_connections_open(tmp_path: Path) -> None
             keep_alive.sendall(b"GET /nacos/v1/ns/operator/metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             assert keep_alive.recv(65536).startswith(b"HTTP/1.1 200")
             wait_for(
-                lambda: node.request("GET", "/nacos/v1/ns/operator/metrics").json()["http"][
-                    "openConnections"
-                ]
-                > 2000,
-                30,
-                message="the node to hold the idle connections",
+                functools.partial(holding, node, 2001), 30, message="the idle connections held"
             )
             took = sigterm_all([node])[node.address]
             assert took < EXIT_BOUND_S, f"exited {took:.2f}s after SIGTERM"
