@@ -81,10 +81,15 @@ def make_private_dir(path: Path) -> None:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, created 0600 (never readable by others, not even
     between the write and a chmod), in a private directory."""
+    import tempfile
+
     make_private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)  # a leftover from a crash may have looser bits
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    tmp.replace(path)
+    # mkstemp creates the file 0600 with a fresh name (no leftover or concurrent writer's file).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
