@@ -253,6 +253,8 @@ class NamingServer(TcpWSGIServer):
                 wasyncore.poll2(0.05, self._map)
         except (SystemExit, KeyboardInterrupt):
             pass  # a second signal: skip the rest of the drain
+        except Exception:  # the loop itself failed (that error is already on its way up)
+            log.exception("HTTP drain failed; closing every connection")
         finally:
             for channel in list(self.active_channels.values()):
                 channel.handle_close()

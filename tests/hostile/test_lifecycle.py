@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import NodeProcess, probe_write, running_cluster, running_node, wait_for
-from tests.hostile.test_connections import descriptor_limit, holding, is_open, open_idle
+from tests.hostile.test_connections import (
+    descriptor_limit,
+    holding,
+    is_open,
+    open_idle,
+    read_response,
+)
 
 # SIGTERM to exit. A stop does a bounded drain (2 s at most, only for requests in progress) and
 # its leaving reports; measured 0.25-0.5 s on a loaded 2-core box, against 3.4 s and more before.
@@ -68,7 +74,7 @@ def test_standalone_exits_promptly_with_connections_open(tmp_path: Path) -> None
             keep_alive = socket.create_connection(("127.0.0.1", node.port), timeout=5)
             idle.append(keep_alive)
             keep_alive.sendall(b"GET /nacos/v1/ns/operator/metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert keep_alive.recv(65536).startswith(b"HTTP/1.1 200")
+            assert read_response(keep_alive)[0] == 200  # all of it: nothing left unread
             wait_for(
                 functools.partial(holding, node, 2001), 30, message="the idle connections held"
             )
