@@ -182,7 +182,11 @@ class DistroCluster:
         self.store.ready = True
         self.membership.refresh()
         # Tell the peers at once rather than at the next report: they start mapping keys to us.
-        threading.Thread(target=self.membership.report_once, name="report-ready").start()
+        # One shot, bounded by the report timeouts; a daemon so a node stopped meanwhile does
+        # not wait for it at exit (membership.stop sends the leaving report itself).
+        threading.Thread(
+            target=self.membership.report_once, name="report-ready", daemon=True
+        ).start()
 
     # -- ConsistencyService ------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import jwt
 
 from naming.errors import Forbidden
+from server.env import write_private
 
 TOKEN_TTL_S = 18000
 CREDENTIAL_CACHE_S = 60.0
@@ -37,12 +38,8 @@ def load_or_create_key(path: Path) -> bytes:
         if len(key) < 32:
             raise ValueError(f"{path} holds a key shorter than 32 bytes")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(key.hex())
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_private(path, key.hex())
     return key
 
 

@@ -21,6 +21,7 @@ from naming.http import JSON, Raw, nacos_api, require_global_admin, respond
 from naming.runtime import VERSION
 from naming.serializers import Params
 from raft import guard as raft_guard
+from server import serving
 
 OK = "ok"
 
@@ -276,6 +277,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
             ],
         },
         "distro": dict(node.cluster.status()) if node.cluster is not None else None,
+        "http": serving.status(),
         "health": {
             "sweeps": node.health.stats.sweeps,
             "expiredUnhealthy": node.health.stats.expired_unhealthy,

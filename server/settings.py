@@ -72,6 +72,9 @@ NAMING = {
     "TOKEN_TTL_S": env_int("NAMING_TOKEN_TTL_S", 18000, minimum=60),
     "ADMIN_PASSWORD": os.environ.get("NAMING_ADMIN_PASSWORD", ""),
     "SERVER_THREADS": env_int("NAMING_SERVER_THREADS", 8, minimum=1, maximum=256),
+    # Open HTTP connections held at once (lowered to fit the descriptor limit); past it the
+    # longest-idle ones are closed to admit new callers.
+    "HTTP_CONNECTION_LIMIT": env_int("NAMING_HTTP_CONNECTION_LIMIT", 10000, minimum=16),
     # The GIL switch interval (ms): waitress's one I/O thread competes with the workers.
     "SWITCH_INTERVAL_MS": env_float("NAMING_SWITCH_INTERVAL_MS", 5.0, minimum=0.1),
     "SWEEP_INTERVAL_S": env_float("NAMING_SWEEP_INTERVAL_S", 5.0, minimum=0.05),

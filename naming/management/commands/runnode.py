@@ -4,7 +4,12 @@ Order matters: the pysyncobj node is created on this (main) thread because its t
 with the thread that created it; the HTTP port is bound right away so that a starting node
 answers 503 / ``STARTING`` rather than refusing connections; a start-up thread waits for the Raft
 journal to be replayed into the registry and then opens the gate. SIGTERM and SIGINT stop the
-HTTP server, then the timers, then Raft, then the notifier.
+HTTP server (listener first, then a short drain, then every connection), then the timers, then
+Raft, then the notifier.
+
+Everything the node writes is private: the process umask is 0o077 before the database, the
+Raft journal and dump or any secret is created, and a data dir left readable by an older
+version is tightened at start.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import fcntl
 import hashlib
 import hmac
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -28,7 +35,7 @@ from naming import runtime as node_runtime
 from naming.auth import Authenticator, UserDirectory, ensure_admin, load_or_create_key
 from naming.health import HealthSettings
 from naming.runtime import NodeConfig
-from server.env import read_or_create_secret
+from server.env import make_private_dir, read_or_create_secret
 
 log = logging.getLogger("naming.node")
 
@@ -76,8 +83,11 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=None)
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # Before anything is created: SQLite and pysyncobj create files with the process umask.
+        os.umask(0o077)
         data_dir = Path(opts["data_dir"] or settings.DATA_DIR).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
+        tighten_data_dir(data_dir, Path(settings.DATABASES["default"]["NAME"]))
         port = int(opts["port"])
         if not 1 <= port <= 65535:
             raise CommandError("--port must be 1-65535")
@@ -149,9 +159,24 @@ class Command(BaseCommand):
             runtime.auth = Authenticator(key, UserDirectory(), naming["TOKEN_TTL_S"])
         node_runtime.install(runtime)
 
-        from server.serving import make_server
+        from server.serving import make_server, raise_fd_limit
 
-        server = make_server(config.host, config.port, opts["threads"] or naming["SERVER_THREADS"])
+        # Every idle client holds a descriptor; the usual soft limit of 1,024 is far too low.
+        before, fd_limit = raise_fd_limit()
+        if fd_limit != before:
+            log.info("descriptor limit raised from %d to %d", before, fd_limit)
+        server = make_server(
+            config.host,
+            config.port,
+            opts["threads"] or naming["SERVER_THREADS"],
+            connection_limit=naming["HTTP_CONNECTION_LIMIT"],
+            fd_limit=fd_limit,
+        )
+        log.info(
+            "HTTP connection limit %d (descriptor limit %d)",
+            server.adj.connection_limit,
+            fd_limit,
+        )
 
         def starter() -> None:
             try:
@@ -172,7 +197,7 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
         try:
-            server.run()
+            server.run()  # returns once a signal stopped it and its connections are closed
         except SystemExit:
             pass
         finally:
@@ -182,6 +207,7 @@ class Command(BaseCommand):
             lock.close()
             log.info("node stopped")
             sys.stdout.flush()
+        exit_now()
 
     def _lock_data_dir(self, data_dir: Path) -> Any:
         handle = open(data_dir / "node.lock", "w")  # noqa: SIM115 - held for the process lifetime
@@ -190,3 +216,40 @@ class Command(BaseCommand):
         except OSError:
             raise CommandError(f"another node is running on data dir {data_dir}") from None
         return handle
+
+
+def exit_now() -> None:
+    """End the process after an orderly stop, without the interpreter's teardown.
+
+    Everything is closed by now (connections, Raft journal and dump, the lock). Teardown then
+    garbage-collects the whole heap with every module still loaded: measured 1-3 s on a loaded
+    2-core box, during which the node had logged "node stopped" yet was still running.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def tighten_data_dir(data_dir: Path, db_path: Path) -> None:
+    """Make a data dir written by an older version (0755 dir, 0644 files) owner-only."""
+    _tighten(data_dir, 0o700)
+    for path in data_dir.rglob("*"):
+        if path.is_symlink():
+            continue  # never follow a link out of the data dir
+        _tighten(path, 0o700 if path.is_dir() else 0o600)
+    # NAMING_DB_PATH may put the database elsewhere: that file and SQLite's side files only.
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        path = db_path.with_name(db_path.name + suffix)
+        if path.is_file() and not path.is_symlink():
+            _tighten(path, 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        current = stat.S_IMODE(path.lstat().st_mode)
+        if current & 0o077:
+            path.chmod(current & mode)
+            log.info("tightened %s from %o to %o", path, current, current & mode)
+    except OSError as exc:  # not ours, or gone: say so, the node can still run
+        log.warning("could not tighten the mode of %s: %s", path, exc)
