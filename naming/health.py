@@ -58,6 +58,12 @@ class BeatTable:
     def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
         return self._beats.setdefault(service, {})
 
+    def restart_grace(self) -> None:
+        """Forget every beat: each instance is then treated as seen at the next sweep. A beat
+        a request thread records meanwhile may be lost with the rest; it would get the same
+        grace anyway."""
+        self._beats.clear()
+
     def retain(self, keep: Callable[[ServiceName], bool]) -> None:
         """Forget the beats of services ``keep`` rejects (ownership moved elsewhere)."""
         for service in [s for s in list(self._beats) if not keep(s)]:
@@ -106,6 +112,12 @@ def find_expired(view: ServiceView, beats: dict[InstanceKey, float], now: float)
     return Expiry(tuple(unhealthy), tuple(removed))
 
 
+# A gap of more than this many sweep intervals between two sweeps means this process did not run
+# (SIGSTOP, a VM or container freeze, a swap storm): the beats it holds are stale, since the
+# clients kept beating elsewhere meanwhile.
+PAUSE_SWEEPS = 3
+
+
 @dataclass
 class HealthSettings:
     sweep_interval_s: float = 5.0
@@ -128,6 +140,8 @@ class CheckCounters:
 @dataclass
 class HealthStats:
     sweeps: int = 0
+    pauses: int = 0  # sweeps that found this process had been paused (beat grace restarted)
+    ownership_changes: int = 0  # beats of services that moved away forgotten (grace on return)
     expired_unhealthy: int = 0
     expired_removed: int = 0
     cleaned_services: int = 0
@@ -163,6 +177,7 @@ class HealthServices:
         self._finalize: dict[ServiceName, int] = {}
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
         self.stats = HealthStats()
+        self._last_sweep: float | None = None  # clock at the start of the last sweep
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -231,11 +246,35 @@ class HealthServices:
 
     # -- beat expiry -------------------------------------------------------------------------
 
+    def _paused(self, now: float) -> bool:
+        """True when the time since the last sweep started shows this process was not running.
+
+        From its start rather than its end, so a pause in the middle of a sweep (after it read
+        the clock) is seen by the next one; a sweep would have to take more than
+        ``PAUSE_SWEEPS - 1`` intervals to be taken for a pause (and then only grants grace)."""
+        last, self._last_sweep = self._last_sweep, now
+        if last is None:
+            return False
+        gap = now - last
+        if gap <= PAUSE_SWEEPS * self.settings.sweep_interval_s:
+            return False
+        self.stats.pauses += 1
+        log.warning(
+            "beat sweeper did not run for %.1f s (more than %d sweep intervals): this process was"
+            " paused; every instance gets a fresh heartbeat timeout before it can expire",
+            gap,
+            PAUSE_SWEEPS,
+        )
+        return True
+
     def sweep_once(self) -> None:
         self.stats.sweeps += 1
+        now = self._clock()
+        if self._paused(now):
+            # Beats went to other members while we were stopped; ours are stale.
+            self._beats.restart_grace()
         if not self._registry.switches.healthCheckEnabled:
             return
-        now = self._clock()
         for view in self._views():
             if not view.ephemeral:
                 continue

@@ -275,6 +275,8 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
         "distro": dict(node.cluster.status()) if node.cluster is not None else None,
         "health": {
             "sweeps": node.health.stats.sweeps,
+            "pausesDetected": node.health.stats.pauses,
+            "ownershipChanges": node.health.stats.ownership_changes,
             "expiredUnhealthy": node.health.stats.expired_unhealthy,
             "expiredRemoved": node.health.stats.expired_removed,
             "cleanedServices": node.health.stats.cleaned_services,
