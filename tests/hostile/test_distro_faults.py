@@ -155,6 +155,8 @@ def test_sync_ack_kill9_of_the_owner_mid_stream_loses_no_acknowledged_registrati
             NAMING_DISTRO_VERIFY_INTERVAL_S="3600",
         )
         services = sorted({service_owned_by(nodes, owner, f"ack{i}-x") for i in range(4)})
+        for node in nodes:
+            node.token()  # logged in before the writers start (the threads share it)
         # Two writers at the owner itself, one through each survivor (forwarded to the owner).
         writers = [
             Registrar(owner, services, 1, 12),
