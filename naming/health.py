@@ -64,6 +64,10 @@ class BeatTable:
         grace anyway."""
         self._beats.clear()
 
+    def forget_services(self, services: Iterable[ServiceName]) -> None:
+        for service in services:
+            self._beats.pop(service, None)
+
     def retain(self, keep: Callable[[ServiceName], bool]) -> None:
         """Forget the beats of services ``keep`` rejects (ownership moved elsewhere)."""
         for service in [s for s in list(self._beats) if not keep(s)]:
@@ -142,6 +146,7 @@ class HealthStats:
     sweeps: int = 0
     pauses: int = 0  # sweeps that found this process had been paused (beat grace restarted)
     ownership_changes: int = 0  # beats of services that moved away forgotten (grace on return)
+    regained_services: int = 0  # services newly owned at a sweep: their beat grace restarted
     expired_unhealthy: int = 0
     expired_removed: int = 0
     cleaned_services: int = 0
@@ -178,6 +183,7 @@ class HealthServices:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
         self.stats = HealthStats()
         self._last_sweep: float | None = None  # clock at the start of the last sweep
+        self._owned: set[ServiceName] | None = None  # services the last sweep was responsible for
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -273,9 +279,11 @@ class HealthServices:
         if self._paused(now):
             # Beats went to other members while we were stopped; ours are stale.
             self._beats.restart_grace()
+        views = list(self._views())
+        self._restart_grace_of_regained({v.name for v in views})
         if not self._registry.switches.healthCheckEnabled:
             return
-        for view in self._views():
+        for view in views:
             if not view.ephemeral:
                 continue
             expiry = find_expired(view, self._beats.service_beats(view.name), now)
@@ -287,6 +295,25 @@ class HealthServices:
                 self.stats.expired_removed += len(expiry.removed)
                 self._safe_submit(key, RemoveInstances(expiry.removed))
         self._beats.prune(self._registry.get)
+
+    def _restart_grace_of_regained(self, owned: set[ServiceName]) -> None:
+        """Services this member owns now but did not at the last sweep start a full heartbeat
+        timeout of their own. The beats we hold for them are stale: they went to the owner in
+        between, and a beat a peer forwarded here while the two of us disagreed on ownership
+        is recorded here even though we did not own the service then (the membership
+        listener only forgets the services a change takes away)."""
+        previous, self._owned = self._owned, owned
+        if previous is None:
+            return  # the first sweep: nothing older than this process to distrust
+        regained = owned - previous
+        if regained:
+            self.stats.regained_services += len(regained)
+            self._beats.forget_services(regained)
+            log.info(
+                "responsible again for %d services (e.g. %s): their heartbeat timeouts start now",
+                len(regained),
+                next(iter(regained)).grouped,
+            )
 
     # -- empty-service auto-clean -------------------------------------------------------------
 

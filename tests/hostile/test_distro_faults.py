@@ -244,7 +244,9 @@ def test_an_instance_lost_with_its_owner_comes_back_with_its_clients_next_beat(t
 # -- SIGSTOP / SIGCONT of a member ----------------------------------------------------------------
 
 
-def make_health(clock: list[float]) -> tuple[HealthServices, DistroStore, Notifier]:
+def make_health(
+    clock: list[float], owned: list[bool] | None = None
+) -> tuple[HealthServices, DistroStore, Notifier]:
     notifier = Notifier()
     store = DistroStore(notifier)
     registry = Registry(lambda key: None if (d := store.get(key)) is None else d.value)
@@ -259,7 +261,7 @@ def make_health(clock: list[float]) -> tuple[HealthServices, DistroStore, Notifi
         registry,
         BeatTable(clock=lambda: clock[0]),
         submit,
-        lambda _service: True,
+        lambda _service: owned is None or owned[0],
         HealthSettings(sweep_interval_s=5.0),
         clock=lambda: clock[0],
     )
@@ -304,6 +306,32 @@ def test_a_sweeper_resumed_after_a_pause_restarts_the_beat_grace_before_it_sweep
     health.sweep_once()
     assert not healthy()
     assert health.stats.pauses == 1 and health.stats.expired_unhealthy == 1
+
+
+def test_a_regained_service_ignores_beats_recorded_while_another_member_owned_it():
+    clock, owned = [1000.0], [True]
+    health, store, notifier = make_health(clock, owned)
+    service = ServiceName("public", GROUP + "regained")
+    key = DatumKey.instances(service, True)
+    inst = Instance("10.0.0.2", 1)
+    store.submit(key, UpsertInstance(inst, service.grouped), 5.0)
+    notifier.drain()
+    health.sweep_once()  # owned
+    owned[0] = False  # ownership moves to another member ...
+    clock[0] += 1.0
+    health.sweep_once()
+    # ... which forwards one beat here while the two disagree on the map: it is recorded.
+    health._beats.touch(service, inst.key)
+    for _ in range(4):  # the client beats through the new owner for 20 s
+        clock[0] += 5.0
+        health.sweep_once()
+    owned[0] = True  # ownership comes back: the beat we hold is 20 s old
+    clock[0] += 1.0
+    health.sweep_once()
+    datum = store.get(key)
+    assert datum is not None and next(iter(datum.value.values())).healthy
+    assert health.stats.expired_unhealthy == 0 and health.stats.regained_services == 1
+    assert health.stats.pauses == 0
 
 
 def test_sweeps_a_little_late_are_not_taken_for_a_pause():
@@ -417,7 +445,13 @@ def test_a_member_paused_20s_never_lists_an_instance_that_kept_beating_as_unheal
             while time.monotonic() < end:
                 for node in nodes:
                     bad = unhealthy_listed(node, services, expected)
-                    assert not bad, (node.address, "paused" if node is paused else "", bad)
+                    assert not bad, (
+                        node.address,
+                        "paused" if node is paused else "",
+                        bad,
+                        {n.address: hosts(n, bad[0][0]) for n in nodes},
+                        {n.address: metrics(n)["health"] for n in nodes},
+                    )
                 rounds += 1
                 time.sleep(0.2)
             assert rounds >= 10
