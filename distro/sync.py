@@ -182,6 +182,21 @@ class SyncScheduler:
             }
 
 
+@dataclass(frozen=True, slots=True)
+class _AckOutcome:
+    ok: bool
+    error: str
+    refused: bool
+
+
+class _AckItem:
+    __slots__ = ("datum", "outcome")
+
+    def __init__(self, datum: Datum) -> None:
+        self.datum = datum
+        self.outcome: _AckOutcome | None = None
+
+
 class SyncAck:
     """Sync-ack mode: a change applied on its owner is sent, on the writer's own thread, to the
     member that would own the key if this one died, and the write is acknowledged only after
@@ -196,6 +211,7 @@ class SyncAck:
     counted as ``alone``), as the owner is then the only copy whatever the mode.
 
     No thread of its own: it runs on the request (or background writer) thread that submitted.
+    Concurrent writers to one successor share a request (group commit, see ``_send``).
     """
 
     def __init__(
@@ -210,9 +226,13 @@ class SyncAck:
         self._transport = transport
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._queues: dict[str, list[_AckItem]] = {}
+        self._sending: set[str] = set()
         self.acked = 0
         self.failed = 0
         self.alone = 0
+        self.batches = 0
         self.last_error = ""
 
     def successor(self, service: str) -> str | None:
@@ -222,7 +242,6 @@ class SyncAck:
 
     def hold(self, datum: Datum) -> None:
         """Return once the successor stored ``datum`` (or a newer revision); else Unavailable."""
-        body = encode_batch([datum])
         deadline = time.monotonic() + self._timeout_s
         error = "no answer"
         # Bounded: each refused successor leaves the healthy list, so it shrinks every round.
@@ -232,25 +251,17 @@ class SyncAck:
                 with self._lock:
                     self.alone += 1
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 break
-            try:
-                response = self._transport.call(
-                    peer, "PUT", SYNC_PATH, body, {"Content-Type": "application/json"}, remaining
-                )
-            except PeerUnreachable as exc:
-                error = str(exc)
-                self._membership.on_failure(peer, exc.refused)
-                if exc.refused:
-                    continue  # the map no longer has it: ask the next successor
-                break
-            if response.ok:
+            outcome = self._send(peer, datum, deadline)
+            if outcome.ok:
                 with self._lock:
                     self.acked += 1
                 return
-            error = f"{peer} answered {response.status}"
-            break
+            error = outcome.error
+            if not outcome.refused:
+                break
+            # A refused successor is DOWN now: the map no longer has it, ask the next one.
         with self._lock:
             self.failed += 1
             self.last_error = error[:300]
@@ -261,12 +272,65 @@ class SyncAck:
             "deregistration are idempotent)"
         )
 
+    def _send(self, peer: str, datum: Datum, deadline: float) -> _AckOutcome:
+        """Group commit: the first writer to find no request in flight to ``peer`` sends every
+        datum queued for it in one batch; the others wait for that batch's outcome (or, once
+        the batch in flight is answered, one of them sends the next)."""
+        item = _AckItem(datum)
+        with self._cond:
+            self._queues.setdefault(peer, []).append(item)
+            while item.outcome is None:
+                if peer not in self._sending:
+                    self._sending.add(peer)
+                    batch = self._queues.pop(peer)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    waiting = self._queues.get(peer, [])
+                    if item in waiting:
+                        waiting.remove(item)
+                    return _AckOutcome(False, f"no batch to {peer} answered in time", False)
+                self._cond.wait(remaining)
+            else:
+                return item.outcome
+        try:
+            outcome = self._call(peer, [i.datum for i in batch], deadline)
+        except Exception as exc:  # a bug must not leave the other writers waiting
+            log.exception("sync-ack batch to %s failed", peer)
+            outcome = _AckOutcome(False, f"{type(exc).__name__}: {exc}", False)
+        with self._cond:
+            for queued in batch:
+                queued.outcome = outcome
+            self._sending.discard(peer)
+            self.batches += 1
+            self._cond.notify_all()
+        return outcome
+
+    def _call(self, peer: str, datums: list[Datum], deadline: float) -> _AckOutcome:
+        timeout = max(0.05, deadline - time.monotonic())
+        try:
+            response = self._transport.call(
+                peer,
+                "PUT",
+                SYNC_PATH,
+                encode_batch(datums),
+                {"Content-Type": "application/json"},
+                timeout,
+            )
+        except PeerUnreachable as exc:
+            self._membership.on_failure(peer, exc.refused)
+            return _AckOutcome(False, str(exc), exc.refused)
+        if response.ok:
+            return _AckOutcome(True, "", False)
+        return _AckOutcome(False, f"{peer} answered {response.status}", False)
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "acked": self.acked,
                 "failed": self.failed,
                 "alone": self.alone,
+                "batches": self.batches,
                 "lastError": self.last_error,
             }
 
