@@ -25,11 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from consistency.datum import DatumKey
+from consistency.datum import Datum, DatumKey
 from consistency.notifier import Notifier
+from distro.mapper import DistroMapper
+from distro.membership import Membership, MemberState
+from distro.protocol import SYNC_PATH
 from distro.store import DistroStore
+from distro.sync import SyncAck
+from distro.transport import InMemoryTransport, PeerResponse
 from naming.changes import UpsertInstance
 from naming.domain import Instance, ServiceName
+from naming.errors import Unavailable
 from naming.health import PAUSE_SWEEPS, BeatTable, HealthServices, HealthSettings
 from naming.registry import Registry
 from tests.cluster.distro_support import (
@@ -460,3 +466,104 @@ def test_a_member_paused_20s_never_lists_an_instance_that_kept_beating_as_unheal
         assert metrics(paused)["health"]["pausesDetected"] >= 1
         ok = beaters.answers.count(200)
         assert ok > 0.7 * len(beaters.answers), (ok, len(beaters.answers))
+
+
+# -- sync-ack unit tests (in-memory transport; one layer) -----------------------------------------
+
+
+class AckPeers:
+    """Three members on an in-memory transport; ``a`` runs SyncAck, b and c record batches."""
+
+    def __init__(self) -> None:
+        self.network = InMemoryTransport()
+        self.local, self.peers = "10.0.0.1:8848", ("10.0.0.2:8848", "10.0.0.3:8848")
+        self.received: dict[str, list[bytes]] = {p: [] for p in self.peers}
+        self.status = 200
+        self.gate = threading.Event()
+        self.gate.set()
+        for peer in self.peers:
+            self.network.handlers[peer] = functools.partial(self._handle, peer)
+        transport = self.network.bind(self.local)
+        self.membership = Membership(
+            self.local, (self.local, *self.peers), transport, lambda: MemberState.UP
+        )
+        for peer in self.peers:
+            self.membership.on_report(peer, {"state": "UP"})
+        self.ack = SyncAck(self.local, self.membership, transport, timeout_s=2.0)
+        self.store = DistroStore(Notifier())
+
+    def _handle(
+        self, peer: str, _sender: str, method: str, path: str, body: bytes, _headers: object
+    ) -> PeerResponse:
+        assert (method, path) == ("PUT", SYNC_PATH)
+        self.gate.wait(5)
+        self.received[peer].append(body)
+        return PeerResponse(self.status, b"ok")
+
+    def datum(self, service: str, port: int = 1) -> Datum:
+        name = ServiceName("public", GROUP + service)
+        key = DatumKey.instances(name, True)
+        return self.store.submit(
+            key, UpsertInstance(Instance("10.9.9.9", port), name.grouped), 5
+        ).datum
+
+
+def test_sync_ack_waits_for_the_services_successor_not_just_any_peer():
+    cluster = AckPeers()
+    for i in range(6):
+        datum = cluster.datum(f"svc-{i}")
+        successor = DistroMapper.of(cluster.local, cluster.peers).owner(datum.key.service)
+        before = {p: len(b) for p, b in cluster.received.items()}
+        cluster.ack.hold(datum)
+        assert {p: len(b) - before[p] for p, b in cluster.received.items()} == {
+            p: int(p == successor) for p in cluster.peers
+        }
+    assert cluster.ack.status()["acked"] == 6
+
+
+def test_sync_ack_asks_the_next_successor_when_one_refuses_and_acks_alone_when_none_is_left():
+    cluster = AckPeers()
+    datum = cluster.datum("refused")
+    first = cluster.ack.successor(datum.key.service)
+    assert first is not None
+    cluster.network.down.add(first)
+    cluster.ack.hold(datum)
+    other = next(p for p in cluster.peers if p != first)
+    assert len(cluster.received[other]) == 1
+    assert cluster.membership.state_of(first) is MemberState.DOWN
+    cluster.network.down.add(other)
+    cluster.ack.hold(cluster.datum("refused", 2))  # nobody left to hold it: acknowledged
+    assert cluster.ack.status()["alone"] == 1 and cluster.ack.status()["failed"] == 0
+
+
+def test_sync_ack_fails_with_503_when_the_successor_does_not_store_the_change():
+    cluster = AckPeers()
+    cluster.status = 500
+    with pytest.raises(Unavailable) as caught:
+        cluster.ack.hold(cluster.datum("broken"))
+    assert caught.value.status == 503 and "retry" in caught.value.message
+    assert cluster.ack.status()["failed"] == 1
+
+
+def test_concurrent_sync_acks_to_one_successor_share_a_request():
+    cluster = AckPeers()
+    datums: list[Datum] = []
+    i = 0
+    while len(datums) < 6:  # six services with the same successor
+        datum = cluster.datum(f"shared-{i}")
+        i += 1
+        if cluster.ack.successor(datum.key.service) == cluster.peers[0]:
+            datums.append(datum)
+    cluster.gate.clear()  # the first request stays in flight until the others queue
+    threads = [threading.Thread(target=cluster.ack.hold, args=(d,)) for d in datums]
+    threads[0].start()
+    wait_for(lambda: cluster.network.calls == 1, 5, 0.01)
+    for thread in threads[1:]:
+        thread.start()
+    wait_for(lambda: sum(len(q) for q in cluster.ack._queues.values()) == 5, 5, 0.01)
+    cluster.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert cluster.network.calls == 2  # one for the first writer, one for the five others
+    assert [body.count(b'"revision"') for body in cluster.received[cluster.peers[0]]] == [1, 5]
+    assert cluster.ack.status()["acked"] == 6
