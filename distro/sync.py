@@ -294,7 +294,7 @@ class SyncAck:
             else:
                 return item.outcome
         try:
-            outcome = self._call(peer, [i.datum for i in batch], deadline)
+            outcome = self._call(peer, [i.datum for i in batch])
         except Exception as exc:  # a bug must not leave the other writers waiting
             log.exception("sync-ack batch to %s failed", peer)
             outcome = _AckOutcome(False, f"{type(exc).__name__}: {exc}", False)
@@ -306,16 +306,18 @@ class SyncAck:
             self._cond.notify_all()
         return outcome
 
-    def _call(self, peer: str, datums: list[Datum], deadline: float) -> _AckOutcome:
-        timeout = max(0.05, deadline - time.monotonic())
+    def _call(self, peer: str, datums: list[Datum]) -> _AckOutcome:
         try:
+            # A fixed timeout, not what is left of the writer's deadline: the transport keeps
+            # its keep-alive connections per (peer, timeout), and a new value every call would
+            # open (and keep) a new connection every call.
             response = self._transport.call(
                 peer,
                 "PUT",
                 SYNC_PATH,
                 encode_batch(datums),
                 {"Content-Type": "application/json"},
-                timeout,
+                self._timeout_s,
             )
         except PeerUnreachable as exc:
             self._membership.on_failure(peer, exc.refused)
