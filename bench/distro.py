@@ -15,6 +15,11 @@ Measures, with auth on and the cluster secret set by the test harness:
    log, when the snapshot load started and ended; then time each step of a snapshot transfer
    (server encode + HTTP, decode, store apply, registry rebuild) once more from this process.
 
+4. what sync-ack mode (``NAMING_DISTRO_SYNC_ACK=true``) costs: two 3-member clusters run side by
+   side, one in each mode; in ``--rounds`` interleaved rounds each gets ``--ack-writes``
+   registrations one at a time through a service's owner (acknowledgement latency) and a wrk
+   run of ``--seconds`` at 64 connections through the owner (throughput); medians per mode.
+
 The beat sweeper is switched off for the run (``NAMING_SWEEP_INTERVAL_S=3600``): nothing here
 beats. Every loop is bounded in count and time; the cluster is stopped by PID in ``finally``.
 """
@@ -352,6 +357,101 @@ def register_throughput(
     }
 
 
+# -- 4. sync-ack cost ------------------------------------------------------------------------
+
+
+def ack_latency(nodes: list[NodeProcess], writes: int, tag: str) -> dict[str, float]:
+    """``writes`` registrations one after another, each to its service's owner; ms per ack."""
+    healthy = healthy_members(nodes[0])
+    by_address = {n.address: n for n in nodes}
+    services = {
+        m: owned_services(healthy, m, f"ack-{tag}-{m.rpartition(':')[2]}", 20) for m in healthy
+    }
+    conns = {
+        m: http.client.HTTPConnection(by_address[m].host, by_address[m].port, timeout=10)
+        for m in healthy
+    }
+    tokens = {m: by_address[m].token() for m in healthy}
+    took: list[float] = []
+    unavailable = 0
+    try:
+        for i in range(writes):
+            owner = healthy[i % len(healthy)]
+            service = services[owner][i // len(healthy) % 20]
+            sent = time.perf_counter()
+            # A 503 (no peer confirmed in time) is retried, and its time counts in this write's.
+            unavailable += post_ok(
+                conns[owner],
+                f"{REGISTER_PATH}?serviceName={service}&ip=10.{70 + i // 62500}.{i // 250 % 250}."
+                f"{i % 250}&port={6000 + i % 1000}&accessToken={tokens[owner]}",
+                retries=5,
+            )
+            took.append((time.perf_counter() - sent) * 1000)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    took.sort()
+    return {
+        "p50_ms": percentile(took, 50),
+        "p99_ms": percentile(took, 99),
+        "max_ms": took[-1],
+        "unavailable": float(unavailable),
+    }
+
+
+def sync_ack_cost(
+    env: dict[str, str], rounds: int, writes: int, seconds: int, services: int
+) -> dict[str, Any]:
+    """Both modes on two clusters at once, rounds interleaved (same machine load for both)."""
+    modes = {"default": "false", "sync_ack": "true"}
+    bases = {m: Path(tempfile.mkdtemp(prefix=f"distro-bench-{m}-")) for m in modes}
+    clusters: dict[str, list[NodeProcess]] = {}
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    try:
+        for mode, flag in modes.items():
+            clusters[mode] = make_cluster(
+                bases[mode], 3, env={**env, "NAMING_DISTRO_SYNC_ACK": flag}
+            )
+        for r in range(rounds):
+            for mode, nodes in clusters.items():
+                row = ack_latency(nodes, writes, f"{r}")
+                target = nodes[0]
+                healthy = healthy_members(target)
+                names = owned_services(healthy, target.address, f"acktput-{r}", services)
+                script = OWNED_LUA % {
+                    "token": target.token(),
+                    "services": ",".join(f'"{n}"' for n in names),
+                }
+                wait_synced(nodes)
+                tput = wrk(target.base, seconds, script)
+                row.update({f"wrk_{k}": v for k, v in tput.items()})
+                try:
+                    row["sync_drained"] = float(wait_synced(nodes, 180))
+                except AssertionError as exc:  # say so in the row; the other mode still runs
+                    print(f"{mode} round {r + 1}: {exc}", flush=True)
+                    row["sync_drained"] = -1.0
+                acks = [distro_status(n)["syncAck"] for n in nodes]
+                row["sync_ack_failed"] = float(sum(a["failed"] for a in acks if a))
+                runs[mode].append(row)
+                print(
+                    f"{mode:<9} round {r + 1}: ack p50 {row['p50_ms']:.2f} ms  p99 "
+                    f"{row['p99_ms']:.2f} ms; wrk {row['wrk_rps']:.0f} req/s  p50 "
+                    f"{row['wrk_p50_ms']:.1f} ms  p99 {row['wrk_p99_ms']:.1f} ms  non-2xx "
+                    f"{row['wrk_non2xx']:.0f}; sync-ack failures {row['sync_ack_failed']:.0f}",
+                    flush=True,
+                )
+    finally:
+        for nodes in clusters.values():
+            stop_cluster(nodes)
+        for base in bases.values():
+            shutil.rmtree(base, ignore_errors=True)
+    medians = {
+        mode: {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+        for mode, rows in runs.items()
+    }
+    return {"runs": runs, "median": medians}
+
+
 # -- 3. startup snapshot ---------------------------------------------------------------------
 
 
@@ -578,11 +678,12 @@ def main() -> int:
     )
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--ack-writes", type=int, default=500)
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["latency", "throughput", "snapshot"]
+        "--skip", nargs="*", default=[], choices=["latency", "throughput", "snapshot", "sync-ack"]
     )
     args = parser.parse_args()
-    if "throughput" not in args.skip and shutil.which("wrk") is None:
+    if not {"throughput", "sync-ack"} <= set(args.skip) and shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     # The watchers stamp on wake-up: a short GIL switch interval keeps a busy thread from
@@ -635,6 +736,16 @@ def main() -> int:
     if "snapshot" not in args.skip:
         # A fresh cluster: the snapshot then holds exactly --instances instances.
         on_fresh_cluster(env, snapshot)
+    if "sync-ack" not in args.skip:
+        ack = sync_ack_cost(env, args.rounds, args.ack_writes, args.seconds, args.tput_services)
+        results["sync_ack"] = ack
+        for mode, row in ack["median"].items():
+            print(
+                f"median {mode:<9} ack p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms; "
+                f"wrk {row['wrk_rps']:.0f} req/s  p50 {row['wrk_p50_ms']:.1f} ms  "
+                f"p99 {row['wrk_p99_ms']:.1f} ms",
+                flush=True,
+            )
     save_results("distro.json", results)
     return 0
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, decode_datum, encode_datum
+from consistency.service import Applied
 from distro.mapper import DistroMapper
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
@@ -143,8 +144,12 @@ class PeerProtocol:
         mapper: Callable[[], DistroMapper],
         transport: PeerTransport,
         ready: Callable[[], bool],
+        submit: Callable[[DatumKey, Any, float], Applied] | None = None,
     ) -> None:
         self.store = store
+        # How a change from a non-owner is applied here: the cluster's owner path (sync-ack
+        # included) when given, else the store alone.
+        self._submit = submit or store.submit
         self._mapper = mapper
         self._transport = transport
         self._ready = ready
@@ -188,7 +193,7 @@ class PeerProtocol:
         except Exception as exc:  # any malformed change is the sender's error: a 400
             raise BadPayload(f"malformed change: {type(exc).__name__}") from None
         try:
-            applied = self.store.submit(key, change, 5.0)  # type: ignore[arg-type]
+            applied = self._submit(key, change, 5.0)
         except NamingError as exc:
             error = {"status": exc.status, "code": exc.code.value, "message": exc.message}
             return json.dumps({"error": error}).encode()

@@ -35,7 +35,7 @@ from distro.protocol import (
     fetch_datums,
 )
 from distro.store import DistroStore
-from distro.sync import SyncScheduler, SyncSettings, VerifyLoop
+from distro.sync import SyncAck, SyncScheduler, SyncSettings, VerifyLoop
 from distro.transport import PeerTransport, PeerUnreachable
 from naming.errors import Unavailable, error_from_parts
 
@@ -81,8 +81,17 @@ class DistroCluster:
         self.dispatcher: Dispatcher = (
             CeleryDispatcher(local, direct, broker_url) if broker_url else direct
         )
+        self.sync_ack: SyncAck | None = (
+            SyncAck(local, self.membership, transport, self.settings.sync_ack_timeout_s)
+            if self.settings.sync_ack
+            else None
+        )
         self.protocol = PeerProtocol(
-            self.store, lambda: self.membership.mapper, transport, lambda: self.store.ready
+            self.store,
+            lambda: self.membership.mapper,
+            transport,
+            lambda: self.store.ready,
+            submit=self._submit_local,
         )
         self.scheduler = SyncScheduler(self.store, self.membership, self.dispatcher, self.settings)
         self.verify = VerifyLoop(
@@ -190,16 +199,24 @@ class DistroCluster:
 
     # -- ConsistencyService ------------------------------------------------------------------
 
+    def _submit_local(self, key: DatumKey, change: Change, timeout: float) -> Applied:
+        """Apply on this member as the key's owner; in sync-ack mode, also wait until the key's
+        successor holds the result (raises Unavailable, the change applied, if it does not)."""
+        applied = self.store.submit(key, change, timeout)
+        if self.sync_ack is not None and self.store.ready:
+            self.sync_ack.hold(applied.datum)
+        return applied
+
     def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
         """Apply here when this member owns the key (client writes were forwarded here), else
         send the change to the owner. Background writers (auto-clean, a service delete that
         reached any member) thus never fork a key's history on a non-owner."""
         for attempt in range(2):
             if not self.store.ready or self.responsible(key.service):
-                return self.store.submit(key, change, timeout)
+                return self._submit_local(key, change, timeout)
             owner = self.owner(key.service)
             if owner == self.local:  # an empty map (this member is just turning UP)
-                return self.store.submit(key, change, timeout)
+                return self._submit_local(key, change, timeout)
             body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
             try:
                 answer = self.transport.call(
@@ -248,6 +265,7 @@ class DistroCluster:
             "received": self.protocol.stats(),
             "sync": self.scheduler.status(),
             "dispatch": self.dispatcher.status(),
+            "syncAck": None if self.sync_ack is None else self.sync_ack.status(),
             "forwarded": self.forwarded,
             "forwardFailures": self.forward_failures,
             "verifyRounds": self.verify.rounds,

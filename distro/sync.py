@@ -24,10 +24,12 @@ from typing import Any
 
 from consistency.datum import Datum, DatumKey
 from distro.dispatch import Dispatcher, DispatchFailed
+from distro.mapper import DistroMapper
 from distro.membership import Membership, MemberState
-from distro.protocol import CHECKSUM_PATH, PeerProtocol, split_batches
+from distro.protocol import CHECKSUM_PATH, SYNC_PATH, PeerProtocol, encode_batch, split_batches
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
+from naming.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class SyncSettings:
     retry_max_s: float = 5.0
     verify_interval_s: float = 5.0
     drop_syncs: bool = False  # fault injection for tests: lose every sync (verify must repair)
+    # Opt-in: the owner answers a write only once the key's next owner holds it (SyncAck).
+    sync_ack: bool = False
+    sync_ack_timeout_s: float = 2.0
 
 
 @dataclass
@@ -174,6 +179,161 @@ class SyncScheduler:
                     "pending": len(q.keys),
                 }
                 for peer, q in self._queues.items()
+            }
+
+
+@dataclass(frozen=True, slots=True)
+class _AckOutcome:
+    ok: bool
+    error: str
+    refused: bool
+
+
+class _AckItem:
+    __slots__ = ("datum", "outcome")
+
+    def __init__(self, datum: Datum) -> None:
+        self.datum = datum
+        self.outcome: _AckOutcome | None = None
+
+
+class SyncAck:
+    """Sync-ack mode: a change applied on its owner is sent, on the writer's own thread, to the
+    member that would own the key if this one died, and the write is acknowledged only after
+    that member has stored it.
+
+    Why the *successor* and not any peer: when the owner dies, the successor becomes the owner
+    and its copy is authoritative (verify replaces the other members' copies with it), so a
+    change held only by some third member would be overwritten. A refused connection marks the
+    successor DOWN and the next one is asked; a timeout or an error answer fails the write with
+    503 (it stays applied here and the background sync still carries it; a retry is idempotent).
+    With no other healthy member there is no one to hold the change: it is acknowledged (and
+    counted as ``alone``), as the owner is then the only copy whatever the mode.
+
+    No thread of its own: it runs on the request (or background writer) thread that submitted.
+    Concurrent writers to one successor share a request (group commit, see ``_send``).
+    """
+
+    def __init__(
+        self,
+        local: str,
+        membership: Membership,
+        transport: PeerTransport,
+        timeout_s: float,
+    ) -> None:
+        self._local = local
+        self._membership = membership
+        self._transport = transport
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._queues: dict[str, list[_AckItem]] = {}
+        self._sending: set[str] = set()
+        self.acked = 0
+        self.failed = 0
+        self.alone = 0
+        self.batches = 0
+        self.last_error = ""
+
+    def successor(self, service: str) -> str | None:
+        """The member that owns ``service`` once this one is gone (None: no other member)."""
+        others = [m for m in self._membership.mapper.healthy if m != self._local]
+        return DistroMapper.of(self._local, others).owner(service) if others else None
+
+    def hold(self, datum: Datum) -> None:
+        """Return once the successor stored ``datum`` (or a newer revision); else Unavailable."""
+        deadline = time.monotonic() + self._timeout_s
+        error = "no answer"
+        # Bounded: each refused successor leaves the healthy list, so it shrinks every round.
+        for _ in range(len(self._membership.peers) + 1):
+            peer = self.successor(datum.key.service)
+            if peer is None:
+                with self._lock:
+                    self.alone += 1
+                return
+            if time.monotonic() >= deadline:
+                break
+            outcome = self._send(peer, datum, deadline)
+            if outcome.ok:
+                with self._lock:
+                    self.acked += 1
+                return
+            error = outcome.error
+            if not outcome.refused:
+                break
+            # A refused successor is DOWN now: the map no longer has it, ask the next one.
+        with self._lock:
+            self.failed += 1
+            self.last_error = error[:300]
+        log.warning("sync-ack of %s failed: %s", datum.key.encode(), error)
+        raise Unavailable(
+            f"the change to {datum.key.service} is applied on this member but no peer confirmed "
+            f"it ({error}); it may be lost if this member fails now: retry (registration and "
+            "deregistration are idempotent)"
+        )
+
+    def _send(self, peer: str, datum: Datum, deadline: float) -> _AckOutcome:
+        """Group commit: the first writer to find no request in flight to ``peer`` sends every
+        datum queued for it in one batch; the others wait for that batch's outcome (or, once
+        the batch in flight is answered, one of them sends the next)."""
+        item = _AckItem(datum)
+        with self._cond:
+            self._queues.setdefault(peer, []).append(item)
+            while item.outcome is None:
+                if peer not in self._sending:
+                    self._sending.add(peer)
+                    batch = self._queues.pop(peer)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    waiting = self._queues.get(peer, [])
+                    if item in waiting:
+                        waiting.remove(item)
+                    return _AckOutcome(False, f"no batch to {peer} answered in time", False)
+                self._cond.wait(remaining)
+            else:
+                return item.outcome
+        try:
+            outcome = self._call(peer, [i.datum for i in batch])
+        except Exception as exc:  # a bug must not leave the other writers waiting
+            log.exception("sync-ack batch to %s failed", peer)
+            outcome = _AckOutcome(False, f"{type(exc).__name__}: {exc}", False)
+        with self._cond:
+            for queued in batch:
+                queued.outcome = outcome
+            self._sending.discard(peer)
+            self.batches += 1
+            self._cond.notify_all()
+        return outcome
+
+    def _call(self, peer: str, datums: list[Datum]) -> _AckOutcome:
+        try:
+            # A fixed timeout, not what is left of the writer's deadline: the transport keeps
+            # its keep-alive connections per (peer, timeout), and a new value every call would
+            # open (and keep) a new connection every call.
+            response = self._transport.call(
+                peer,
+                "PUT",
+                SYNC_PATH,
+                encode_batch(datums),
+                {"Content-Type": "application/json"},
+                self._timeout_s,
+            )
+        except PeerUnreachable as exc:
+            self._membership.on_failure(peer, exc.refused)
+            return _AckOutcome(False, str(exc), exc.refused)
+        if response.ok:
+            return _AckOutcome(True, "", False)
+        return _AckOutcome(False, f"{peer} answered {response.status}", False)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "acked": self.acked,
+                "failed": self.failed,
+                "alone": self.alone,
+                "batches": self.batches,
+                "lastError": self.last_error,
             }
 
 

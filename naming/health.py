@@ -58,6 +58,16 @@ class BeatTable:
     def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
         return self._beats.setdefault(service, {})
 
+    def restart_grace(self) -> None:
+        """Forget every beat: each instance is then treated as seen at the next sweep. A beat
+        a request thread records meanwhile may be lost with the rest; it would get the same
+        grace anyway."""
+        self._beats.clear()
+
+    def forget_services(self, services: Iterable[ServiceName]) -> None:
+        for service in services:
+            self._beats.pop(service, None)
+
     def retain(self, keep: Callable[[ServiceName], bool]) -> None:
         """Forget the beats of services ``keep`` rejects (ownership moved elsewhere)."""
         for service in [s for s in list(self._beats) if not keep(s)]:
@@ -106,6 +116,12 @@ def find_expired(view: ServiceView, beats: dict[InstanceKey, float], now: float)
     return Expiry(tuple(unhealthy), tuple(removed))
 
 
+# A gap of more than this many sweep intervals between two sweeps means this process did not run
+# (SIGSTOP, a VM or container freeze, a swap storm): the beats it holds are stale, since the
+# clients kept beating elsewhere meanwhile.
+PAUSE_SWEEPS = 3
+
+
 @dataclass
 class HealthSettings:
     sweep_interval_s: float = 5.0
@@ -128,6 +144,9 @@ class CheckCounters:
 @dataclass
 class HealthStats:
     sweeps: int = 0
+    pauses: int = 0  # sweeps that found this process had been paused (beat grace restarted)
+    ownership_changes: int = 0  # beats of services that moved away forgotten (grace on return)
+    regained_services: int = 0  # services newly owned at a sweep: their beat grace restarted
     expired_unhealthy: int = 0
     expired_removed: int = 0
     cleaned_services: int = 0
@@ -163,6 +182,8 @@ class HealthServices:
         self._finalize: dict[ServiceName, int] = {}
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
         self.stats = HealthStats()
+        self._last_sweep: float | None = None  # clock at the start of the last sweep
+        self._owned: set[ServiceName] | None = None  # services the last sweep was responsible for
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -231,12 +252,38 @@ class HealthServices:
 
     # -- beat expiry -------------------------------------------------------------------------
 
+    def _paused(self, now: float) -> bool:
+        """True when the time since the last sweep started shows this process was not running.
+
+        From its start rather than its end, so a pause in the middle of a sweep (after it read
+        the clock) is seen by the next one; a sweep would have to take more than
+        ``PAUSE_SWEEPS - 1`` intervals to be taken for a pause (and then only grants grace)."""
+        last, self._last_sweep = self._last_sweep, now
+        if last is None:
+            return False
+        gap = now - last
+        if gap <= PAUSE_SWEEPS * self.settings.sweep_interval_s:
+            return False
+        self.stats.pauses += 1
+        log.warning(
+            "beat sweeper did not run for %.1f s (more than %d sweep intervals): this process was"
+            " paused; every instance gets a fresh heartbeat timeout before it can expire",
+            gap,
+            PAUSE_SWEEPS,
+        )
+        return True
+
     def sweep_once(self) -> None:
         self.stats.sweeps += 1
+        now = self._clock()
+        if self._paused(now):
+            # Beats went to other members while we were stopped; ours are stale.
+            self._beats.restart_grace()
+        views = list(self._views())
+        self._restart_grace_of_regained({v.name for v in views})
         if not self._registry.switches.healthCheckEnabled:
             return
-        now = self._clock()
-        for view in self._views():
+        for view in views:
             if not view.ephemeral:
                 continue
             expiry = find_expired(view, self._beats.service_beats(view.name), now)
@@ -248,6 +295,25 @@ class HealthServices:
                 self.stats.expired_removed += len(expiry.removed)
                 self._safe_submit(key, RemoveInstances(expiry.removed))
         self._beats.prune(self._registry.get)
+
+    def _restart_grace_of_regained(self, owned: set[ServiceName]) -> None:
+        """Services this member owns now but did not at the last sweep start a full heartbeat
+        timeout of their own. The beats we hold for them are stale: they went to the owner in
+        between, and a beat a peer forwarded here while the two of us disagreed on ownership
+        is recorded here even though we did not own the service then (the membership
+        listener only forgets the services a change takes away)."""
+        previous, self._owned = self._owned, owned
+        if previous is None:
+            return  # the first sweep: nothing older than this process to distrust
+        regained = owned - previous
+        if regained:
+            self.stats.regained_services += len(regained)
+            self._beats.forget_services(regained)
+            log.info(
+                "responsible again for %d services (e.g. %s): their heartbeat timeouts start now",
+                len(regained),
+                next(iter(regained)).grouped,
+            )
 
     # -- empty-service auto-clean -------------------------------------------------------------
 

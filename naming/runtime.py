@@ -141,6 +141,7 @@ class NodeRuntime:
         # Beats we saw while we owned a service are stale once it moved away; if it comes
         # back, the sweeper must start a full timeout afresh (Nacos #1873, #7697).
         self.beats.retain(lambda service: bool(mapper.responsible(service.grouped)))
+        self.health.stats.ownership_changes += 1
 
     @property
     def ready(self) -> bool:

@@ -280,6 +280,9 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
         "http": serving.status(),
         "health": {
             "sweeps": node.health.stats.sweeps,
+            "pausesDetected": node.health.stats.pauses,
+            "ownershipChanges": node.health.stats.ownership_changes,
+            "regainedServices": node.health.stats.regained_services,
             "expiredUnhealthy": node.health.stats.expired_unhealthy,
             "expiredRemoved": node.health.stats.expired_removed,
             "cleanedServices": node.health.stats.cleaned_services,

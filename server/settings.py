@@ -91,6 +91,8 @@ NAMING = {
     "MEMBER_REPORT_INTERVAL_S": env_float("NAMING_MEMBER_REPORT_INTERVAL_S", 2.0, minimum=0.05),
     "DISTRO_VERIFY_INTERVAL_S": env_float("NAMING_DISTRO_VERIFY_INTERVAL_S", 5.0, minimum=0.05),
     "DISTRO_BATCH_WINDOW_MS": env_float("NAMING_DISTRO_BATCH_WINDOW_MS", 5.0, minimum=0.0),
+    # Answer an ephemeral write only once the key's next owner holds it (issue #8).
+    "DISTRO_SYNC_ACK": env_bool("NAMING_DISTRO_SYNC_ACK", False),
     # Fault injection for tests only: every Distro sync is lost, so only verify replicates.
     "FAULT_DROP_SYNC": env_bool("NAMING_FAULT_DROP_SYNC", False),
 }

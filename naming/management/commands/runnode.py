@@ -136,6 +136,7 @@ class Command(BaseCommand):
                 batch_window_s=naming["DISTRO_BATCH_WINDOW_MS"] / 1000.0,
                 verify_interval_s=naming["DISTRO_VERIFY_INTERVAL_S"],
                 drop_syncs=naming["FAULT_DROP_SYNC"],
+                sync_ack=naming["DISTRO_SYNC_ACK"],
             ),
             health=HealthSettings(
                 sweep_interval_s=naming["SWEEP_INTERVAL_S"],
