@@ -133,14 +133,23 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
     raise Unavailable(f"server is {status}now, please try again later!")
 
 
-def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> None:
+def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> Any:
+    """The caller's ``naming.auth.Identity``, or None when auth is off.
+
+    The source address for login throttling is ``REMOTE_ADDR``: the node is reached directly
+    (no proxy header is trusted, so a client cannot pick its own address to dodge a lockout).
+    """
     auth = node.auth
     if auth is None:
-        return
+        return None
     header = request.headers.get("Authorization", "")
     bearer = header[7:].strip() if header.startswith("Bearer ") else None
-    auth.authenticate(
-        bearer, params.raw("accessToken"), params.raw("username"), params.raw("password")
+    return auth.authenticate(
+        bearer,
+        params.raw("accessToken"),
+        params.raw("username"),
+        params.raw("password"),
+        request.META.get("REMOTE_ADDR", ""),
     )
 
 
