@@ -130,7 +130,7 @@ class HashingPool:
     (Linux: per thread) so that request threads are scheduled first on a busy box.
     """
 
-    def __init__(self, workers: int = 1, queue: int = 3, nice: int = 10) -> None:
+    def __init__(self, workers: int = 1, queue: int = 3, nice: int = 5) -> None:
         self.workers = workers
         self.queue = queue
         self._nice = nice

@@ -75,7 +75,7 @@ NAMING = {
     # waiting; more concurrent attempts are refused with a 503 (issue #8).
     "LOGIN_HASH_WORKERS": env_int("NAMING_LOGIN_HASH_WORKERS", 1, minimum=1, maximum=16),
     "LOGIN_HASH_QUEUE": env_int("NAMING_LOGIN_HASH_QUEUE", 3, minimum=0, maximum=256),
-    "LOGIN_HASH_NICE": env_int("NAMING_LOGIN_HASH_NICE", 10, minimum=0, maximum=19),
+    "LOGIN_HASH_NICE": env_int("NAMING_LOGIN_HASH_NICE", 5, minimum=0, maximum=19),
     "LOGIN_MAX_FAILURES": env_int("NAMING_LOGIN_MAX_FAILURES", 5, minimum=1),
     "LOGIN_MAX_ADDRESS_FAILURES": env_int("NAMING_LOGIN_MAX_ADDRESS_FAILURES", 20, minimum=1),
     "LOGIN_FAILURE_WINDOW_S": env_float("NAMING_LOGIN_FAILURE_WINDOW_S", 60.0, minimum=1.0),
