@@ -138,14 +138,22 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
 
 
 def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> Any:
-    """The caller's ``naming.auth.Identity``, or None when auth is off."""
+    """The caller's ``naming.auth.Identity``, or None when auth is off.
+
+    The source address for login throttling is ``REMOTE_ADDR``: the node is reached directly
+    (no proxy header is trusted, so a client cannot pick its own address to dodge a lockout).
+    """
     auth = node.auth
     if auth is None:
         return None
     header = request.headers.get("Authorization", "")
     bearer = header[7:].strip() if header.startswith("Bearer ") else None
     return auth.authenticate(
-        bearer, params.raw("accessToken"), params.raw("username"), params.raw("password")
+        bearer,
+        params.raw("accessToken"),
+        params.raw("username"),
+        params.raw("password"),
+        request.META.get("REMOTE_ADDR", ""),
     )
 
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from naming import runtime
-from naming.auth import ADMIN_USERNAME, Identity
+from naming.auth import ADMIN_USERNAME, Identity, revoke_tokens
 from naming.errors import Forbidden, NotFound
 from naming.parsing import JAVA_INT_MAX
 
@@ -124,6 +124,7 @@ class UsersView(APIView):
             if model.objects.filter(username=data["username"]).exists():
                 raise exceptions.ValidationError(f"user '{data['username']}' already exist!")
             model.objects.create_user(data["username"], password=data["password"])
+        _forget(data["username"])  # a cached "no such user" must not outlive the creation
         return _result("create user ok!")
 
     def put(self, request: Request) -> Response:
@@ -131,8 +132,10 @@ class UsersView(APIView):
         user = get_user_model().objects.filter(username=data["username"]).first()
         if user is None:
             raise NotFound(f"user {data['username']} not exist!")
-        user.set_password(data["newPassword"])
-        user.save(update_fields=["password"])
+        with transaction.atomic():
+            user.set_password(data["newPassword"])
+            user.save(update_fields=["password"])
+            revoke_tokens(data["username"])
         _forget(data["username"])
         return _result("update user ok!")
 
@@ -140,9 +143,11 @@ class UsersView(APIView):
         data = _validated(UsernameSerializer, request)
         if data["username"] == ADMIN_USERNAME:
             raise exceptions.ValidationError("cannot delete admin: nacos")
-        deleted, _ = get_user_model().objects.filter(username=data["username"]).delete()
-        if not deleted:
-            raise NotFound(f"user {data['username']} not exist!")
+        with transaction.atomic():
+            deleted, _ = get_user_model().objects.filter(username=data["username"]).delete()
+            if not deleted:
+                raise NotFound(f"user {data['username']} not exist!")
+            revoke_tokens(data["username"])
         _forget(data["username"])
         return _result("delete user ok!")
 

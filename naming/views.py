@@ -17,7 +17,7 @@ from naming import runtime
 from naming import serializers as s
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.errors import MissingParam
-from naming.http import JSON, Raw, nacos_api, require_global_admin, respond
+from naming.http import JSON, Raw, authenticate, nacos_api, require_global_admin, respond
 from naming.runtime import VERSION
 from naming.serializers import Params
 from raft import guard as raft_guard
@@ -72,7 +72,8 @@ def instance_beat(request: HttpRequest, params: Params) -> dict[str, Any]:
     return _ops().beat(s.beat(params))  # type: ignore[no-any-return]
 
 
-@nacos_api("GET", "POST", "PUT", "DELETE", secured=False)
+# Nacos leaves this unsecured for its peers; ours never call it, and it lists every instance.
+@nacos_api("GET", "POST", "PUT", "DELETE")
 def instance_statuses(request: HttpRequest, params: Params) -> dict[str, Any]:
     return _ops().statuses(s.status_key(params))  # type: ignore[no-any-return]
 
@@ -140,7 +141,7 @@ def service_subscribers(request: HttpRequest, params: Params) -> dict[str, Any]:
     return {"subscribers": page.slice(subscribers), "count": len(subscribers)}
 
 
-@nacos_api("PUT", "POST", secured=False)
+@nacos_api("PUT", "POST")  # unsecured in Nacos; it tells whether a service exists
 def service_checksum(request: HttpRequest, params: Params) -> dict[str, Any]:
     name = s.service_name(params)
     view = _ops()._require_view(name, f"serviceName not found: {name.grouped}")
@@ -175,7 +176,7 @@ def catalog_services(request: HttpRequest, params: Params) -> Any:
     )
 
 
-@nacos_api("GET", secured=False)
+@nacos_api("GET")  # unsecured in Nacos; it reveals services and their clusters
 def catalog_rt_service(request: HttpRequest, params: Params) -> dict[str, Any]:
     name = s.service_name(params)
     view = _ops()._require_view(name)
@@ -278,6 +279,7 @@ def metrics(request: HttpRequest, params: Params) -> dict[str, Any]:
         },
         "distro": dict(node.cluster.status()) if node.cluster is not None else None,
         "http": serving.status(),
+        "auth": node.auth.stats() if node.auth is not None else None,
         "health": {
             "sweeps": node.health.stats.sweeps,
             "pausesDetected": node.health.stats.pauses,
@@ -371,8 +373,15 @@ def distro_server(request: HttpRequest, params: Params) -> dict[str, Any]:
 
 @nacos_api("GET", "POST", "PUT", secured=False)
 def push_state(request: HttpRequest, params: Params) -> dict[str, Any]:
-    stats = runtime.current().push.stats
+    """The counters stay public (as in Nacos); the failed subscribers' addresses (``detail``)
+    need credentials, and zeroing the counters for everyone needs a global admin."""
+    node = runtime.current()
+    stats = node.push.stats
     reset = params.strict_boolean("reset", False)
+    if reset:
+        require_global_admin(request, params)
+    elif params.strict_boolean("detail", False):
+        authenticate(node, request, params)
     result: dict[str, Any] = {
         "succeed": stats.succeed,
         "total": stats.total,
@@ -441,7 +450,7 @@ def login(request: HttpRequest, params: Params) -> HttpResponse:
     if node.auth is None:
         body = f'{{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"{username}"}}'
         return respond(body, 200, JSON)
-    token, identity = node.auth.login(username, password)
+    token, identity = node.auth.login(username, password, request.META.get("REMOTE_ADDR", ""))
     payload = {
         "accessToken": token,
         "tokenTtl": node.auth.ttl_s,
@@ -451,6 +460,17 @@ def login(request: HttpRequest, params: Params) -> HttpResponse:
     response = respond(json.dumps(payload), 200, JSON)
     response["Authorization"] = f"Bearer {token}"
     return response
+
+
+@nacos_api("POST", secured=False, gated=False)
+def logout(request: HttpRequest, params: Params) -> dict[str, Any]:
+    """Not in Nacos 1.x. Revokes every token of the caller (all sessions, like a password
+    change): tokens are stateless, the user's token generation is all there is to bump."""
+    node = runtime.current()
+    identity = authenticate(node, request, params)
+    if identity is not None:
+        node.auth.logout(identity.username)
+    return {"code": 200, "message": "logout ok!", "data": None}
 
 
 def empty(request: HttpRequest) -> HttpResponse:

@@ -71,6 +71,15 @@ NAMING = {
     "AUTH_ENABLED": env_bool("NAMING_AUTH_ENABLED", True),
     "TOKEN_TTL_S": env_int("NAMING_TOKEN_TTL_S", 18000, minimum=60),
     "ADMIN_PASSWORD": os.environ.get("NAMING_ADMIN_PASSWORD", ""),
+    # Password checks (PBKDF2, ~0.25 s each) run on this many threads with at most QUEUE
+    # waiting; more concurrent attempts are refused with a 503 (issue #8).
+    "LOGIN_HASH_WORKERS": env_int("NAMING_LOGIN_HASH_WORKERS", 1, minimum=1, maximum=16),
+    "LOGIN_HASH_QUEUE": env_int("NAMING_LOGIN_HASH_QUEUE", 3, minimum=0, maximum=256),
+    "LOGIN_HASH_NICE": env_int("NAMING_LOGIN_HASH_NICE", 5, minimum=0, maximum=19),
+    "LOGIN_MAX_FAILURES": env_int("NAMING_LOGIN_MAX_FAILURES", 5, minimum=1),
+    "LOGIN_MAX_ADDRESS_FAILURES": env_int("NAMING_LOGIN_MAX_ADDRESS_FAILURES", 20, minimum=1),
+    "LOGIN_FAILURE_WINDOW_S": env_float("NAMING_LOGIN_FAILURE_WINDOW_S", 60.0, minimum=1.0),
+    "LOGIN_LOCKOUT_S": env_float("NAMING_LOGIN_LOCKOUT_S", 60.0, minimum=1.0),
     "SERVER_THREADS": env_int("NAMING_SERVER_THREADS", 8, minimum=1, maximum=256),
     # Open HTTP connections held at once (lowered to fit the descriptor limit); past it the
     # longest-idle ones are closed to admit new callers.

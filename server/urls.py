@@ -14,6 +14,7 @@ urlpatterns = [
     *[path(NS + p.pattern._route, p.callback) for p in ns_patterns if hasattr(p.pattern, "_route")],
     path("nacos/v1/auth/login", views.login),
     path("nacos/v1/auth/users/login", views.login),
+    path("nacos/v1/auth/logout", views.logout),
     path("nacos/v1/auth/users", UsersView.as_view()),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
     path("nacos/v1/core/cluster/report", peer.report),

@@ -27,6 +27,9 @@ HOT_ROUTES: dict[str, Callable[..., Any]] = {
     "/nacos/v1/ns/instance/list": views.instance_list,
     "/nacos/v1/ns/instance/beat": views.instance_beat,
     "/nacos/v1/ns/instance": views.instance,
+    # Not hot, but a password-guessing flood lands here: refusing it must cost as little as
+    # possible (issue #8); the view touches the database only on the password-hash pool.
+    "/nacos/v1/auth/login": views.login,
 }
 
 

@@ -419,6 +419,14 @@ def test_only_a_global_admin_may_change_switches(
     admin = node.api("PUT", "/operator/switches", {"entry": "clientBeatInterval", "value": "5000"})
     assert (admin.status, admin.text) == (200, "ok")
 
+    # Zeroing the push statistics is node-wide too: refused to the user, allowed to the admin.
+    reset = node.request(
+        "GET", NS + "/operator/push/state", {"reset": "true", "accessToken": token}
+    )
+    assert (reset.status, reset.text) == (403, "authorization failed!")
+    reset = node.api("GET", "/operator/push/state", {"reset": "true"})
+    assert reset.status == 200 and reset.json()["reset"] is True
+
 
 # -- the typed switch checker itself (no node) ------------------------------------------------
 

@@ -32,7 +32,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from distro.sync import SyncSettings
 from naming import runtime as node_runtime
-from naming.auth import Authenticator, UserDirectory, ensure_admin, load_or_create_key
+from naming.auth import (
+    Authenticator,
+    HashingPool,
+    LoginLimits,
+    UserDirectory,
+    ensure_admin,
+    load_or_create_key,
+)
 from naming.health import HealthSettings
 from naming.runtime import NodeConfig
 from server.env import make_private_dir, read_or_create_secret
@@ -157,7 +164,22 @@ class Command(BaseCommand):
                 key = hmac.new(secret, b"token-signing", hashlib.sha256).digest()
             else:
                 key = load_or_create_key(data_dir / "token.key")
-            runtime.auth = Authenticator(key, UserDirectory(), naming["TOKEN_TTL_S"])
+            runtime.auth = Authenticator(
+                key,
+                UserDirectory(),
+                naming["TOKEN_TTL_S"],
+                limits=LoginLimits(
+                    max_failures=naming["LOGIN_MAX_FAILURES"],
+                    max_address_failures=naming["LOGIN_MAX_ADDRESS_FAILURES"],
+                    window_s=naming["LOGIN_FAILURE_WINDOW_S"],
+                    lockout_s=naming["LOGIN_LOCKOUT_S"],
+                ),
+                pool=HashingPool(
+                    naming["LOGIN_HASH_WORKERS"],
+                    naming["LOGIN_HASH_QUEUE"],
+                    naming["LOGIN_HASH_NICE"],
+                ),
+            )
         node_runtime.install(runtime)
 
         from server.serving import make_server, raise_fd_limit
@@ -204,6 +226,8 @@ class Command(BaseCommand):
         finally:
             server.close()
             runtime.stop()
+            if runtime.auth is not None:
+                runtime.auth.close()
             node_runtime.install(None)
             lock.close()
             log.info("node stopped")
