@@ -48,6 +48,7 @@ PATHS = [
     *(NS + route for route in NS_ROUTES),
     "/nacos/v1/auth/login",
     "/nacos/v1/auth/users/login",
+    "/nacos/v1/auth/logout",
     "/nacos/v1/auth/users",
     "/nacos/v1/core/cluster/nodes",
     NS + "no/such/api",  # the catch-all route of naming/urls.py
@@ -408,8 +409,14 @@ def guard_snapshot(node: NodeProcess) -> dict[str, str]:
 def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     data = Path(tmp_path_factory.mktemp("fuzz"))
     # No auto-clean: the fuzz creates and empties services at will; the guard must not depend
-    # on the clean-up timing either.
-    with running_node(data, env={"NAMING_EMPTY_SERVICE_CLEAN": "false"}) as started:
+    # on the clean-up timing either. The fuzz sends wrong passwords for the admin from the same
+    # address it logs in from: no lockout here (tests/hostile/test_auth.py covers throttling).
+    env = {
+        "NAMING_EMPTY_SERVICE_CLEAN": "false",
+        "NAMING_LOGIN_MAX_FAILURES": "1000000",
+        "NAMING_LOGIN_MAX_ADDRESS_FAILURES": "1000000",
+    }
+    with running_node(data, env=env) as started:
         yield started
 
 
@@ -452,7 +459,10 @@ def _send(sender: Sender, node: NodeProcess, req: dict[str, Any]) -> tuple[int, 
     tail = req["tail"]
     query = f"{query}&{tail}" if query and tail else query or tail
     target = urllib.parse.quote(req["path"]) + (f"?{query}" if query else "")
-    return sender.send(req["method"], target, body, headers)
+    answer = sender.send(req["method"], target, body, headers)
+    if req["path"].endswith("/logout"):
+        node._token = None  # a logout with the admin token revoked it: log in again next time
+    return answer
 
 
 def _probe_methods(sender: Sender, node: NodeProcess) -> dict[str, list[str]]:
