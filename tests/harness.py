@@ -60,9 +60,23 @@ def port_free(port: int) -> bool:
     return True
 
 
+def _listen_port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range: a port picked inside it can be taken by any
+    outgoing connection before the node binds it (the hostile tests open thousands of client
+    sockets next to cluster tests, and a raft port lost that way left a member without a leader).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = max(low, 12000)
+    return 11000, low - 1
+
+
 def free_port() -> int:
+    first, last = _listen_port_range()
     for _ in range(200):
-        port = 20000 + secrets.randbelow(30000)
+        port = first + secrets.randbelow(last - first)
         if port_free(port):
             return port
     raise RuntimeError("no free port found")
@@ -70,8 +84,9 @@ def free_port() -> int:
 
 def free_node_port() -> int:
     """A port P with P and P-1000 (the raft port) both free."""
+    first, last = _listen_port_range()
     for _ in range(200):
-        port = 20000 + secrets.randbelow(30000)
+        port = first + secrets.randbelow(last - first)
         if port_free(port) and port_free(port - 1000):
             return port
     raise RuntimeError("no free port pair found")
