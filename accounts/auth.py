@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import jwt
 
-from naming.errors import Forbidden, Unavailable
+from lib.errors import Forbidden, Unavailable
 from server.env import write_private
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class UserDirectory:
 
 
 def _generation(username: str) -> int:
-    from naming.models import TokenGeneration
+    from accounts.models import TokenGeneration
 
     row = TokenGeneration.objects.filter(username=username).values_list("generation").first()
     return int(row[0]) if row is not None else 0
@@ -106,7 +106,7 @@ def revoke_tokens(username: str) -> None:
     from django.db import transaction
     from django.db.models import F
 
-    from naming.models import TokenGeneration
+    from accounts.models import TokenGeneration
 
     with transaction.atomic():
         TokenGeneration.objects.get_or_create(username=username)

@@ -3,8 +3,8 @@
 Low-traffic admin endpoints, so they use Django REST framework the ordinary way: an
 authentication class over our token/credential check, a permission for global admins, and
 serializers that validate once into typed data. Errors render in the Nacos shape through
-``naming.http.drf_exception_handler``. Password hashes are never returned (Nacos returns them;
-we see no reason to).
+the edge's DRF exception handler (``facades.nacos_v1.api.drf_exception_handler``). Password
+hashes are never returned (Nacos returns them; we see no reason to).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from naming import runtime
-from naming.auth import ADMIN_USERNAME, Identity, revoke_tokens
-from naming.errors import Forbidden, NotFound
+from accounts.auth import ADMIN_USERNAME, Identity, revoke_tokens
+from lib.errors import Forbidden, NotFound
 from naming.parsing import JAVA_INT_MAX
+from node import runtime
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")  # RegexField searches: anchor it
 MIN_PASSWORD = 8

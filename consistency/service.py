@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from consistency.datum import Datum, DatumKey, Value
 from consistency.notifier import Notifier
-from naming.errors import Unavailable
+from lib.errors import Unavailable
 
 # How long a writer waits for its change to reach the registry before answering anyway.
 VISIBILITY_TIMEOUT_S = 5.0

@@ -22,7 +22,7 @@ from consistency.service import Applied
 from distro.mapper import DistroMapper
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import InvalidParam
+from lib.errors import InvalidParam
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,8 @@ class PeerProtocol:
     def on_change(self, body: bytes) -> bytes:
         """Apply a change a peer could not apply itself (it does not own the key): the answer
         is the new datum, or the change's error as ``{"error": {status, code, message}}``."""
+        from lib.errors import NamingError
         from naming.changes import Change
-        from naming.errors import NamingError
 
         try:
             data = json.loads(body)

@@ -37,7 +37,7 @@ from distro.protocol import (
 from distro.store import DistroStore
 from distro.sync import SyncAck, SyncScheduler, SyncSettings, VerifyLoop
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import Unavailable, error_from_parts
+from lib.errors import Unavailable, error_from_parts
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from naming.errors import ErrorCode, Forbidden, NamingError
+from lib.errors import ErrorCode, Forbidden, NamingError
 
 NODE = "X-Naming-Node"
 RECEIVER = "X-Naming-Receiver"

@@ -29,7 +29,7 @@ from distro.membership import Membership, MemberState
 from distro.protocol import CHECKSUM_PATH, SYNC_PATH, PeerProtocol, encode_batch, split_batches
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import Unavailable
+from lib.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from distro.forward import verify_peer
 from distro.protocol import PEER_MAX_BODY, BadPayload
 from distro.service import DistroCluster
-from naming import runtime
-from naming.errors import Forbidden, NamingError, PayloadTooLarge, Unavailable
-from naming.http import JSON, error_response, no_such_api, respond, unhandled_error
+from facades.nacos_v1.api import JSON, error_response, no_such_api, respond, unhandled_error
+from facades.nacos_v1.forward import verify_peer
+from lib.errors import Forbidden, NamingError, PayloadTooLarge, Unavailable
+from node import runtime
 
 PeerHandler = Callable[[HttpRequest, bytes, DistroCluster, str], HttpResponse]
 

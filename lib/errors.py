@@ -1,7 +1,7 @@
 """The one error hierarchy of the service.
 
 Every failure a client can cause is a :class:`NamingError` with an HTTP status and a stable code;
-one handler (``naming.http``) renders it in the Nacos error shape (``caused: <message>;``).
+one handler (``facades.nacos_v1.api``) renders it in the Nacos error shape (``caused: <message>;``).
 Plain Python, no Django: the domain and the consistency layer raise these too.
 """
 

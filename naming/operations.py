@@ -13,7 +13,14 @@ from typing import Any
 
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
-from naming import serializers as s
+from facades.nacos_v1 import params as s
+from facades.nacos_v1.push import eligible
+from facades.nacos_v1.render import (
+    cluster_json,
+    full_instance_json,
+    render_instance_list,
+)
+from lib.errors import InvalidParam, NotFound
 from naming.changes import (
     ClearValue,
     CreateService,
@@ -37,16 +44,9 @@ from naming.domain import (
     ServiceName,
     apply_switch,
 )
-from naming.errors import InvalidParam, NotFound
 from naming.health import BeatTable
 from naming.parsing import parse_json
-from naming.push import eligible
 from naming.registry import Registry, ServiceView
-from naming.render import (
-    cluster_json,
-    full_instance_json,
-    render_instance_list,
-)
 
 BEAT_OK = 10200
 BEAT_NOT_FOUND = 20404
@@ -64,7 +64,7 @@ class NamingOperations:
         self.registry = registry
         self.beats = beats
         self._wall_ms = wall_ms
-        self.push: Any = None  # naming.push.PushService, set by the runtime
+        self.push: Any = None  # facades.nacos_v1.push.PushService, set by the runtime
         self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
 
     @property

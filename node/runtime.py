@@ -24,10 +24,10 @@ from distro.membership import MemberState
 from distro.service import DistroCluster
 from distro.store import DistroStore
 from distro.sync import SyncSettings
+from facades.nacos_v1.push import PushService
 from naming.domain import ServiceName
 from naming.health import BeatTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
-from naming.push import PushService
 from naming.registry import Registry
 
 VERSION = "1.4.6-py"
@@ -111,7 +111,7 @@ class NodeRuntime:
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
         self._stopping = threading.Event()
-        self.auth: Any = None  # naming.auth.Authenticator when auth is on (set by the builder)
+        self.auth: Any = None  # accounts.auth.Authenticator when auth is on (set by the builder)
         self.peer_verifier: Any = None  # distro.signing.Verifier in cluster mode
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)

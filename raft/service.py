@@ -25,7 +25,7 @@ from typing import Any
 
 from consistency.datum import Datum, DatumKey
 from consistency.service import Applied, Change
-from naming.errors import Unavailable, error_from_parts
+from lib.errors import Unavailable, error_from_parts
 from raft import guard
 from raft.state import ApplyResult, ReplicatedState
 

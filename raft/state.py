@@ -19,8 +19,8 @@ from typing import Any
 from pysyncobj import SyncObjConsumer, replicated  # type: ignore[import-untyped]
 
 from consistency.datum import Datum, DatumKey, decode_value, encode_value
+from lib.errors import NamingError
 from naming.changes import Change
-from naming.errors import NamingError
 
 # Result of an apply as it travels back to the submitter: (revision, error, local ticket).
 ApplyResult = tuple[int, tuple[int, str, str] | None, int]

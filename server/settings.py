@@ -23,7 +23,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
     "rest_framework",
-    "naming",
+    "accounts",
+    "node",
 ]
 
 # No session/CSRF middleware: the API and the console authenticate with tokens, never cookies,
@@ -63,7 +64,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "naming.http.drf_exception_handler",
+    "EXCEPTION_HANDLER": "facades.nacos_v1.api.drf_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -134,7 +135,7 @@ LOGGING = {
         # waitress warns on every queued request under load ("Task queue depth"): noise.
         "waitress.queue": {"level": "ERROR"},
         # 4xx answers are the API working as specified, and 503s while starting are expected;
-        # real 500s are logged with their traceback by naming.http.
+        # real 500s are logged with their traceback by facades.nacos_v1.api.
         "django.request": {"level": "CRITICAL"},
     },
 }

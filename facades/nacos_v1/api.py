@@ -21,10 +21,10 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 
 from distro import signing
-from distro.forward import forward_if_not_owner, verify_peer
-from naming import runtime
-from naming.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
-from naming.serializers import Params
+from facades.nacos_v1.forward import forward_if_not_owner, verify_peer
+from facades.nacos_v1.params import Params
+from lib.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
+from node import runtime
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
 
 
 def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> Any:
-    """The caller's ``naming.auth.Identity``, or None when auth is off.
+    """The caller's ``accounts.auth.Identity``, or None when auth is off.
 
     The source address for login throttling is ``REMOTE_ADDR``: the node is reached directly
     (no proxy header is trusted, so a client cannot pick its own address to dodge a lockout).

@@ -16,13 +16,13 @@ from django.http import HttpRequest, HttpResponse
 
 from distro.signing import RejectionLog
 from distro.transport import PeerUnreachable
-from naming import serializers as s
+from facades.nacos_v1 import params as s
+from facades.nacos_v1.params import Params
+from lib.errors import Forbidden, NamingError, Unavailable
 from naming.domain import to_bool
-from naming.errors import Forbidden, NamingError, Unavailable
-from naming.serializers import Params
 
 if TYPE_CHECKING:
-    from naming.runtime import NodeRuntime
+    from node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 

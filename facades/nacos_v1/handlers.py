@@ -13,13 +13,13 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from naming import runtime
-from naming import serializers as s
+from facades.nacos_v1 import params as s
+from facades.nacos_v1.api import JSON, Raw, authenticate, nacos_api, require_global_admin, respond
+from facades.nacos_v1.params import Params
+from lib.errors import MissingParam
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
-from naming.errors import MissingParam
-from naming.http import JSON, Raw, authenticate, nacos_api, require_global_admin, respond
-from naming.runtime import VERSION
-from naming.serializers import Params
+from node import runtime
+from node.runtime import VERSION
 from raft import guard as raft_guard
 from server import serving
 

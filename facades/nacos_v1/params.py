@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lib.errors import InvalidParam, MissingParam
 from naming.domain import (
     DEFAULT_CLUSTER,
     DEFAULT_GROUP,
@@ -42,7 +43,6 @@ from naming.domain import (
     parse_metadata,
     to_bool,
 )
-from naming.errors import InvalidParam, MissingParam
 from naming.parsing import JAVA_INT_MAX, JAVA_INT_MIN, parse_json, to_int, to_number
 
 MAX_PAGE_SIZE = 10000

@@ -30,9 +30,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from facades.nacos_v1.params import ClientInfo, ClientType, _version_tuple
 from naming.domain import ServiceName, Switches
 from naming.registry import ServiceView
-from naming.serializers import ClientInfo, ClientType, _version_tuple
 
 log = logging.getLogger(__name__)
 

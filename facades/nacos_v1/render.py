@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from facades.nacos_v1.params import strip_group
 from naming.domain import Instance
 from naming.registry import ServiceView
-from naming.serializers import strip_group
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 

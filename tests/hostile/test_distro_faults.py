@@ -33,9 +33,9 @@ from distro.protocol import SYNC_PATH
 from distro.store import DistroStore
 from distro.sync import SyncAck
 from distro.transport import InMemoryTransport, PeerResponse
+from lib.errors import Unavailable
 from naming.changes import UpsertInstance
 from naming.domain import Instance, ServiceName
-from naming.errors import Unavailable
 from naming.health import PAUSE_SWEEPS, BeatTable, HealthServices, HealthSettings
 from naming.registry import Registry
 from tests.cluster.distro_support import (

@@ -27,9 +27,9 @@ from distro.protocol import (
 from distro.service import DistroCluster
 from distro.sync import SyncSettings
 from distro.transport import InMemoryTransport, PeerResponse
+from lib.errors import NamingError
 from naming.changes import ClearValue, UpdateInstance, UpsertInstance
 from naming.domain import Instance, ServiceName
-from naming.errors import NamingError
 from tests.harness import wait_for
 
 MEMBERS = ("10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from distro.signing import RECEIVER, SIGNATURE, TIMESTAMP, Unsigned, Verifier, derive_key, sign
-from naming.errors import Forbidden
+from lib.errors import Forbidden
 
 KEY = derive_key("cluster-secret")
 ME = "10.0.0.2:8848"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from consistency.datum import Datum, DatumKey
+from lib.errors import NamingError
 from naming.changes import CreateService, UpsertInstance
 from naming.domain import Instance, Selector, ServiceMeta, ServiceName
-from naming.errors import NamingError
 from raft.node import RaftConfig, build_syncobj, wait_ready
 from raft.service import RaftConsistencyService
 from raft.state import ReplicatedState

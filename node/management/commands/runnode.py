@@ -30,9 +30,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from distro.sync import SyncSettings
-from naming import runtime as node_runtime
-from naming.auth import (
+from accounts.auth import (
     Authenticator,
     HashingPool,
     LoginLimits,
@@ -40,8 +38,10 @@ from naming.auth import (
     ensure_admin,
     load_or_create_key,
 )
+from distro.sync import SyncSettings
 from naming.health import HealthSettings
-from naming.runtime import NodeConfig
+from node import runtime as node_runtime
+from node.runtime import NodeConfig
 from server.env import make_private_dir, read_or_create_secret
 
 log = logging.getLogger("naming.node")
