@@ -33,13 +33,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
 
 from lib.errors import Forbidden, Unavailable
-from server.env import write_private
+from lib.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -485,3 +486,42 @@ def ensure_admin(password: str | None) -> str | None:
         generated = password = secrets.token_urlsafe(12)
     model.objects.create_superuser(ADMIN_USERNAME, email="", password=password)
     return generated
+
+
+# ---------------------------------------------------------------------------------------------
+# The authenticator this process serves with, and the authorization seam every edge calls
+# ---------------------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    """What a caller wants to do; roles and permissions (a later issue) are keyed by these."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"  # change how the node behaves for everyone (switches, push statistics)
+
+
+_installed: Authenticator | None = None
+
+
+def install(auth: Authenticator | None) -> None:
+    """Set by the composition root (``node``) once at start; None while auth is off."""
+    global _installed
+    _installed = auth
+
+
+def installed() -> Authenticator | None:
+    return _installed
+
+
+def authorize(identity: Identity | None, action: Action, resource: str) -> None:
+    """The one authorization decision every edge calls, after authentication.
+
+    ``identity`` is None when auth is off (everything is allowed, as in Nacos). For now every
+    authenticated identity may read and write every resource (as before this seam existed);
+    only node-wide operator changes need a global admin (Nacos: the console's admin role).
+    Roles and permissions plug in here. Raises :class:`Forbidden` when denied."""
+    if identity is None:
+        return
+    if action is Action.ADMIN and not identity.global_admin:
+        raise Forbidden("authorization failed!")

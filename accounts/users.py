@@ -21,10 +21,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.auth import ADMIN_USERNAME, Identity, revoke_tokens
+from accounts.auth import ADMIN_USERNAME, Identity, installed, revoke_tokens
 from lib.errors import Forbidden, NotFound
 from naming.parsing import JAVA_INT_MAX
-from node import runtime
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")  # RegexField searches: anchor it
 MIN_PASSWORD = 8
@@ -35,7 +34,7 @@ class NacosAuthentication(BaseAuthentication):
     user being managed, so they are never read as the caller's credentials."""
 
     def authenticate(self, request: Request) -> tuple[Identity, None]:
-        auth = runtime.current().auth
+        auth = installed()
         if auth is None:
             return Identity("anonymous", True), None
         header = request.headers.get("Authorization", "")
@@ -153,6 +152,6 @@ class UsersView(APIView):
 
 
 def _forget(username: str) -> None:
-    auth = runtime.current().auth
+    auth = installed()
     if auth is not None:
         auth.forget_user(username)

@@ -1,8 +1,12 @@
-"""The one error hierarchy of the service.
+"""The one error hierarchy of the service, at the bottom of the layering (``lib``).
 
-Every failure a client can cause is a :class:`NamingError` with an HTTP status and a stable code;
-one handler (``facades.nacos_v1.api``) renders it in the Nacos error shape (``caused: <message>;``).
-Plain Python, no Django: the domain and the consistency layer raise these too.
+Every failure a client can cause is a :class:`NamingError` with a stable :class:`ErrorCode` and
+the HTTP status the HTTP APIs answer with; both are fixed when the error is built (a class
+attribute, or :class:`LimitedUrl`'s constructor argument) and never changed afterwards. Each edge
+renders them itself (``facades.nacos_v1.api``: the Nacos shape ``caused: <message>;``); a
+non-HTTP edge maps ``code``. Errors that cross a boundary as data (a Raft apply result, a peer's
+answer to a forwarded change) travel in one wire form, :meth:`NamingError.to_wire` /
+:func:`from_wire`. Plain Python, no Django: the domain and the storage layers raise these too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class ErrorCode(StrEnum):
     NO_SUCH_API = "no_such_api"
     UNAVAILABLE = "unavailable"
     TOO_LARGE = "too_large"
+    LIMITED = "limited"
 
 
 class NamingError(Exception):
@@ -31,6 +36,10 @@ class NamingError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def to_wire(self) -> dict[str, object]:
+        """The one wire form (peer answers, Raft apply results): ``{status, code, message}``."""
+        return {"status": self.status, "code": self.code.value, "message": self.message}
 
 
 class InvalidParam(NamingError):
@@ -81,9 +90,34 @@ class Unavailable(NamingError):
     code = ErrorCode.UNAVAILABLE
 
 
-def error_from_parts(status: int, code: str, message: str) -> NamingError:
-    """Rebuild an error that crossed a boundary as data (a Raft apply result, a peer answer)."""
-    err = NamingError(message)
-    err.status = status
-    err.code = ErrorCode(code)
-    return err
+class Unauthorized(NamingError):
+    """No (valid) credentials: an unsigned peer request."""
+
+    status = 401
+    code = ErrorCode.UNAUTHORIZED
+
+
+class LimitedUrl(NamingError):
+    """A path the operator limited (switch ``limitedUrlMap``): the status is the operator's."""
+
+    code = ErrorCode.LIMITED
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status  # set once, here: the instance attribute shadows the class default
+
+
+class _Rebuilt(NamingError):
+    """An error rebuilt from its wire form: the sender's status and code, fixed here."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def from_wire(data: object) -> NamingError:
+    """Rebuild an error that crossed a boundary as data (see :meth:`NamingError.to_wire`)."""
+    if not isinstance(data, dict):
+        raise ValueError("an error's wire form is an object")
+    return _Rebuilt(int(data["status"]), ErrorCode(str(data["code"])), str(data["message"]))

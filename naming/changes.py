@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from consistency.datum import (
+from lib.errors import Conflict, InvalidParam, NotFound
+from naming.codec import (
     EMPTY_INSTANCES,
     InstanceSet,
     Value,
     decode_instance,
     encode_instance,
 )
-from lib.errors import Conflict, InvalidParam, NotFound
 from naming.domain import (
     ClusterConfig,
     HealthChecker,

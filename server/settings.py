@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from server.env import env_bool, env_float, env_int, env_path, env_str, read_or_create_secret
+from lib.files import read_or_create_secret
+from server.env import env_bool, env_float, env_int, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("NAMING_DATA_DIR", "data")

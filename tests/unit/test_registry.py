@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from consistency.datum import EMPTY_INSTANCES, instance_set
 from facades.nacos_v1.render import select_hosts
+from naming.codec import EMPTY_INSTANCES, instance_set
 from naming.domain import Instance, ServiceMeta, ServiceName
 from naming.registry import ServiceView
 

@@ -15,8 +15,6 @@ version is tightened at start.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import hmac
 import logging
 import os
 import signal
@@ -39,10 +37,12 @@ from accounts.auth import (
     load_or_create_key,
 )
 from distro.sync import SyncSettings
+from lib.files import make_private_dir, read_or_create_secret
+from lib.keys import raft_password as derived_raft_password
+from lib.keys import token_key
 from naming.health import HealthSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
-from server.env import make_private_dir, read_or_create_secret
 
 log = logging.getLogger("naming.node")
 
@@ -74,7 +74,7 @@ def raft_password(data_dir: Path) -> str:
     secret = settings.NAMING["CLUSTER_SECRET"]
     if secret:
         # Derived, so the HTTP signing key and the raft password are never the same bytes.
-        return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
+        return derived_raft_password(secret)
     return read_or_create_secret(data_dir / "raft.secret")
 
 
@@ -160,8 +160,7 @@ class Command(BaseCommand):
         if naming["AUTH_ENABLED"]:
             if cluster:
                 # Every member must accept a token any member issued (clients fail over).
-                secret = naming["CLUSTER_SECRET"].encode()
-                key = hmac.new(secret, b"token-signing", hashlib.sha256).digest()
+                key = token_key(naming["CLUSTER_SECRET"])
             else:
                 key = load_or_create_key(data_dir / "token.key")
             runtime.auth = Authenticator(
