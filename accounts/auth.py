@@ -38,7 +38,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
+from django.contrib.auth import authenticate, get_user_model
+from django.db import transaction
+from django.db.models import F
 
+from accounts.models import TokenGeneration
 from lib.errors import Forbidden, Unavailable
 from lib.files import write_private
 
@@ -75,16 +79,12 @@ class UserDirectory:
     """The slow, Django-backed part, behind an interface so the cache logic is testable."""
 
     def check_password(self, username: str, password: str) -> Identity | None:
-        from django.contrib.auth import authenticate
-
         user = authenticate(username=username, password=password)
         if user is None or not user.is_active:
             return None
         return Identity(user.get_username(), bool(user.is_superuser), _generation(username))
 
     def lookup(self, username: str) -> Identity | None:
-        from django.contrib.auth import get_user_model
-
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             return None
@@ -95,8 +95,6 @@ class UserDirectory:
 
 
 def _generation(username: str) -> int:
-    from accounts.models import TokenGeneration
-
     row = TokenGeneration.objects.filter(username=username).values_list("generation").first()
     return int(row[0]) if row is not None else 0
 
@@ -104,11 +102,6 @@ def _generation(username: str) -> int:
 def revoke_tokens(username: str) -> None:
     """Bump the user's token generation: every token issued before stops working. The row
     outlives the user, so a user re-created under the same name does not revive old tokens."""
-    from django.db import transaction
-    from django.db.models import F
-
-    from accounts.models import TokenGeneration
-
     with transaction.atomic():
         TokenGeneration.objects.get_or_create(username=username)
         TokenGeneration.objects.filter(username=username).update(generation=F("generation") + 1)
@@ -476,8 +469,6 @@ class Authenticator:
 
 def ensure_admin(password: str | None) -> str | None:
     """Create the initial ``nacos`` superuser if missing; return the password when generated."""
-    from django.contrib.auth import get_user_model
-
     model = get_user_model()
     if model.objects.filter(username=ADMIN_USERNAME).exists():
         return None

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf
 
 from accounts.auth import Action, Identity, authorize
 from distro import signing
@@ -256,7 +257,6 @@ def unknown_api(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """DRF endpoints (console API) render errors in the same Nacos shape."""
-    from rest_framework import exceptions as drf
 
     request = context.get("request")
     if isinstance(exc, NamingError):

@@ -43,6 +43,7 @@ from lib.keys import token_key
 from naming.health import HealthSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
+from server.serving import make_server, raise_fd_limit
 
 log = logging.getLogger("naming.node")
 
@@ -180,8 +181,6 @@ class Command(BaseCommand):
                 ),
             )
         node_runtime.install(runtime)
-
-        from server.serving import make_server, raise_fd_limit
 
         # Every idle client holds a descriptor; the usual soft limit of 1,024 is far too low.
         before, fd_limit = raise_fd_limit()
