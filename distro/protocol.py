@@ -43,9 +43,7 @@ PEER_MAX_BODY = 64 * 1024 * 1024
 
 
 def _encode_one(datum: Datum, codec: DatumCodec) -> bytes:
-    return json.dumps(
-        codec.encode_datum(datum), separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    return json.dumps(codec.encode_datum(datum), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _join(parts: list[bytes]) -> bytes:

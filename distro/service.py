@@ -85,9 +85,7 @@ class DistroCluster:
             CeleryDispatcher(local, direct, celery_app) if celery_app is not None else direct
         )
         self.sync_ack: SyncAck | None = (
-            SyncAck(
-                local, self.membership, transport, self.settings.sync_ack_timeout_s, codec
-            )
+            SyncAck(local, self.membership, transport, self.settings.sync_ack_timeout_s, codec)
             if self.settings.sync_ack
             else None
         )

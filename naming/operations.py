@@ -174,9 +174,7 @@ class NamingOperations:
     def statuses(self, service: ServiceName) -> ServiceView:
         return self._require_view(service, f"service: {service} not found.")
 
-    def metadata_batch(
-        self, cmd: s.MetadataBatch, delete: bool
-    ) -> list[tuple[InstanceKey, bool]]:
+    def metadata_batch(self, cmd: s.MetadataBatch, delete: bool) -> list[tuple[InstanceKey, bool]]:
         """The keys whose metadata changed, each with whether it is ephemeral."""
         view = self._require_view(cmd.service)
         updated: list[tuple[InstanceKey, bool]] = []

@@ -123,7 +123,6 @@ class StatusReport:
             "failAccessCnt": fail_count,
         }
 
-
     def members(self) -> list[dict[str, Any]]:
         node = self._node
         return [self.member(m) for m in (node.config.members or (node.config.address,))]

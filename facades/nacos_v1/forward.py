@@ -37,9 +37,7 @@ def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: boo
     return True
 
 
-def forward_if_not_owner(
-    node: Node, request: HttpRequest, params: Params
-) -> HttpResponse | None:
+def forward_if_not_owner(node: Node, request: HttpRequest, params: Params) -> HttpResponse | None:
     cluster = node.cluster
     if cluster is None:
         return None

@@ -204,9 +204,7 @@ def get_service(request: HttpRequest, params: Params, caller: Caller) -> dict[st
     return render.service_json(_ops().get_service(s.service_name(params)))
 
 
-service = by_method(
-    POST=create_service, DELETE=delete_service, PUT=update_service, GET=get_service
-)
+service = by_method(POST=create_service, DELETE=delete_service, PUT=update_service, GET=get_service)
 
 
 @nacos_api("GET")

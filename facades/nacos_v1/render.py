@@ -15,6 +15,13 @@ from facades.nacos_v1.params import strip_group
 from naming.domain import Instance
 from naming.registry import ServiceView
 
+# The rendered pieces are cached per service revision in the view's ``response_cache`` (a slot
+# the core leaves to the edges: it dies with the view, so no eviction, no lock). Keys carry
+# this edge's name so another edge's cache never collides with ours.
+_CACHE = "nacos_v1"
+_TAIL = (_CACHE, "tail")
+_META = (_CACHE, "meta")
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -60,7 +67,7 @@ def select_hosts(
 def render_hosts(
     view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool, grouped: bool
 ) -> str:
-    cache_key = ("hosts", cluster_names, healthy_only, grouped)
+    cache_key = (_CACHE, "hosts", cluster_names, healthy_only, grouped)
     cached = view.response_cache.get(cache_key)
     if cached is not None:
         return str(cached)
@@ -89,14 +96,14 @@ def render_instance_list(
         )
     hosts = render_hosts(view, cluster_names, healthy_only, grouped)
     dom = grouped_name if grouped else strip_group(grouped_name)
-    tail = view.response_cache.get("tail")
+    tail = view.response_cache.get(_TAIL)
     if tail is None:
         tail = f',"checksum":{_dumps(view.checksum)},"useSpecifiedURL":false'
-        view.response_cache["tail"] = tail
-    meta = view.response_cache.get("meta")
+        view.response_cache[_TAIL] = tail
+    meta = view.response_cache.get(_META)
     if meta is None:
         meta = _dumps(dict(view.settings.metadata))
-        view.response_cache["meta"] = meta
+        view.response_cache[_META] = meta
     return (
         f'{{"hosts":{hosts},"dom":{_dumps(dom)},"name":{_dumps(grouped_name)},'
         f'"cacheMillis":{cache_millis},"lastRefTime":{now_ms}{tail},'
