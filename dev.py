@@ -2,7 +2,7 @@
 """Set-up and everyday commands with nothing but Python 3.11 on the machine.
 
     python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
-    python3 dev.py test [pytest options]   # venv + deps, then ruff, mypy and the whole suite
+    python3 dev.py test [pytest options]   # venv + deps, then lint-imports, ruff, mypy, the suite
     python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
     python3 dev.py bench-raft [options]    # venv + deps, then bench/raft.py (needs wrk)
     python3 dev.py bench-distro [options]  # venv + deps, then bench/distro.py (needs wrk)
@@ -69,7 +69,12 @@ def run(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     ensure_venv()
     bin_dir = VENV / "bin"
-    for step in ([str(bin_dir / "ruff"), "check", "."], [str(bin_dir / "mypy"), "."]):
+    steps = (
+        [str(bin_dir / "lint-imports")],  # the layering contracts (pyproject.toml)
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "mypy"), "."],
+    )
+    for step in steps:
         print(
             "$",
             " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step)),

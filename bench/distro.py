@@ -502,9 +502,9 @@ def snapshot_breakdown(source: NodeProcess, local: str) -> dict[str, float]:
     """Each step of loading a snapshot, timed in this process against a live member."""
     from consistency.notifier import Notifier
     from distro.protocol import SNAPSHOT_PATH, decode_batch, encode_batch
-    from distro.signing import derive_key
     from distro.store import DistroStore
     from distro.transport import HttpPeerTransport
+    from lib.keys import peer_key as derive_key
     from naming.registry import Registry
 
     transport = HttpPeerTransport(local, derive_key(CLUSTER_SECRET))

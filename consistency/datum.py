@@ -1,8 +1,11 @@
-"""Typed keys and datums, and the only codec between them and JSON.
+"""Typed keys and datums, and the seam of the one codec between values and JSON.
 
 A :class:`DatumKey` is a value, never a string parsed with ``startswith``: its ``kind`` decides
-the consistency mode (ephemeral → Distro, everything else → Raft). The JSON codec here is the one
-place that turns domain values into bytes, for the Raft journal and (later) peer transport.
+the consistency mode (ephemeral → Distro, everything else → Raft). The values are the core's
+business: the stores hold them opaquely and turn them into JSON (Raft snapshots, Distro sync,
+checksums) through a :class:`DatumCodec` the composition root builds from the core's value codecs
+(``naming.codec``), one per key kind. Nothing here imports the core (hashicorp/raft ``fsm.go``:
+the library never imports its client).
 """
 
 from __future__ import annotations
@@ -11,25 +14,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
-from naming.domain import (
-    ClusterConfig,
-    HealthChecker,
-    Instance,
-    InstanceKey,
-    Selector,
-    ServiceMeta,
-    ServiceName,
-    Switches,
-    freeze_metadata,
-)
-
-InstanceSet = Mapping[InstanceKey, Instance]
-Value = InstanceSet | ServiceMeta | Switches
-
-EMPTY_INSTANCES: InstanceSet = MappingProxyType({})
+# A stored value, opaque to this layer (the core's domain values: instance sets, service meta,
+# switches). Only the core's changes and codecs look inside.
+Value = object
 
 
 class KeyKind(StrEnum):
@@ -37,6 +26,16 @@ class KeyKind(StrEnum):
     PERSISTENT_INSTANCES = "iplist"
     SERVICE_META = "meta"
     SWITCHES = "switches"
+
+
+class ServiceRef(Protocol):
+    """What a key needs of a service name (``naming.domain.ServiceName`` is one)."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def grouped(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +48,13 @@ class DatumKey:
     def ephemeral(self) -> bool:
         return self.kind is KeyKind.EPHEMERAL_INSTANCES
 
-    @property
-    def service_name(self) -> ServiceName:
-        return ServiceName(self.namespace, self.service)
-
     @classmethod
-    def instances(cls, service: ServiceName, ephemeral: bool) -> DatumKey:
+    def instances(cls, service: ServiceRef, ephemeral: bool) -> DatumKey:
         kind = KeyKind.EPHEMERAL_INSTANCES if ephemeral else KeyKind.PERSISTENT_INSTANCES
         return cls(kind, service.namespace, service.grouped)
 
     @classmethod
-    def meta(cls, service: ServiceName) -> DatumKey:
+    def meta(cls, service: ServiceRef) -> DatumKey:
         return cls(KeyKind.SERVICE_META, service.namespace, service.grouped)
 
     @classmethod
@@ -86,115 +81,53 @@ class Datum:
 
 
 # ---------------------------------------------------------------------------------------------
-# Codec
+# Codec seam
 # ---------------------------------------------------------------------------------------------
 
 
-def encode_instance(inst: Instance) -> dict[str, Any]:
-    return {
-        "ip": inst.ip,
-        "port": inst.port,
-        "clusterName": inst.cluster,
-        "weight": inst.weight,
-        "healthy": inst.healthy,
-        "enabled": inst.enabled,
-        "ephemeral": inst.ephemeral,
-        "metadata": dict(inst.metadata),
-        "instanceId": inst.instance_id,
-        "app": inst.app,
-        "marked": inst.marked,
-    }
+class ValueCodec(Protocol):
+    """The JSON form of the values of one key kind, given by the core.
+
+    ``encode`` output must be JSON-serializable and ``decode(encode(v))`` equal to ``v``;
+    ``canonical`` is the order-independent form a content checksum is computed over."""
+
+    def encode(self, value: Any) -> Any: ...
+
+    def decode(self, data: Any) -> Any: ...
+
+    def canonical(self, value: Any) -> Any: ...
 
 
-def decode_instance(data: Mapping[str, Any]) -> Instance:
-    return Instance(
-        ip=str(data["ip"]),
-        port=int(data["port"]),
-        cluster=str(data["clusterName"]),
-        weight=float(data["weight"]),
-        healthy=bool(data["healthy"]),
-        enabled=bool(data["enabled"]),
-        ephemeral=bool(data["ephemeral"]),
-        metadata=freeze_metadata({str(k): str(v) for k, v in data.get("metadata", {}).items()}),
-        instance_id=str(data.get("instanceId", "")),
-        app=str(data.get("app", "DEFAULT")),
-        marked=bool(data.get("marked", False)),
-    )
+class DatumCodec:
+    """Datums ⇄ JSON, with one :class:`ValueCodec` per key kind (every kind must have one)."""
 
+    __slots__ = ("_codecs",)
 
-def instance_set(instances: list[Instance] | tuple[Instance, ...]) -> InstanceSet:
-    return MappingProxyType({inst.key: inst for inst in instances})
+    def __init__(self, codecs: Mapping[KeyKind, ValueCodec]) -> None:
+        missing = [k.value for k in KeyKind if k not in codecs]
+        if missing:
+            raise ValueError(f"no value codec for key kinds {missing}")
+        self._codecs = dict(codecs)
 
+    def encode_value(self, kind: KeyKind, value: Value | None) -> Any:
+        return None if value is None else self._codecs[kind].encode(value)
 
-def _encode_cluster(cfg: ClusterConfig) -> dict[str, Any]:
-    return {
-        "name": cfg.name,
-        "healthChecker": cfg.health_checker.to_json(),
-        "checkPort": cfg.check_port,
-        "useInstancePort": cfg.use_instance_port,
-        "metadata": dict(cfg.metadata),
-    }
+    def decode_value(self, kind: KeyKind, data: Any) -> Value | None:
+        return None if data is None else self._codecs[kind].decode(data)
 
+    def canonical_value(self, kind: KeyKind, value: Value | None) -> Any:
+        return None if value is None else self._codecs[kind].canonical(value)
 
-def _decode_cluster(data: Mapping[str, Any]) -> ClusterConfig:
-    return ClusterConfig(
-        name=str(data["name"]),
-        health_checker=HealthChecker.from_json(data["healthChecker"]),
-        check_port=int(data["checkPort"]),
-        use_instance_port=bool(data["useInstancePort"]),
-        metadata=freeze_metadata(dict(data.get("metadata", {}))),
-    )
-
-
-def encode_value(kind: KeyKind, value: Value | None) -> Any:
-    if value is None:
-        return None
-    if kind in (KeyKind.EPHEMERAL_INSTANCES, KeyKind.PERSISTENT_INSTANCES):
-        assert isinstance(value, Mapping)
-        return [encode_instance(i) for i in value.values()]
-    if kind is KeyKind.SERVICE_META:
-        assert isinstance(value, ServiceMeta)
+    def encode_datum(self, datum: Datum) -> dict[str, Any]:
         return {
-            "protectThreshold": value.protect_threshold,
-            "metadata": dict(value.metadata),
-            "selector": value.selector.to_json(),
-            "clusters": [_encode_cluster(c) for c in value.clusters.values()],
+            "key": datum.key.encode(),
+            "revision": datum.revision,
+            "value": self.encode_value(datum.key.kind, datum.value),
         }
-    assert isinstance(value, Switches)
-    return value.to_json()
 
-
-def decode_value(kind: KeyKind, data: Any) -> Value | None:
-    if data is None:
-        return None
-    if kind in (KeyKind.EPHEMERAL_INSTANCES, KeyKind.PERSISTENT_INSTANCES):
-        return instance_set([decode_instance(d) for d in data])
-    if kind is KeyKind.SERVICE_META:
-        selector = data.get("selector") or {}
-        clusters = [_decode_cluster(c) for c in data.get("clusters", [])]
-        return ServiceMeta(
-            protect_threshold=float(data.get("protectThreshold", 0.0)),
-            metadata=freeze_metadata(dict(data.get("metadata", {}))),
-            selector=Selector(
-                type=str(selector.get("type", "none")),
-                expression=str(selector.get("expression", "")),
-            ),
-            clusters=MappingProxyType({c.name: c for c in clusters}),
-        )
-    return Switches.from_json(data)
-
-
-def encode_datum(datum: Datum) -> dict[str, Any]:
-    return {
-        "key": datum.key.encode(),
-        "revision": datum.revision,
-        "value": encode_value(datum.key.kind, datum.value),
-    }
-
-
-def decode_datum(data: Mapping[str, Any]) -> Datum:
-    key = DatumKey.decode(str(data["key"]))
-    return Datum(key, decode_value(key.kind, data["value"]), int(data["revision"]))
+    def decode_datum(self, data: Mapping[str, Any]) -> Datum:
+        key = DatumKey.decode(str(data["key"]))
+        return Datum(key, self.decode_value(key.kind, data["value"]), int(data["revision"]))
 
 
 def dumps(obj: Any) -> str:

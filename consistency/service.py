@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from consistency.datum import Datum, DatumKey, Value
 from consistency.notifier import Notifier
-from naming.errors import Unavailable
+from lib.errors import Unavailable
 
 # How long a writer waits for its change to reach the registry before answering anyway.
 VISIBILITY_TIMEOUT_S = 5.0
@@ -23,7 +23,7 @@ VISIBILITY_TIMEOUT_S = 5.0
 class Change(Protocol):
     """What the stores need of a change (see ``naming.changes``)."""
 
-    def apply(self, current: Value | None) -> Value | None: ...
+    def apply(self, current: Any) -> Value | None: ...
 
     def encode(self) -> dict[str, Any]: ...
 

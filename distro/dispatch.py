@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 BROKER_BACKOFF_S = 5.0  # after a broker error, deliver directly for this long before retrying it
 TASK_EXPIRES_S = 120  # an older sync is superseded by verify rounds anyway
+SYNC_TASK = "distro.sync_datums"  # the name ``distro.tasks.sync_datums`` registers under
 
 
 class DispatchFailed(Exception):
@@ -76,12 +77,13 @@ class DirectDispatcher:
 
 
 class CeleryDispatcher:
-    def __init__(self, local: str, fallback: DirectDispatcher, broker_url: str) -> None:
-        import server.celery  # noqa: F401 - makes the app current, so the task binds to it
-
+    def __init__(self, local: str, fallback: DirectDispatcher, app: Any) -> None:
+        """``app`` is the Celery app (``server.celery.app``), handed over by the composition
+        root: distro never imports the server package. Tasks are sent by name, so this process
+        needs no task registry."""
         self._local = local
         self._fallback = fallback
-        self._broker_url = broker_url
+        self._app = app
         self._skip_until = 0.0
         self._lock = threading.Lock()
         self.enqueued = 0
@@ -118,16 +120,16 @@ class CeleryDispatcher:
         self.last_error_at_ms = int(time.time() * 1000)
 
     def _enqueue(self, peer: str, body: bytes) -> None:
-        from distro.tasks import sync_datums
-
-        sync_datums.apply_async(
-            args=(self._local, peer, body.decode()), retry=False, expires=TASK_EXPIRES_S
+        self._app.send_task(
+            SYNC_TASK,
+            args=(self._local, peer, body.decode()),
+            retry=False,
+            expires=TASK_EXPIRES_S,
         )
 
     def check(self) -> None:
         """Count live workers and queued tasks; a dead worker shows here and in the log."""
-        from server.celery import app
-
+        app = self._app
         try:
             replies = app.control.ping(timeout=0.5)
             self.workers = len(replies)

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from consistency.datum import Datum, DatumKey, decode_datum, encode_datum
-from consistency.service import Applied
+from consistency.datum import Datum, DatumCodec, DatumKey
+from consistency.service import Applied, Change
 from distro.mapper import DistroMapper
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import InvalidParam
+from lib.errors import InvalidParam, NamingError
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +42,27 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 PEER_MAX_BODY = 64 * 1024 * 1024
 
 
-def _encode_one(datum: Datum) -> bytes:
-    return json.dumps(encode_datum(datum), separators=(",", ":"), ensure_ascii=False).encode()
+def _encode_one(datum: Datum, codec: DatumCodec) -> bytes:
+    return json.dumps(codec.encode_datum(datum), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _join(parts: list[bytes]) -> bytes:
     return b'{"datums":[' + b",".join(parts) + b"]}"
 
 
-def encode_batch(datums: Iterable[Datum]) -> bytes:
-    return _join([_encode_one(d) for d in datums])
+def encode_batch(datums: Iterable[Datum], codec: DatumCodec) -> bytes:
+    return _join([_encode_one(d, codec) for d in datums])
 
 
 def split_batches(
-    datums: list[Datum], max_bytes: int = MAX_BATCH_BYTES
+    datums: list[Datum], codec: DatumCodec, max_bytes: int = MAX_BATCH_BYTES
 ) -> Iterator[tuple[list[Datum], bytes]]:
     """Encoded batches of at most ``max_bytes`` each (a single larger datum goes alone)."""
     chunk: list[Datum] = []
     parts: list[bytes] = []
     size = 0
     for datum in datums:
-        part = _encode_one(datum)
+        part = _encode_one(datum, codec)
         if parts and size + len(part) > max_bytes:
             yield chunk, _join(parts)
             chunk, parts, size = [], [], 0
@@ -73,10 +73,10 @@ def split_batches(
         yield chunk, _join(parts)
 
 
-def decode_batch(body: bytes, allow_empty: bool = False) -> list[Datum]:
+def decode_batch(body: bytes, codec: DatumCodec, allow_empty: bool = False) -> list[Datum]:
     try:
         data = json.loads(body)
-        datums = [decode_datum(d) for d in data["datums"]]
+        datums = [codec.decode_datum(d) for d in data["datums"]]
     except Exception as exc:  # any shape a peer (or a forger with the key) could send: a 400
         raise BadPayload(f"malformed datum batch: {type(exc).__name__}") from None
     if not datums and not allow_empty:
@@ -107,6 +107,7 @@ def fetch_datums(
     peer: str,
     method: str,
     path: str,
+    codec: DatumCodec,
     body: bytes = b"",
     timeout: float = 10.0,
 ) -> tuple[int, list[Datum] | None]:
@@ -125,7 +126,7 @@ def fetch_datums(
             log.warning("%s answered %s to %s %s", peer, response.status, method, path)
         return response.status, None
     try:
-        return response.status, decode_batch(response.body, allow_empty=True)
+        return response.status, decode_batch(response.body, codec, allow_empty=True)
     except BadPayload as exc:
         log.warning("bad datum batch from %s for %s: %s", peer, path, exc)
         return response.status, None
@@ -144,9 +145,12 @@ class PeerProtocol:
         mapper: Callable[[], DistroMapper],
         transport: PeerTransport,
         ready: Callable[[], bool],
-        submit: Callable[[DatumKey, Any, float], Applied] | None = None,
+        decode_change: Callable[[Any], Change],
+        submit: Callable[[DatumKey, Change, float], Applied] | None = None,
     ) -> None:
         self.store = store
+        self.codec = store.codec
+        self._decode_change = decode_change
         # How a change from a non-owner is applied here: the cluster's owner path (sync-ack
         # included) when given, else the store alone.
         self._submit = submit or store.submit
@@ -168,7 +172,7 @@ class PeerProtocol:
 
     def on_sync(self, body: bytes) -> int:
         stored = 0
-        for datum in decode_batch(body):
+        for datum in decode_batch(body, self.codec):
             if self.store.apply_remote(datum):
                 stored += 1
             else:
@@ -181,13 +185,10 @@ class PeerProtocol:
     def on_change(self, body: bytes) -> bytes:
         """Apply a change a peer could not apply itself (it does not own the key): the answer
         is the new datum, or the change's error as ``{"error": {status, code, message}}``."""
-        from naming.changes import Change
-        from naming.errors import NamingError
-
         try:
             data = json.loads(body)
             key = decode_keys([data["key"]])[0]
-            change = Change.decode(data["change"])
+            change = self._decode_change(data["change"])
         except BadPayload:
             raise
         except Exception as exc:  # any malformed change is the sender's error: a 400
@@ -195,9 +196,8 @@ class PeerProtocol:
         try:
             applied = self._submit(key, change, 5.0)
         except NamingError as exc:
-            error = {"status": exc.status, "code": exc.code.value, "message": exc.message}
-            return json.dumps({"error": error}).encode()
-        return encode_batch([applied.datum])
+            return json.dumps({"error": exc.to_wire()}).encode()
+        return encode_batch([applied.datum], self.codec)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -209,13 +209,13 @@ class PeerProtocol:
         if isinstance(raw, str):
             raw = [k for k in raw.split(",") if k]
         datums = [self.store.raw(k) for k in decode_keys(raw)]
-        return encode_batch(d for d in datums if d is not None)
+        return encode_batch((d for d in datums if d is not None), self.codec)
 
     def snapshot(self) -> bytes | None:
         """Everything we hold, or None while we are still loading ourselves."""
         if not self._ready():
             return None
-        return encode_batch(self.store.items())
+        return encode_batch(self.store.items(), self.codec)
 
     # -- verify ------------------------------------------------------------------------------
 
@@ -272,7 +272,7 @@ class PeerProtocol:
 
     def _pull(self, source: str, keys: list[DatumKey]) -> None:
         body = json.dumps({"keys": [k.encode() for k in keys]}).encode()
-        _, datums = fetch_datums(self._transport, source, "GET", QUERY_PATH, body)
+        _, datums = fetch_datums(self._transport, source, "GET", QUERY_PATH, self.codec, body)
         for datum in datums or ():
             if self.store.apply_remote(datum, authoritative=True):
                 self.repaired += 1

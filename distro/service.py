@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consistency.datum import Datum, DatumKey
+from consistency.datum import Datum, DatumCodec, DatumKey
 from consistency.notifier import Notifier
 from consistency.service import Applied, Change
 from distro.dispatch import CeleryDispatcher, DirectDispatcher, Dispatcher
@@ -37,7 +37,7 @@ from distro.protocol import (
 from distro.store import DistroStore
 from distro.sync import SyncAck, SyncScheduler, SyncSettings, VerifyLoop
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import Unavailable, error_from_parts
+from lib.errors import Unavailable, from_wire
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ class DistroCluster:
         self_state: Callable[[], MemberState],
         version: str = "",
         settings: SyncSettings | None = None,
-        broker_url: str = "",
+        *,
+        codec: DatumCodec,
+        decode_change: Callable[[Any], Change],
+        celery_app: Any = None,
         report_interval_s: float = 2.0,
     ) -> None:
         self.settings = settings or SyncSettings()
@@ -75,14 +78,14 @@ class DistroCluster:
         self.membership = Membership(
             local, members, transport, self_state, version, interval_s=report_interval_s
         )
-        self.store = DistroStore(notifier, on_local_change=self._changed)
+        self.store = DistroStore(notifier, codec, on_local_change=self._changed)
         self.store.ready = False
         direct = DirectDispatcher(transport)
         self.dispatcher: Dispatcher = (
-            CeleryDispatcher(local, direct, broker_url) if broker_url else direct
+            CeleryDispatcher(local, direct, celery_app) if celery_app is not None else direct
         )
         self.sync_ack: SyncAck | None = (
-            SyncAck(local, self.membership, transport, self.settings.sync_ack_timeout_s)
+            SyncAck(local, self.membership, transport, self.settings.sync_ack_timeout_s, codec)
             if self.settings.sync_ack
             else None
         )
@@ -91,6 +94,7 @@ class DistroCluster:
             lambda: self.membership.mapper,
             transport,
             lambda: self.store.ready,
+            decode_change,
             submit=self._submit_local,
         )
         self.scheduler = SyncScheduler(self.store, self.membership, self.dispatcher, self.settings)
@@ -151,7 +155,7 @@ class DistroCluster:
             reachable = starting = 0
             for peer in self.membership.peers:
                 status, datums = fetch_datums(
-                    self.transport, peer, "GET", SNAPSHOT_PATH, timeout=30
+                    self.transport, peer, "GET", SNAPSHOT_PATH, self.store.codec, timeout=30
                 )
                 reachable += status != -1
                 starting += status == 503
@@ -235,9 +239,8 @@ class DistroCluster:
             raise Unavailable(f"distro owner {owner} answered {answer.status}")
         data = json.loads(answer.body)
         if "error" in data:
-            err = data["error"]
-            raise error_from_parts(int(err["status"]), str(err["code"]), str(err["message"]))
-        datum = decode_batch(answer.body)[0]
+            raise from_wire(data["error"])
+        datum = decode_batch(answer.body, self.store.codec)[0]
         # Store the owner's result here too, so this member reads its own write at once.
         return Applied(datum, self.store.apply_remote_ticket(datum))
 

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from naming.errors import ErrorCode, Forbidden, NamingError
+from lib.errors import Forbidden, Unauthorized
 
 NODE = "X-Naming-Node"
 RECEIVER = "X-Naming-Receiver"
@@ -35,13 +35,8 @@ LOG_INTERVAL_S = 10.0
 log = logging.getLogger(__name__)
 
 
-class Unsigned(NamingError):
-    status = 401
-    code = ErrorCode.UNAUTHORIZED
-
-
-def derive_key(cluster_secret: str) -> bytes:
-    return hmac.new(cluster_secret.encode(), b"peer-requests", hashlib.sha256).digest()
+class Unsigned(Unauthorized):
+    pass
 
 
 def _message(

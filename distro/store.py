@@ -16,26 +16,29 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from consistency.datum import Datum, DatumKey, dumps, encode_value
+from consistency.datum import Datum, DatumCodec, DatumKey, dumps
 from consistency.notifier import Notifier
 from consistency.service import Applied, Change
 
 _STRIPES = 64
 
 
-def datum_checksum(datum: Datum) -> str:
-    """Content checksum, independent of instance order (the verify round compares these)."""
-    encoded = encode_value(datum.key.kind, datum.value)
-    if isinstance(encoded, list):
-        encoded = sorted(encoded, key=lambda i: (i["ip"], i["port"], i["clusterName"]))
+def datum_checksum(datum: Datum, codec: DatumCodec) -> str:
+    """Content checksum over the codec's canonical form, independent of instance order (the
+    verify round compares these)."""
+    encoded = codec.canonical_value(datum.key.kind, datum.value)
     return hashlib.md5(dumps(encoded).encode(), usedforsecurity=False).hexdigest()
 
 
 class DistroStore:
     def __init__(
-        self, notifier: Notifier, on_local_change: Callable[[DatumKey], None] | None = None
+        self,
+        notifier: Notifier,
+        codec: DatumCodec,
+        on_local_change: Callable[[DatumKey], None] | None = None,
     ) -> None:
         self._notifier = notifier
+        self.codec = codec  # the core's value codec (checksums; peer payloads use it too)
         self._data: dict[DatumKey, Datum] = {}
         self._checksums: dict[DatumKey, tuple[Datum, str]] = {}
         # Striped locks: per-key exclusion without a lock object per key. crc32 rather than
@@ -107,7 +110,7 @@ class DistroStore:
         cached = self._checksums.get(datum.key)
         if cached is not None and cached[0] is datum:
             return cached[1]
-        value = datum_checksum(datum)
+        value = datum_checksum(datum, self.codec)
         self._checksums[datum.key] = (datum, value)
         return value
 

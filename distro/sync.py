@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consistency.datum import Datum, DatumKey
+from consistency.datum import Datum, DatumCodec, DatumKey
 from distro.dispatch import Dispatcher, DispatchFailed
 from distro.mapper import DistroMapper
 from distro.membership import Membership, MemberState
 from distro.protocol import CHECKSUM_PATH, SYNC_PATH, PeerProtocol, encode_batch, split_batches
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
-from naming.errors import Unavailable
+from lib.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class SyncScheduler:
 
     def _send(self, peer: str, queue: _PeerQueue, datums: list[Datum], backoff: float) -> float:
         """Deliver ``datums`` in size-bounded batches; returns the next backoff (0 on success)."""
-        batches = list(split_batches(datums))
+        batches = list(split_batches(datums, self._store.codec))
         for index, (chunk, body) in enumerate(batches):
             try:
                 if not self._settings.drop_syncs:
@@ -220,8 +220,10 @@ class SyncAck:
         membership: Membership,
         transport: PeerTransport,
         timeout_s: float,
+        codec: DatumCodec,
     ) -> None:
         self._local = local
+        self._codec = codec
         self._membership = membership
         self._transport = transport
         self._timeout_s = timeout_s
@@ -315,7 +317,7 @@ class SyncAck:
                 peer,
                 "PUT",
                 SYNC_PATH,
-                encode_batch(datums),
+                encode_batch(datums, self._codec),
                 {"Content-Type": "application/json"},
                 self._timeout_s,
             )

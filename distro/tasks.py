@@ -10,9 +10,9 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from distro.dispatch import DispatchFailed, send_batch
-from distro.signing import derive_key
+from distro.dispatch import SYNC_TASK, DispatchFailed, send_batch
 from distro.transport import HttpPeerTransport
+from lib.keys import peer_key
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,12 @@ def _transport(source: str) -> HttpPeerTransport:
     secret = settings.NAMING["CLUSTER_SECRET"]
     if not secret:
         raise RuntimeError("the celery worker needs NAMING_CLUSTER_SECRET (the nodes' secret)")
-    return HttpPeerTransport(source, derive_key(secret))
+    return HttpPeerTransport(source, peer_key(secret))
 
 
 @shared_task(  # type: ignore[untyped-decorator]
     bind=True,
-    name="distro.sync_datums",
+    name=SYNC_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

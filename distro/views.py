@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from distro.forward import verify_peer
+from distro.http import JSON, error_response, installed, respond, verify_peer
 from distro.protocol import PEER_MAX_BODY, BadPayload
 from distro.service import DistroCluster
-from naming import runtime
-from naming.errors import Forbidden, NamingError, PayloadTooLarge, Unavailable
-from naming.http import JSON, error_response, no_such_api, respond, unhandled_error
+from lib.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
+
+log = logging.getLogger(__name__)
 
 PeerHandler = Callable[[HttpRequest, bytes, DistroCluster, str], HttpResponse]
 
@@ -46,16 +47,18 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
         def view(request: HttpRequest) -> HttpResponse:
             try:
                 if request.method not in allowed:
-                    raise no_such_api(request)
-                node = runtime.current()
+                    raise NoSuchApi(f"no such api:{request.method}:{request.path}")
                 body = peer_body(request)
-                sender = verify_peer(node, request, body)
-                assert node.cluster is not None
-                return handler(request, body, node.cluster, sender)
+                sender = verify_peer(request, body)
+                peers = installed()
+                assert peers is not None  # verify_peer refuses every call without peers
+                return handler(request, body, peers.cluster, sender)
             except NamingError as exc:  # BadPayload included: a 400
                 return error_response(exc, request)
             except Exception as exc:
-                return unhandled_error(request, exc)
+                # A bug: log it whole, answer in the Nacos shape (never Django's HTML page).
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return respond(f"caused: {type(exc).__name__};", 500)
 
         view.csrf_exempt = True  # type: ignore[attr-defined]
         return view

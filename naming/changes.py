@@ -4,7 +4,7 @@ An operation does not read a value, modify it and write it back (two writers wou
 update); it submits a :class:`Change` and the consistency layer applies it atomically to the
 current value: Distro under the key's lock on the owner, Raft inside ``apply`` on every member.
 So ``apply`` is a pure function of (current value, change): no clock, no randomness, no I/O.
-A change that cannot apply raises a :class:`~naming.errors.NamingError` and leaves the value as
+A change that cannot apply raises a :class:`~lib.errors.NamingError` and leaves the value as
 it was, on every node alike.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from consistency.datum import (
+from lib.errors import Conflict, InvalidParam, NotFound
+from naming.codec import (
     EMPTY_INSTANCES,
     InstanceSet,
     Value,
@@ -35,7 +36,6 @@ from naming.domain import (
     freeze_metadata,
     simple_instance_id,
 )
-from naming.errors import Conflict, InvalidParam, NotFound
 
 
 class Change:

@@ -17,7 +17,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from naming.errors import InvalidParam
+from lib.errors import InvalidParam
 from naming.parsing import JsonSyntaxError, parse_json, to_int, to_number
 
 DEFAULT_NAMESPACE = "public"

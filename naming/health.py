@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from consistency.datum import DatumKey
+from lib.errors import NamingError
 from naming.changes import ClearValue, RemoveInstances, SetHealth
 from naming.domain import CheckType, Instance, InstanceKey, ServiceName
-from naming.errors import NamingError
 from naming.registry import Registry, ServiceView
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,11 @@
-"""Use cases: one method per API operation, taking typed commands, returning plain data.
+"""Use cases: one method per operation, taking typed commands (:mod:`naming.commands`),
+returning domain values (``ServiceView``, ``Instance``, small typed results), never a protocol's
+JSON: each edge renders them (Consul ``agent/discovery``: protocol-neutral results, one encoder
+per API). Protocol quirks (the Java client's upsert on PUT, UDP subscription on list, ``dom``
+name formats) live in the edges.
 
 Writes go through the consistency delegate as :mod:`naming.changes`; reads come from the
-registry's immutable views. No Django here.
+registry's immutable views. No Django, no HTTP here.
 """
 
 from __future__ import annotations
@@ -9,11 +13,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
-from naming import serializers as s
+from lib.errors import InvalidParam, NotFound
+from naming import commands as s
 from naming.changes import (
     ClearValue,
     CreateService,
@@ -35,21 +39,12 @@ from naming.domain import (
     InstanceKey,
     PreservedKey,
     ServiceName,
+    Switches,
     apply_switch,
 )
-from naming.errors import InvalidParam, NotFound
 from naming.health import BeatTable
 from naming.parsing import parse_json
-from naming.push import eligible
 from naming.registry import Registry, ServiceView
-from naming.render import (
-    cluster_json,
-    full_instance_json,
-    render_instance_list,
-)
-
-BEAT_OK = 10200
-BEAT_NOT_FOUND = 20404
 
 
 class NamingOperations:
@@ -64,15 +59,24 @@ class NamingOperations:
         self.registry = registry
         self.beats = beats
         self._wall_ms = wall_ms
-        self.push: Any = None  # naming.push.PushService, set by the runtime
         self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
 
     @property
-    def switches(self) -> Any:
+    def switches(self) -> Switches:
         return self.registry.switches
+
+    def wall_ms(self) -> int:
+        return self._wall_ms()
 
     def _view(self, service: ServiceName) -> ServiceView | None:
         return self.registry.get(service)
+
+    def find_service(self, service: ServiceName) -> ServiceView | None:
+        """The service's current view, or None (a query: no error for a missing service)."""
+        return self.registry.get(service)
+
+    def require_service(self, service: ServiceName, message: str | None = None) -> ServiceView:
+        return self._require_view(service, message)
 
     def _require_view(self, service: ServiceName, message: str | None = None) -> ServiceView:
         view = self._view(service)
@@ -96,11 +100,8 @@ class NamingOperations:
         if inst.ephemeral:
             self.beats.touch(cmd.service, inst.key)
 
-    def update_instance(self, cmd: s.RegisterInstance, client: s.ClientInfo) -> None:
-        """PUT: strict update for Java ≥ 1.0 (and Node) clients, register for everyone else."""
-        if not client.is_java_1x:
-            self.register_instance(cmd)
-            return
+    def update_instance(self, cmd: s.RegisterInstance) -> None:
+        """Strict update: the service must exist (an edge may choose to register instead)."""
         service = cmd.service
         self._require_view(
             service,
@@ -131,7 +132,7 @@ class NamingOperations:
         if ref.ephemeral:
             self.beats.forget(ref.service, ref.key)
 
-    def get_instance(self, service: ServiceName, key: InstanceKey) -> dict[str, Any]:
+    def get_instance(self, service: ServiceName, key: InstanceKey) -> Instance:
         view = self._require_view(service, f"no service {service.grouped} found!")
         members = view.clusters.get(key.cluster)
         if not members:
@@ -139,68 +140,16 @@ class NamingOperations:
         inst = view.find(key)
         if inst is None:
             raise NotFound("no matched ip found!")
-        return {
-            "service": service.grouped,
-            "ip": inst.ip,
-            "port": inst.port,
-            "clusterName": inst.cluster,
-            "weight": inst.weight,
-            "healthy": inst.healthy,
-            "instanceId": inst.instance_id,
-            "metadata": dict(inst.metadata),
-        }
+        return inst
 
-    def list_instances(self, cmd: s.ListInstances) -> str:
-        if cmd.is_check:
-            return "{}"  # Nacos 1.4 quirk: the computed result is thrown away
-        switches = self.switches
-        cache_millis = switches.defaultCacheMillis
-        if (
-            cmd.udp_port > 0
-            and cmd.remote_addr
-            and self.push is not None
-            and switches.pushEnabled
-            and eligible(cmd.client, switches)
-        ):
-            self.push.push_cache_s = switches.defaultPushCacheMillis / 1000.0
-            self.push.subscribe(
-                cmd.service,
-                cmd.clusters,
-                cmd.cluster_names,
-                cmd.remote_addr,
-                cmd.udp_port,
-                cmd.client,
-                cmd.app,
-            )
-            cache_millis = switches.defaultPushCacheMillis
-        return render_instance_list(
-            self._view(cmd.service),
-            cmd.service.grouped,
-            cmd.clusters,
-            cmd.cluster_names,
-            cmd.healthy_only,
-            cmd.client.is_java_1x,
-            cmd.env,
-            cache_millis,
-            self._wall_ms(),
-        )
-
-    def render_push(
-        self, view: ServiceView, clusters: str, names: tuple[str, ...], grouped: bool, cache_ms: int
-    ) -> str:
-        """What instance/list would answer this subscriber (pushes carry it as a string)."""
-        return render_instance_list(
-            view, view.name.grouped, clusters, names, False, grouped, "", cache_ms, self._wall_ms()
-        )
-
-    def beat(self, cmd: s.Beat) -> dict[str, Any]:
+    def beat(self, cmd: s.Beat) -> s.BeatResult:
         self.beat_count += 1
         switches = self.switches
         view = self._view(cmd.service)
         inst = view.find(cmd.key) if view is not None else None
         if inst is None:
             if cmd.info is None:
-                return {"clientBeatInterval": switches.clientBeatInterval, "code": BEAT_NOT_FOUND}
+                return s.BeatResult(False, switches.clientBeatInterval, switches.lightBeatEnabled)
             # "Data compensation": the beat carries enough to register the instance again.
             inst = Instance(
                 ip=cmd.key.ip,
@@ -220,19 +169,15 @@ class NamingOperations:
         interval = switches.clientBeatInterval
         if PreservedKey.HEART_BEAT_INTERVAL in inst.metadata:
             interval = inst.heartbeat_interval_ms
-        return {
-            "clientBeatInterval": interval,
-            "code": BEAT_OK,
-            "lightBeatEnabled": switches.lightBeatEnabled,
-        }
+        return s.BeatResult(True, interval, switches.lightBeatEnabled)
 
-    def statuses(self, service: ServiceName) -> dict[str, Any]:
-        view = self._require_view(service, f"service: {service} not found.")
-        return {"ips": [f"{i.ip}:{i.port}_{str(i.healthy).lower()}" for i in view.instances()]}
+    def statuses(self, service: ServiceName) -> ServiceView:
+        return self._require_view(service, f"service: {service} not found.")
 
-    def metadata_batch(self, cmd: s.MetadataBatch, delete: bool) -> dict[str, Any]:
+    def metadata_batch(self, cmd: s.MetadataBatch, delete: bool) -> list[tuple[InstanceKey, bool]]:
+        """The keys whose metadata changed, each with whether it is ephemeral."""
         view = self._require_view(cmd.service)
-        updated: list[str] = []
+        updated: list[tuple[InstanceKey, bool]] = []
         for ephemeral in (True, False):
             kind = "ephemeral" if ephemeral else "persist"
             if cmd.consistency_type and cmd.consistency_type != kind:
@@ -251,8 +196,8 @@ class NamingOperations:
                 DatumKey.instances(cmd.service, ephemeral),
                 UpdateMetadata(keys, cmd.metadata, delete),
             )
-            updated += [f"{k.datum_key()}:{kind}" for k in hit]
-        return {"updated": updated}
+            updated += [(k, ephemeral) for k in hit]
+        return updated
 
     def set_health(self, service: ServiceName, key: InstanceKey, healthy: bool) -> None:
         view = self._view(service)
@@ -301,38 +246,22 @@ class NamingOperations:
             if self.consistency.get(key) is not None:
                 self.consistency.submit(key, ClearValue())
 
-    def get_service(self, service: ServiceName) -> dict[str, Any]:
-        view = self._require_view(service)
-        meta = view.settings
-        return {
-            "name": service.name,
-            "namespaceId": service.namespace,
-            "protectThreshold": meta.protect_threshold,
-            "metadata": dict(meta.metadata),
-            "selector": meta.selector.to_json(),
-            "groupName": service.group,
-            "clusters": [
-                {
-                    "name": name,
-                    "healthChecker": view.cluster_config(name).health_checker.to_json(),
-                    "metadata": dict(view.cluster_config(name).metadata),
-                }
-                for name in view.clusters
-            ],
-        }
+    def get_service(self, service: ServiceName) -> ServiceView:
+        return self._require_view(service)
 
-    def list_services(
-        self, namespace: str, group: str, page: s.Page, selector: str | None
-    ) -> dict[str, Any]:
+    def list_services(self, namespace: str, group: str, selector: str | None) -> list[ServiceView]:
+        """The services of a namespace, of one group (``*``: every group), matching a label
+        selector when given."""
         views = self.registry.services(namespace)
         if group != "*":
             views = [v for v in views if v.name.group == group]
         if selector:
             views = [v for v in views if _label_selector_matches(v, selector)]
-        names = [v.name.grouped if group == "*" else v.name.name for v in views]
-        return {"count": len(names), "doms": page.slice(names)}
+        return views
 
-    def service_names(self, namespace: str, expr: str) -> dict[str, Any]:
+    def service_names(self, namespace: str, expr: str) -> dict[str, list[str]]:
+        """Grouped service names per namespace (every namespace when ``namespace`` is blank),
+        filtered by a substring."""
         namespaces = [namespace] if namespace else self.registry.namespaces()
         pattern = _substring_pattern(expr)
         result: dict[str, list[str]] = {}
@@ -341,44 +270,26 @@ class NamingOperations:
             if pattern is not None:
                 names = [n for n in names if pattern.search(n + ":")]
             result[ns] = names
-        return {"services": result, "count": len(result)}
+        return result
 
     # -- catalog -----------------------------------------------------------------------------
 
-    def catalog_service(self, service: ServiceName) -> dict[str, Any]:
-        view = self._require_view(service)
-        meta = view.settings
-        return {
-            "service": {
-                "name": service.name,
-                "protectThreshold": meta.protect_threshold,
-                "groupName": service.group,
-                "selector": meta.selector.to_json(),
-                "metadata": dict(meta.metadata),
-            },
-            "clusters": [cluster_json(view, name) for name in view.clusters],
-        }
-
-    def catalog_instances(self, service: ServiceName, cluster: str, page: s.Page) -> dict[str, Any]:
+    def catalog_instances(self, service: ServiceName, cluster: str) -> tuple[Instance, ...]:
         view = self._require_view(service)
         if cluster not in view.clusters:
             raise NotFound(f"no cluster {cluster} in service {service.grouped}")
-        members = view.clusters[cluster]
-        return {
-            "list": [full_instance_json(i, service.grouped) for i in page.slice(list(members))],
-            "count": len(members),
-        }
+        return tuple(view.clusters[cluster])
 
     def catalog_services(
         self,
         namespace: str,
-        page: s.Page,
         service_param: str,
         group_param: str,
         instance: str,
         has_ip_count: bool,
-        with_instances: bool,
-    ) -> Any:
+    ) -> list[ServiceView]:
+        """The services of a namespace matching the console's filters (substrings of the
+        name and group, an instance ``ip`` or ``ip:port``, having instances)."""
         service_re = _substring_pattern(service_param)
         group_re = _substring_pattern(group_param)
         views = []
@@ -394,47 +305,7 @@ class NamingOperations:
             ):
                 continue
             views.append(view)
-        if with_instances:
-            return [
-                {
-                    "serviceName": v.name.name,
-                    "groupName": v.name.group,
-                    "metadata": dict(v.settings.metadata),
-                    "clusterMap": {
-                        c: {
-                            "hosts": [
-                                {
-                                    "ip": i.ip,
-                                    "port": i.port,
-                                    "metadata": dict(i.metadata),
-                                    "valid": i.healthy,
-                                    "weight": i.weight,
-                                    "enabled": i.enabled,
-                                }
-                                for i in members
-                            ]
-                        }
-                        for c, members in v.clusters.items()
-                    },
-                }
-                for v in views
-            ]
-        rows = []
-        for v in page.slice(views):
-            total = v.instance_count
-            healthy = v.healthy_count()
-            trigger = total > 0 and healthy / total <= v.settings.protect_threshold
-            rows.append(
-                {
-                    "name": v.name.name,
-                    "groupName": v.name.group,
-                    "clusterCount": len(v.clusters),
-                    "ipCount": total,
-                    "healthyInstanceCount": healthy,
-                    "triggerFlag": str(trigger).lower(),
-                }
-            )
-        return {"serviceList": rows, "count": len(views)}
+        return views
 
     # -- clusters and switches ---------------------------------------------------------------
 

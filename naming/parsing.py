@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from naming.errors import InvalidParam
+from lib.errors import InvalidParam
 
 # Deeper than any Nacos payload (a SwitchDomain batch is 2 levels, a beat 2, metadata 1), far
 # below the interpreter's recursion limit.

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
-from consistency.datum import EMPTY_INSTANCES, Datum, DatumKey, InstanceSet, KeyKind, Value
+from consistency.datum import Datum, DatumKey, KeyKind
+from naming.codec import EMPTY_INSTANCES, InstanceSet, service_of
 from naming.domain import (
     MAX_WEIGHT,
     MIN_POSITIVE_WEIGHT,
@@ -145,7 +146,7 @@ class ServiceView:
 
 
 class Registry:
-    def __init__(self, read: Callable[[DatumKey], Value | None]) -> None:
+    def __init__(self, read: Callable[[DatumKey], object]) -> None:
         self._read = read
         self._views: dict[ServiceName, ServiceView] = {}
         self._by_namespace: dict[str, dict[str, ServiceView]] = {}
@@ -164,7 +165,7 @@ class Registry:
             value = datum.value
             self.switches = value if isinstance(value, Switches) else Switches()
             return
-        self.rebuild(datum.key.service_name)
+        self.rebuild(service_of(datum.key))
 
     def rebuild(self, name: ServiceName) -> ServiceView | None:
         meta = self._read(DatumKey.meta(name))

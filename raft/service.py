@@ -25,7 +25,7 @@ from typing import Any
 
 from consistency.datum import Datum, DatumKey
 from consistency.service import Applied, Change
-from naming.errors import Unavailable, error_from_parts
+from lib.errors import Unavailable, from_wire
 from raft import guard
 from raft.state import ApplyResult, ReplicatedState
 
@@ -102,7 +102,7 @@ class RaftConsistencyService:
             )
         revision, error, ticket = pending.result
         if error is not None:
-            raise error_from_parts(*error)
+            raise from_wire(error)
         datum = self._state.get(key)
         return Applied(datum or Datum(key, None, revision), ticket)
 

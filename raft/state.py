@@ -18,19 +18,31 @@ from typing import Any
 
 from pysyncobj import SyncObjConsumer, replicated  # type: ignore[import-untyped]
 
-from consistency.datum import Datum, DatumKey, decode_value, encode_value
-from naming.changes import Change
-from naming.errors import NamingError
+from consistency.datum import Datum, DatumCodec, DatumKey
+from consistency.service import Change
+from lib.errors import NamingError
 
-# Result of an apply as it travels back to the submitter: (revision, error, local ticket).
-ApplyResult = tuple[int, tuple[int, str, str] | None, int]
+# The state machine's client hands it these (hashicorp/raft ``fsm.go``: the library never
+# imports its client): how a journaled change is decoded, and the codec of the stored values.
+ChangeDecoder = Callable[[Any], Change]
+
+# Result of an apply as it travels back to the submitter: (revision, error in its wire form
+# (``NamingError.to_wire``), local ticket).
+ApplyResult = tuple[int, dict[str, object] | None, int]
 
 
 class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
-    def __init__(self, on_applied: Callable[[Datum], int]) -> None:
+    def __init__(
+        self,
+        on_applied: Callable[[Datum], int],
+        codec: DatumCodec,
+        decode_change: ChangeDecoder,
+    ) -> None:
         # Set before super().__init__(): pysyncobj treats earlier attributes as non-state, and
         # we serialize ``_data`` ourselves (below) in JSON form.
         self._on_applied = on_applied
+        self._codec = codec
+        self._decode_change = decode_change
         self._data: dict[DatumKey, Datum] = {}
         super().__init__()
 
@@ -46,11 +58,11 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
     def _apply(self, key_text: str, change_data: dict[str, Any]) -> ApplyResult:
         key = DatumKey.decode(key_text)
         current = self._data.get(key)
-        change = Change.decode(change_data)
+        change = self._decode_change(change_data)
         try:
             value = change.apply(None if current is None else current.value)
         except NamingError as exc:
-            return (0, (exc.status, exc.code.value, exc.message), 0)
+            return (0, exc.to_wire(), 0)
         revision = (0 if current is None else current.revision) + 1
         datum = Datum(key, value, revision)
         if value is None:
@@ -74,7 +86,7 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
         """What goes into pysyncobj's dump (on the tick thread, between applies)."""
         return {
             "values": {
-                key.encode(): [datum.revision, encode_value(key.kind, datum.value)]
+                key.encode(): [datum.revision, self._codec.encode_value(key.kind, datum.value)]
                 for key, datum in self._data.items()
             }
         }
@@ -84,7 +96,8 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
         restored: dict[DatumKey, Datum] = {}
         for key_text, (revision, encoded) in data.get("values", {}).items():
             key = DatumKey.decode(key_text)
-            restored[key] = Datum(key, decode_value(key.kind, encoded), int(revision))
+            value = self._codec.decode_value(key.kind, encoded)
+            restored[key] = Datum(key, value, int(revision))
         self._data = restored
         for datum in self.items():
             self._on_applied(datum)

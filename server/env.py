@@ -60,36 +60,3 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
 
 def env_path(name: str, default: str) -> Path:
     return Path(os.environ.get(name) or default).resolve()
-
-
-def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
-    """A secret generated on first use and kept in the data dir (never a constant in code)."""
-    import secrets
-
-    if path.exists():
-        return path.read_text().strip()
-    value = secrets.token_urlsafe(nbytes)
-    write_private(path, value)
-    return value
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) readable by the owner only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, created 0600 (never readable by others, not even
-    between the write and a chmod), in a private directory."""
-    import tempfile
-
-    make_private_dir(path.parent)
-    # mkstemp creates the file 0600 with a fresh name (no leftover or concurrent writer's file).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -289,7 +289,9 @@ def make_server(
 ) -> NamingServer:
     """The node's server; ``connection_limit`` is bounded by ``fd_limit`` here."""
     global _current
-    from server.wsgi import application  # imports Django views, which import this module
+    # Imported here, not at the top: it builds the Django application (and imports every
+    # view) as a side effect, which only a serving process should pay for.
+    from server.wsgi import application
 
     limit = bounded_connection_limit(connection_limit, fd_limit)
     if limit < connection_limit:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from server.env import env_bool, env_float, env_int, env_path, env_str, read_or_create_secret
+from lib.files import read_or_create_secret
+from server.env import env_bool, env_float, env_int, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("NAMING_DATA_DIR", "data")
@@ -23,7 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
     "rest_framework",
-    "naming",
+    "accounts",
+    "node",
 ]
 
 # No session/CSRF middleware: the API and the console authenticate with tokens, never cookies,
@@ -63,7 +65,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "naming.http.drf_exception_handler",
+    "EXCEPTION_HANDLER": "facades.nacos_v1.api.drf_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -134,7 +136,7 @@ LOGGING = {
         # waitress warns on every queued request under load ("Task queue depth"): noise.
         "waitress.queue": {"level": "ERROR"},
         # 4xx answers are the API working as specified, and 503s while starting are expected;
-        # real 500s are logged with their traceback by naming.http.
+        # real 500s are logged with their traceback by facades.nacos_v1.api.
         "django.request": {"level": "CRITICAL"},
     },
 }

@@ -3,10 +3,10 @@ second resolver level on every request (measured in issue #2's note)."""
 
 from django.urls import path
 
+from accounts.users import UsersView
 from distro import views as peer
-from naming import views
-from naming.urls import ns_patterns
-from naming.users import UsersView
+from facades.nacos_v1 import handlers as views
+from facades.nacos_v1.urls import ns_patterns
 
 NS = "nacos/v1/ns/"
 
@@ -26,6 +26,6 @@ urlpatterns = [
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
 ]
 
-handler404 = "naming.http.not_found"
-handler400 = "naming.http.bad_request"
-handler500 = "naming.http.server_error"
+handler404 = "facades.nacos_v1.api.not_found"
+handler400 = "facades.nacos_v1.api.bad_request"
+handler500 = "facades.nacos_v1.api.server_error"

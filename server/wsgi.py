@@ -21,7 +21,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django_application = get_wsgi_application()
 
-from naming import views  # noqa: E402 - needs the app registry that get_wsgi_application set up
+from facades.nacos_v1 import handlers as views  # noqa: E402 - needs the app registry that get_wsgi_application set up
 
 HOT_ROUTES: dict[str, Callable[..., Any]] = {
     "/nacos/v1/ns/instance/list": views.instance_list,

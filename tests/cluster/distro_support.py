@@ -10,7 +10,8 @@ import urllib.request
 from typing import Any
 
 from distro.mapper import DistroMapper
-from distro.signing import derive_key, sign
+from distro.signing import sign
+from lib.keys import peer_key as derive_key
 from tests.harness import CLUSTER_SECRET, HttpResult, NodeProcess
 
 GROUP = "DEFAULT_GROUP@@"

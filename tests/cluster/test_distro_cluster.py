@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from consistency.datum import DatumKey, encode_datum
+from consistency.datum import DatumKey
 from distro.protocol import SYNC_PATH
+from naming.codec import encode_datum
 from naming.domain import ServiceName
 from tests.cluster.distro_support import (
     Beater,

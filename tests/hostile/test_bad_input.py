@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from lib.errors import InvalidParam
 from naming.domain import Switches, check_switch
-from naming.errors import InvalidParam
 from tests.harness import NodeProcess, running_node
 
 NS = "/nacos/v1/ns"

@@ -33,9 +33,10 @@ from distro.protocol import SYNC_PATH
 from distro.store import DistroStore
 from distro.sync import SyncAck
 from distro.transport import InMemoryTransport, PeerResponse
+from lib.errors import Unavailable
 from naming.changes import UpsertInstance
+from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
-from naming.errors import Unavailable
 from naming.health import PAUSE_SWEEPS, BeatTable, HealthServices, HealthSettings
 from naming.registry import Registry
 from tests.cluster.distro_support import (
@@ -254,7 +255,7 @@ def make_health(
     clock: list[float], owned: list[bool] | None = None
 ) -> tuple[HealthServices, DistroStore, Notifier]:
     notifier = Notifier()
-    store = DistroStore(notifier)
+    store = DistroStore(notifier, DATUM_CODEC)
     registry = Registry(lambda key: None if (d := store.get(key)) is None else d.value)
     notifier.add_listener("registry", registry.on_datum)
 
@@ -489,8 +490,8 @@ class AckPeers:
         )
         for peer in self.peers:
             self.membership.on_report(peer, {"state": "UP"})
-        self.ack = SyncAck(self.local, self.membership, transport, timeout_s=2.0)
-        self.store = DistroStore(Notifier())
+        self.ack = SyncAck(self.local, self.membership, transport, timeout_s=2.0, codec=DATUM_CODEC)
+        self.store = DistroStore(Notifier(), DATUM_CODEC)
 
     def _handle(
         self, peer: str, _sender: str, method: str, path: str, body: bytes, _headers: object

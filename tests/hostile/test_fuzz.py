@@ -33,8 +33,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
-from naming.urls import ns_patterns
 from tests.harness import NodeProcess, running_node
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))

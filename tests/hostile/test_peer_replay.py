@@ -40,7 +40,7 @@ def test_a_signed_call_replayed_to_another_member_is_refused_and_logged(tmp_path
         _register(a, service, 7001)
         _listed_everywhere(cluster, service, {7001})
 
-        # B forwards a client's deregistration to the owner A (as distro.forward does).
+        # B forwards a client's deregistration to the owner A (as facades.nacos_v1.forward does).
         path = f"/nacos/v1/ns/instance?serviceName={service}&ip=127.0.0.1&port=7001"
         first, captured = signed_call(a, "DELETE", path, sender=b.address)
         assert (first.status, first.text) == (200, "ok")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from naming.auth import (
+from accounts.auth import (
     Authenticator,
     FailureLog,
     HashingPool,
@@ -17,7 +17,7 @@ from naming.auth import (
     LoginThrottle,
     UserDirectory,
 )
-from naming.errors import Forbidden, Unavailable
+from lib.errors import Forbidden, Unavailable
 
 KEY = b"k" * 32
 
@@ -247,7 +247,7 @@ def test_throttle_memory_is_bounded():
 def test_failed_logins_are_logged_but_rate_limited(caplog: pytest.LogCaptureFixture):
     clock = Clock()
     failures = FailureLog(burst=5, period_s=10, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="naming.auth"):
+    with caplog.at_level(logging.WARNING, logger="accounts.auth"):
         for n in range(1, 9):
             failures.failed("nacos", "10.0.0.1", n, 0.0)  # logged at 1, 2, 4, 8
         for i in range(10):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from lib.errors import Conflict, InvalidParam, NotFound
 from naming.changes import (
     Change,
     ClearValue,
@@ -26,7 +27,6 @@ from naming.domain import (
     Selector,
     ServiceMeta,
 )
-from naming.errors import Conflict, InvalidParam, NotFound
 
 SVC = "DEFAULT_GROUP@@svc"
 

@@ -8,6 +8,7 @@ from consistency.notifier import Notifier
 from consistency.service import Applied, DelegateConsistencyService
 from distro.store import DistroStore
 from naming.changes import EnsureService, RemoveInstances, UpsertInstance
+from naming.codec import DATUM_CODEC
 from naming.domain import Instance, InstanceKey, ServiceName
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
@@ -15,7 +16,7 @@ SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 
 class Recording:
     def __init__(self, notifier: Notifier) -> None:
-        self.store = DistroStore(notifier)
+        self.store = DistroStore(notifier, DATUM_CODEC)
         self.keys: list[DatumKey] = []
 
     def submit(self, key: DatumKey, change: Any, timeout: float) -> Applied:
@@ -64,7 +65,7 @@ def test_ephemeral_keys_go_to_distro_and_everything_else_to_raft():
 
 def test_distro_store_counts_revisions_and_keeps_only_newer_remote_datums():
     notifier = Notifier()
-    store = DistroStore(notifier)
+    store = DistroStore(notifier, DATUM_CODEC)
     key = DatumKey.instances(SVC, True)
     store.submit(key, UpsertInstance(Instance("1.1.1.1", 1), SVC.grouped), 1)
     applied = store.submit(key, UpsertInstance(Instance("1.1.1.2", 1), SVC.grouped), 1)
@@ -76,12 +77,12 @@ def test_distro_store_counts_revisions_and_keeps_only_newer_remote_datums():
 
 def test_removing_every_instance_leaves_an_empty_list_not_a_missing_key():
     notifier = Notifier()
-    store = DistroStore(notifier)
+    store = DistroStore(notifier, DATUM_CODEC)
     key = DatumKey.instances(SVC, True)
     store.submit(key, UpsertInstance(Instance("1.1.1.1", 1), SVC.grouped), 1)
     store.submit(key, RemoveInstances((InstanceKey("DEFAULT", "1.1.1.1", 1),)), 1)
     datum = store.get(key)
-    assert datum is not None and dict(datum.value) == {}  # type: ignore[arg-type]
+    assert datum is not None and dict(datum.value) == {}  # type: ignore[arg-type,call-overload]
 
 
 def test_datum_keys_round_trip_through_their_text_form():

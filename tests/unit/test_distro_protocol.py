@@ -27,9 +27,10 @@ from distro.protocol import (
 from distro.service import DistroCluster
 from distro.sync import SyncSettings
 from distro.transport import InMemoryTransport, PeerResponse
-from naming.changes import ClearValue, UpdateInstance, UpsertInstance
+from lib.errors import NamingError
+from naming.changes import Change, ClearValue, UpdateInstance, UpsertInstance
+from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
-from naming.errors import NamingError
 from tests.harness import wait_for
 
 MEMBERS = ("10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848")
@@ -78,6 +79,8 @@ class Member:
             network.bind(address),
             lambda: self.state,
             settings=settings,
+            codec=DATUM_CODEC,
+            decode_change=Change.decode,
             report_interval_s=3600,
         )
         network.handlers[address] = serve(self.cluster)
@@ -173,8 +176,8 @@ def test_a_receiver_keeps_only_newer_revisions(trio):
     key = DatumKey.instances(ServiceName("public", "DEFAULT_GROUP@@rev"), True)
     newer = Datum(key, {}, 5)
     older = Datum(key, None, 4)
-    assert receiver.cluster.protocol.on_sync(encode_batch([newer])) == 1
-    assert receiver.cluster.protocol.on_sync(encode_batch([older])) == 0
+    assert receiver.cluster.protocol.on_sync(encode_batch([newer], DATUM_CODEC)) == 1
+    assert receiver.cluster.protocol.on_sync(encode_batch([older], DATUM_CODEC)) == 0
     assert receiver.cluster.store.raw(key) == newer
 
 
@@ -316,10 +319,10 @@ def test_large_syncs_are_split_into_bounded_batches_that_decode_to_the_same_datu
         name = ServiceName("public", f"DEFAULT_GROUP@@big-{n}")
         insts = {Instance("10.2.2.2", p).key: Instance("10.2.2.2", p) for p in range(1, 40)}
         datums.append(Datum(DatumKey.instances(name, True), insts, n + 1))
-    batches = list(split_batches(datums, max_bytes=20_000))
+    batches = list(split_batches(datums, DATUM_CODEC, max_bytes=20_000))
     assert len(batches) > 3
     assert all(len(body) <= 20_000 + 100 for _, body in batches)
-    assert [d for _, body in batches for d in decode_batch(body)] == datums
+    assert [d for _, body in batches for d in decode_batch(body, DATUM_CODEC)] == datums
 
 
 class RefusingDispatcher:

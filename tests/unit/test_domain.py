@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from lib.errors import InvalidParam
 from naming.domain import (
     EMPTY_METADATA,
     Instance,
@@ -14,7 +15,6 @@ from naming.domain import (
     namespace_or_default,
     parse_metadata,
 )
-from naming.errors import InvalidParam
 
 
 def test_service_names_are_folded_with_the_group_unless_already_grouped():

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from consistency.datum import EMPTY_INSTANCES, instance_set
+from naming.codec import EMPTY_INSTANCES, instance_set
 from naming.domain import Instance, InstanceKey, ServiceName
 from naming.health import BeatTable, find_expired
 from naming.registry import ServiceView

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.core.management.base import CommandError
 
-from naming.management.commands.runnode import parse_members
-from naming.runtime import NodeConfig
+from node.management.commands.runnode import parse_members
+from node.runtime import NodeConfig
 
 
 def test_members_default_to_raft_port_minus_1000_and_accept_an_explicit_one():

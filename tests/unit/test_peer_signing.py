@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from distro.signing import RECEIVER, SIGNATURE, TIMESTAMP, Unsigned, Verifier, derive_key, sign
-from naming.errors import Forbidden
+from distro.signing import RECEIVER, SIGNATURE, TIMESTAMP, Unsigned, Verifier, sign
+from lib.errors import Forbidden
+from lib.keys import peer_key as derive_key
 
 KEY = derive_key("cluster-secret")
 ME = "10.0.0.2:8848"

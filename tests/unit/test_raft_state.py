@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from consistency.datum import Datum, DatumKey
-from naming.changes import CreateService, UpsertInstance
+from lib.errors import NamingError
+from naming.changes import Change, CreateService, UpsertInstance
+from naming.codec import DATUM_CODEC
 from naming.domain import Instance, Selector, ServiceMeta, ServiceName
-from naming.errors import NamingError
 from raft.node import RaftConfig, build_syncobj, wait_ready
 from raft.service import RaftConsistencyService
 from raft.state import ReplicatedState
@@ -24,7 +25,7 @@ def start(data_dir: Path, port: int, seen: list[Datum]) -> tuple[RaftConsistency
         seen.append(datum)
         return len(seen)
 
-    state = ReplicatedState(on_applied)
+    state = ReplicatedState(on_applied, DATUM_CODEC, Change.decode)
     config = RaftConfig(
         self_address=f"127.0.0.1:{port}", partners=(), data_dir=data_dir, password="test-password"
     )
@@ -81,7 +82,10 @@ def test_apply_is_deterministic_for_the_same_command_sequence():
             ),
         ),
     ]
-    states = [ReplicatedState(lambda d: 0), ReplicatedState(lambda d: 0)]
+    states = [
+        ReplicatedState(lambda d: 0, DATUM_CODEC, Change.decode),
+        ReplicatedState(lambda d: 0, DATUM_CODEC, Change.decode),
+    ]
     for state in states:
         for key_text, change in commands:
             state.apply_change(key_text, change, _doApply=True)

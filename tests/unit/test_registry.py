@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from consistency.datum import EMPTY_INSTANCES, instance_set
+from facades.nacos_v1.render import select_hosts
+from naming.codec import EMPTY_INSTANCES, instance_set
 from naming.domain import Instance, ServiceMeta, ServiceName
 from naming.registry import ServiceView
-from naming.render import select_hosts
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 

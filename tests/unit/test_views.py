@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from naming import runtime
-from naming.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+from node import runtime
+from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
 
 
 @pytest.fixture

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
+from facades.nacos_v1.clients import ClientInfo
+from lib.errors import InvalidParam, MissingParam
+from naming.commands import (
+    Beat,
+    BeatInfo,
+    InstanceRef,
+    MetadataBatch,
+    Page,
+    PatchInstanceCommand,
+    RegisterInstance,
+    ServiceSpec,
+)
 from naming.domain import (
     DEFAULT_CLUSTER,
     DEFAULT_GROUP,
@@ -42,7 +51,6 @@ from naming.domain import (
     parse_metadata,
     to_bool,
 )
-from naming.errors import InvalidParam, MissingParam
 from naming.parsing import JAVA_INT_MAX, JAVA_INT_MIN, parse_json, to_int, to_number
 
 MAX_PAGE_SIZE = 10000
@@ -117,66 +125,6 @@ class Params:
 
 
 # ---------------------------------------------------------------------------------------------
-# Client identity (User-Agent)
-# ---------------------------------------------------------------------------------------------
-
-
-class ClientType(StrEnum):
-    JAVA = "JAVA"
-    DNS = "DNS"
-    C = "C"
-    JAVA_SDK = "JAVA_SDK"
-    NACOS_SERVER = "NACOS_SERVER"
-    GO = "GO"
-    CSHARP = "CSHARP"
-    TENGINE = "TENGINE"
-    UNKNOWN = "UNKNOWN"
-
-
-_AGENT_PREFIXES = (
-    ("Nacos-Java-Client", ClientType.JAVA),
-    ("Nacos-DNS", ClientType.DNS),
-    ("Nacos-C-Client", ClientType.C),
-    ("vip-client4cpp", ClientType.C),
-    ("Nacos-SDK-Java", ClientType.JAVA_SDK),
-    ("Nacos-Server", ClientType.NACOS_SERVER),
-    ("Nacos-Go-Client", ClientType.GO),
-    ("Nacos-CSharp-Client", ClientType.CSHARP),
-    ("unit-nginx", ClientType.TENGINE),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    type: ClientType
-    version: tuple[int, ...]
-    agent: str
-
-    @property
-    def is_java_1x(self) -> bool:
-        """Java ≥ 1.0.0 (the Node SDK identifies as Java 1.0.0): grouped names, strict PUT."""
-        return self.type is ClientType.JAVA and self.version >= (1, 0, 0)
-
-    @classmethod
-    def parse(cls, agent: str) -> ClientInfo:
-        for prefix, kind in _AGENT_PREFIXES:
-            if agent.startswith(prefix):
-                _, _, version = agent.partition(":v")
-                return cls(kind, _version_tuple(version), agent)
-        return cls(ClientType.UNKNOWN, (), agent)
-
-
-def _version_tuple(raw: str) -> tuple[int, ...]:
-    out = []
-    for part in raw.split("."):
-        match = re.match(r"\d+", part)
-        if not match:
-            break
-        out.append(int(match.group()))
-    return tuple(out)
-
-
-# ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
 
@@ -203,12 +151,6 @@ def instance_key(params: Params, *, legacy_cluster: bool = True) -> InstanceKey:
     return InstanceKey(cluster_param(params, legacy=legacy_cluster), ip, port)
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterInstance:
-    service: ServiceName
-    instance: Instance
-
-
 def register_instance(params: Params, default_ephemeral: bool) -> RegisterInstance:
     service = service_name(params)
     key = instance_key(params)
@@ -228,28 +170,10 @@ def register_instance(params: Params, default_ephemeral: bool) -> RegisterInstan
     return RegisterInstance(service, instance)
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceRef:
-    service: ServiceName
-    key: InstanceKey
-    ephemeral: bool
-
-
 def instance_ref(params: Params, default_ephemeral: bool) -> InstanceRef:
     return InstanceRef(
         service_name(params), instance_key(params), params.boolean("ephemeral", default_ephemeral)
     )
-
-
-@dataclass(frozen=True, slots=True)
-class PatchInstanceCommand:
-    service: ServiceName
-    key: InstanceKey
-    weight: float | None
-    healthy: bool | None
-    enabled: bool | None
-    metadata: Mapping[str, str] | None
-    app: str | None
 
 
 def patch_instance(params: Params) -> PatchInstanceCommand:
@@ -303,23 +227,6 @@ def list_instances(params: Params, client: ClientInfo, remote_addr: str = "") ->
     )
 
 
-@dataclass(frozen=True, slots=True)
-class BeatInfo:
-    ip: str
-    port: int
-    cluster: str | None
-    weight: float
-    metadata: Mapping[str, str]
-    ephemeral: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    service: ServiceName
-    key: InstanceKey
-    info: BeatInfo | None
-
-
 def beat(params: Params) -> Beat:
     service = service_name(params)
     raw_beat = params.raw("beat")
@@ -371,14 +278,6 @@ def status_key(params: Params) -> ServiceName:
     return ServiceName(namespace_or_default(namespace), grouped)
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataBatch:
-    service: ServiceName
-    consistency_type: str  # "ephemeral" | "persist" | ""
-    targets: tuple[tuple[InstanceKey, bool], ...]
-    metadata: Mapping[str, str]
-
-
 def metadata_batch(params: Params) -> MetadataBatch:
     service = service_name(params)
     consistency_type = params.optional("consistencyType")
@@ -406,14 +305,6 @@ def metadata_batch(params: Params) -> MetadataBatch:
     return MetadataBatch(service, consistency_type, tuple(targets), metadata)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    service: ServiceName
-    protect_threshold: float
-    metadata: Mapping[str, str]
-    selector: Selector
-
-
 def service_spec(params: Params, *, threshold_required: bool) -> ServiceSpec:
     threshold = params.number("protectThreshold", None if threshold_required else 0.0)
     return ServiceSpec(
@@ -422,16 +313,6 @@ def service_spec(params: Params, *, threshold_required: bool) -> ServiceSpec:
         metadata=parse_metadata(params.raw("metadata")),
         selector=Selector.parse(params.raw("selector")),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    number: int
-    size: int
-
-    def slice(self, items: list[Any]) -> list[Any]:
-        start = (self.number - 1) * self.size
-        return items[start : start + self.size]
 
 
 def page(params: Params, *, default_size: int | None = None) -> Page:

@@ -17,20 +17,35 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import accounts.auth
+import distro.http
+from accounts.auth import Authenticator
 from consistency.datum import DatumKey
 from consistency.notifier import Notifier
 from consistency.service import ConsistencyService, DelegateConsistencyService
 from distro.membership import MemberState
 from distro.service import DistroCluster
+from distro.signing import Verifier
 from distro.store import DistroStore
 from distro.sync import SyncSettings
+from distro.transport import HttpPeerTransport
+from facades.nacos_v1 import context as nacos_v1
+from facades.nacos_v1.push import PushService
+from facades.nacos_v1.render import render_push
+from lib.keys import peer_key
+from naming.changes import Change
+from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
 from naming.health import BeatTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
-from naming.push import PushService
 from naming.registry import Registry
+from node.status import StatusReport
+from node.version import VERSION
+from raft.node import RaftConfig, build_syncobj, wait_ready
+from raft.service import RaftConsistencyService
+from raft.state import ReplicatedState
 
-VERSION = "1.4.6-py"
+__all__ = ["VERSION", "NodeConfig", "NodeRuntime", "current", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +112,8 @@ class NodeRuntime:
         notifier.add_listener("registry", self.registry.on_datum)
         self.beats = BeatTable()
         self.operations = NamingOperations(self.consistency, self.registry, self.beats)
-        self.push = PushService(config.host, self.operations.render_push)
-        self.operations.push = self.push
+        # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
+        self.push = PushService(config.host, render_push)
         self.registry.listeners.append(("push", self.push.on_service_changed))
         self.health = HealthServices(
             self.registry,
@@ -111,10 +126,19 @@ class NodeRuntime:
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
         self._stopping = threading.Event()
-        self.auth: Any = None  # naming.auth.Authenticator when auth is on (set by the builder)
-        self.peer_verifier: Any = None  # distro.signing.Verifier in cluster mode
+        self.auth: Authenticator | None = None  # when auth is on (set by the builder)
+        self.peer_verifier: Verifier | None = None  # in cluster mode
+        self.report = StatusReport(self)
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def http_port(self) -> int:
+        return self.config.port
 
     def is_responsible(self, service: ServiceName) -> bool:
         """Who expires beats and auto-cleans a service: its Distro owner (this node alone
@@ -169,8 +193,6 @@ class NodeRuntime:
     def finish_start(self) -> None:
         """Wait for persistent data, then open the gate and start the timers."""
         if self.syncobj is not None:
-            from raft.node import wait_ready
-
             # A member that cannot reach a quorum stays STARTING (503 to clients) and keeps
             # trying: exiting would only turn a partition into a restart loop.
             while not wait_ready(self.syncobj, self.config.raft_ready_timeout_s):
@@ -221,7 +243,10 @@ class NodeRuntime:
 def in_memory_runtime(config: NodeConfig | None = None) -> NodeRuntime:
     notifier = Notifier()
     runtime = NodeRuntime(
-        config or NodeConfig(), notifier, DistroStore(notifier), DistroStore(notifier)
+        config or NodeConfig(),
+        notifier,
+        DistroStore(notifier, DATUM_CODEC),
+        DistroStore(notifier, DATUM_CODEC),
     )
     runtime.start_background()
     runtime.finish_start()
@@ -230,12 +255,9 @@ def in_memory_runtime(config: NodeConfig | None = None) -> NodeRuntime:
 
 def raft_runtime(config: NodeConfig) -> NodeRuntime:
     """Build the real node: pysyncobj for persistent data. Call on the main thread."""
-    from raft.node import RaftConfig, build_syncobj
-    from raft.service import RaftConsistencyService
-    from raft.state import ReplicatedState
-
     notifier = Notifier()
-    state = ReplicatedState(notifier.notify)
+    # The state machine gets the core's codec and change decoder (raft imports no naming).
+    state = ReplicatedState(notifier.notify, DATUM_CODEC, Change.decode)
     raft_config = RaftConfig(
         self_address=f"{config.host}:{config.raft_port}",
         partners=config.raft_partners(),
@@ -244,14 +266,14 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
     )
     syncobj = build_syncobj(raft_config, state, durable=config.raft_fsync)
     distro = distro_cluster(config, notifier, lambda: runtime.member_state())
-    ephemeral: ConsistencyService = distro if distro is not None else DistroStore(notifier)
+    ephemeral: ConsistencyService = (
+        distro if distro is not None else DistroStore(notifier, DATUM_CODEC)
+    )
     runtime = NodeRuntime(
         config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj, distro
     )
     if config.cluster:
-        from distro.signing import Verifier, derive_key
-
-        runtime.peer_verifier = Verifier(derive_key(config.cluster_secret), config.address)
+        runtime.peer_verifier = Verifier(peer_key(config.cluster_secret), config.address)
     runtime.start_background()
     return runtime
 
@@ -261,30 +283,44 @@ def distro_cluster(
 ) -> DistroCluster | None:
     if not config.cluster:
         return None
-    from distro.signing import derive_key
-    from distro.transport import HttpPeerTransport
-
     if not config.cluster_secret:
         raise ValueError("cluster mode needs a cluster secret")
     return DistroCluster(
         config.address,
         config.members,
         notifier,
-        HttpPeerTransport(config.address, derive_key(config.cluster_secret)),
+        HttpPeerTransport(config.address, peer_key(config.cluster_secret)),
         self_state,
         version=VERSION,
         settings=config.distro,
-        broker_url=config.redis_url,
+        codec=DATUM_CODEC,
+        decode_change=Change.decode,
+        celery_app=_celery_app() if config.redis_url else None,
         report_interval_s=config.report_interval_s,
     )
+
+
+def _celery_app() -> Any:
+    """The Celery app, handed to Distro (which never imports the server package). Imported
+    here, only in cluster mode with Redis: it configures Celery from the Django settings."""
+    from server.celery import app
+
+    return app
 
 
 _current: NodeRuntime | None = None
 
 
 def install(runtime: NodeRuntime | None) -> None:
+    """Make ``runtime`` the node this process serves: every edge and app gets its part."""
     global _current
     _current = runtime
+    nacos_v1.install(runtime)
+    accounts.auth.install(runtime.auth if runtime is not None else None)
+    peers = None
+    if runtime is not None and runtime.cluster is not None and runtime.peer_verifier is not None:
+        peers = distro.http.Peers(runtime.cluster, runtime.peer_verifier)
+    distro.http.install(peers)
 
 
 def current() -> NodeRuntime:

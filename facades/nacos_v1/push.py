@@ -30,9 +30,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from facades.nacos_v1.clients import ClientInfo, ClientType, version_tuple
 from naming.domain import ServiceName, Switches
 from naming.registry import ServiceView
-from naming.serializers import ClientInfo, ClientType, _version_tuple
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def eligible(client: ClientInfo, switches: Switches) -> bool:
         ClientType.GO: switches.pushGoVersion,
         ClientType.CSHARP: switches.pushCSharpVersion,
     }.get(client.type)
-    return minimum is not None and client.version >= _version_tuple(minimum)
+    return minimum is not None and client.version >= version_tuple(minimum)
 
 
 class PushService:

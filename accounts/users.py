@@ -3,8 +3,8 @@
 Low-traffic admin endpoints, so they use Django REST framework the ordinary way: an
 authentication class over our token/credential check, a permission for global admins, and
 serializers that validate once into typed data. Errors render in the Nacos shape through
-``naming.http.drf_exception_handler``. Password hashes are never returned (Nacos returns them;
-we see no reason to).
+the edge's DRF exception handler (``facades.nacos_v1.api.drf_exception_handler``). Password
+hashes are never returned (Nacos returns them; we see no reason to).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from naming import runtime
-from naming.auth import ADMIN_USERNAME, Identity, revoke_tokens
-from naming.errors import Forbidden, NotFound
+from accounts.auth import ADMIN_USERNAME, Identity, installed, revoke_tokens
+from lib.errors import Forbidden, NotFound
 from naming.parsing import JAVA_INT_MAX
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")  # RegexField searches: anchor it
@@ -35,7 +34,7 @@ class NacosAuthentication(BaseAuthentication):
     user being managed, so they are never read as the caller's credentials."""
 
     def authenticate(self, request: Request) -> tuple[Identity, None]:
-        auth = runtime.current().auth
+        auth = installed()
         if auth is None:
             return Identity("anonymous", True), None
         header = request.headers.get("Authorization", "")
@@ -153,6 +152,6 @@ class UsersView(APIView):
 
 
 def _forget(username: str) -> None:
-    auth = runtime.current().auth
+    auth = installed()
     if auth is not None:
         auth.forget_user(username)

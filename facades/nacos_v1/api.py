@@ -12,19 +12,29 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeAlias
 from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf
 
+from accounts.auth import Action, Identity, authorize
 from distro import signing
-from distro.forward import forward_if_not_owner, verify_peer
-from naming import runtime
-from naming.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
-from naming.serializers import Params
+from distro.http import verify_peer
+from facades.nacos_v1.context import Node, current
+from facades.nacos_v1.forward import forward_if_not_owner
+from facades.nacos_v1.params import Params
+from lib.errors import (
+    Forbidden,
+    LimitedUrl,
+    NamingError,
+    NoSuchApi,
+    PayloadTooLarge,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +42,6 @@ TEXT = "text/plain; charset=UTF-8"
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
-Handler = Callable[..., Any]
 # A signed peer request (a forwarded write), looked up in META: cheaper than request.headers.
 SIGNED = "HTTP_" + signing.SIGNATURE.upper().replace("-", "_")
 
@@ -88,7 +97,7 @@ def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
             "path": request.path,
         }
         return respond(json.dumps(body), 501, JSON)
-    if isinstance(exc, (Forbidden, Unavailable)):
+    if isinstance(exc, (Forbidden, Unavailable, LimitedUrl)):
         return respond(exc.message, exc.status)
     return respond(f"caused: {exc.message};", exc.status)
 
@@ -113,7 +122,7 @@ def no_such_api(request: HttpRequest) -> NoSuchApi:
     return NoSuchApi(f"no such api:{request.method}:{request.path}")
 
 
-def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
+def gate(node: Node, request: HttpRequest) -> None:
     # The switches endpoint stays reachable so an operator can always lift a limit or an
     # overridden status again: both are replicated and persisted, so a DOWN set by mistake
     # would otherwise outlive every restart.
@@ -124,9 +133,7 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
         target = request.get_full_path()
         for prefix, code in limited.items():
             if target.startswith(prefix):
-                err = Unavailable("")
-                err.status = code
-                raise err
+                raise LimitedUrl(code)
     status = node.effective_status()
     if status == "UP":
         return
@@ -137,8 +144,8 @@ def gate(node: runtime.NodeRuntime, request: HttpRequest) -> None:
     raise Unavailable(f"server is {status}now, please try again later!")
 
 
-def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params) -> Any:
-    """The caller's ``naming.auth.Identity``, or None when auth is off.
+def authenticate(node: Node, request: HttpRequest, params: Params) -> Identity | None:
+    """The caller's identity, or None when auth is off.
 
     The source address for login throttling is ``REMOTE_ADDR``: the node is reached directly
     (no proxy header is trusted, so a client cannot pick its own address to dodge a lockout).
@@ -157,42 +164,60 @@ def authenticate(node: runtime.NodeRuntime, request: HttpRequest, params: Params
     )
 
 
-def require_global_admin(request: HttpRequest, params: Params) -> None:
+def require_global_admin(request: HttpRequest, params: Params, resource: str) -> Identity | None:
     """For node-wide operator changes: any user may use the naming API, only an admin may
     change how the node behaves for everyone (Nacos: the console's admin role)."""
-    identity = authenticate(runtime.current(), request, params)
-    if identity is not None and not identity.global_admin:
-        raise Forbidden("authorization failed!")
+    identity = authenticate(current(), request, params)
+    authorize(identity, Action.ADMIN, resource)
+    return identity
+
+
+Caller = Identity | None
+"""Who is calling: None when auth is off, on an unsecured endpoint, or for a signed forward
+from a peer (whose member authenticated the client)."""
+Result: TypeAlias = HttpResponse | Raw | str | Mapping[str, Any] | list[Any]
+P = ParamSpec("P")
 
 
 def nacos_api(
     *methods: str, secured: bool = True, gated: bool = True, distro: bool = False
-) -> Callable[[Handler], Any]:
+) -> Callable[
+    [Callable[Concatenate[HttpRequest, Params, Caller, P], Result]],
+    Callable[Concatenate[HttpRequest, P], HttpResponse],
+]:
     """``distro=True`` marks Nacos's ``@CanDistro`` writes: forwarded to the service's Distro
     owner unless this member owns it, or the request is already a signed forward from a peer
-    (whose member authenticated the client; it is never forwarded again)."""
+    (whose member authenticated the client; it is never forwarded again).
+
+    The handler gets the parsed parameters and the caller's identity (``Caller``), already
+    authorized for reading (GET) or writing (other methods) through ``accounts.authorize``."""
     allowed = frozenset(methods)
 
-    def decorate(handler: Handler) -> Any:
-        @functools.wraps(handler)
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def decorate(
+        handler: Callable[Concatenate[HttpRequest, Params, Caller, P], Result],
+    ) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
+        def view(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
             try:
                 if request.method not in allowed:
                     raise no_such_api(request)
-                node = runtime.current()
+                node = current()
                 if gated:
                     gate(node, request)
                 params = params_of(request)
+                caller: Caller = None
                 if distro and node.cluster is not None and SIGNED in request.META:
-                    verify_peer(node, request)
+                    verify_peer(request)
                 else:
                     if secured:
-                        authenticate(node, request, params)
+                        caller = authenticate(node, request, params)
+                        if caller is not None:
+                            action = Action.READ if request.method == "GET" else Action.WRITE
+                            authorize(caller, action, request.path)
                     if distro:
                         forwarded = forward_if_not_owner(node, request, params)
                         if forwarded is not None:
                             return forwarded
-                return to_response(handler(request, params, *args, **kwargs))
+                return to_response(handler(request, params, caller, *args, **kwargs))
             except NamingError as exc:
                 return error_response(exc, request)
             except RequestDataTooBig:
@@ -201,10 +226,29 @@ def nacos_api(
             except Exception as exc:
                 return unhandled_error(request, exc)
 
+        functools.update_wrapper(view, handler)
         view.csrf_exempt = True  # type: ignore[attr-defined]
         return view
 
     return decorate
+
+
+View = Callable[[HttpRequest], HttpResponse]
+
+
+def by_method(**handlers: View) -> View:
+    """One path, one handler per method (healthchecks' ``checks`` → ``get_checks`` /
+    ``create_check``): each handler carries its own gate and auth requirement. A method the
+    path does not have gets the Nacos 501."""
+
+    def dispatch(request: HttpRequest) -> HttpResponse:
+        handler = handlers.get(str(request.method))
+        if handler is None:
+            return error_response(no_such_api(request), request)
+        return handler(request)
+
+    dispatch.csrf_exempt = True  # type: ignore[attr-defined]
+    return dispatch
 
 
 def unknown_api(request: HttpRequest, rest: str = "") -> HttpResponse:
@@ -213,7 +257,6 @@ def unknown_api(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """DRF endpoints (console API) render errors in the same Nacos shape."""
-    from rest_framework import exceptions as drf
 
     request = context.get("request")
     if isinstance(exc, NamingError):

@@ -33,13 +33,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
+from django.contrib.auth import authenticate, get_user_model
+from django.db import transaction
+from django.db.models import F
 
-from naming.errors import Forbidden, Unavailable
-from server.env import write_private
+from accounts.models import TokenGeneration
+from lib.errors import Forbidden, Unavailable
+from lib.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +79,12 @@ class UserDirectory:
     """The slow, Django-backed part, behind an interface so the cache logic is testable."""
 
     def check_password(self, username: str, password: str) -> Identity | None:
-        from django.contrib.auth import authenticate
-
         user = authenticate(username=username, password=password)
         if user is None or not user.is_active:
             return None
         return Identity(user.get_username(), bool(user.is_superuser), _generation(username))
 
     def lookup(self, username: str) -> Identity | None:
-        from django.contrib.auth import get_user_model
-
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             return None
@@ -94,8 +95,6 @@ class UserDirectory:
 
 
 def _generation(username: str) -> int:
-    from naming.models import TokenGeneration
-
     row = TokenGeneration.objects.filter(username=username).values_list("generation").first()
     return int(row[0]) if row is not None else 0
 
@@ -103,11 +102,6 @@ def _generation(username: str) -> int:
 def revoke_tokens(username: str) -> None:
     """Bump the user's token generation: every token issued before stops working. The row
     outlives the user, so a user re-created under the same name does not revive old tokens."""
-    from django.db import transaction
-    from django.db.models import F
-
-    from naming.models import TokenGeneration
-
     with transaction.atomic():
         TokenGeneration.objects.get_or_create(username=username)
         TokenGeneration.objects.filter(username=username).update(generation=F("generation") + 1)
@@ -475,8 +469,6 @@ class Authenticator:
 
 def ensure_admin(password: str | None) -> str | None:
     """Create the initial ``nacos`` superuser if missing; return the password when generated."""
-    from django.contrib.auth import get_user_model
-
     model = get_user_model()
     if model.objects.filter(username=ADMIN_USERNAME).exists():
         return None
@@ -485,3 +477,42 @@ def ensure_admin(password: str | None) -> str | None:
         generated = password = secrets.token_urlsafe(12)
     model.objects.create_superuser(ADMIN_USERNAME, email="", password=password)
     return generated
+
+
+# ---------------------------------------------------------------------------------------------
+# The authenticator this process serves with, and the authorization seam every edge calls
+# ---------------------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    """What a caller wants to do; roles and permissions (a later issue) are keyed by these."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"  # change how the node behaves for everyone (switches, push statistics)
+
+
+_installed: Authenticator | None = None
+
+
+def install(auth: Authenticator | None) -> None:
+    """Set by the composition root (``node``) once at start; None while auth is off."""
+    global _installed
+    _installed = auth
+
+
+def installed() -> Authenticator | None:
+    return _installed
+
+
+def authorize(identity: Identity | None, action: Action, resource: str) -> None:
+    """The one authorization decision every edge calls, after authentication.
+
+    ``identity`` is None when auth is off (everything is allowed, as in Nacos). For now every
+    authenticated identity may read and write every resource (as before this seam existed);
+    only node-wide operator changes need a global admin (Nacos: the console's admin role).
+    Roles and permissions plug in here. Raises :class:`Forbidden` when denied."""
+    if identity is None:
+        return
+    if action is Action.ADMIN and not identity.global_admin:
+        raise Forbidden("authorization failed!")

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
-from naming import views
-from naming.http import unknown_api
+from facades.nacos_v1 import handlers as views
+from facades.nacos_v1.api import unknown_api
 
 _operator = [
     path("switches", views.operator_switches),

@@ -15,8 +15,6 @@ version is tightened at start.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import hmac
 import logging
 import os
 import signal
@@ -30,9 +28,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from distro.sync import SyncSettings
-from naming import runtime as node_runtime
-from naming.auth import (
+from accounts.auth import (
     Authenticator,
     HashingPool,
     LoginLimits,
@@ -40,9 +36,14 @@ from naming.auth import (
     ensure_admin,
     load_or_create_key,
 )
+from distro.sync import SyncSettings
+from lib.files import make_private_dir, read_or_create_secret
+from lib.keys import raft_password as derived_raft_password
+from lib.keys import token_key
 from naming.health import HealthSettings
-from naming.runtime import NodeConfig
-from server.env import make_private_dir, read_or_create_secret
+from node import runtime as node_runtime
+from node.runtime import NodeConfig
+from server.serving import make_server, raise_fd_limit
 
 log = logging.getLogger("naming.node")
 
@@ -74,7 +75,7 @@ def raft_password(data_dir: Path) -> str:
     secret = settings.NAMING["CLUSTER_SECRET"]
     if secret:
         # Derived, so the HTTP signing key and the raft password are never the same bytes.
-        return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
+        return derived_raft_password(secret)
     return read_or_create_secret(data_dir / "raft.secret")
 
 
@@ -160,8 +161,7 @@ class Command(BaseCommand):
         if naming["AUTH_ENABLED"]:
             if cluster:
                 # Every member must accept a token any member issued (clients fail over).
-                secret = naming["CLUSTER_SECRET"].encode()
-                key = hmac.new(secret, b"token-signing", hashlib.sha256).digest()
+                key = token_key(naming["CLUSTER_SECRET"])
             else:
                 key = load_or_create_key(data_dir / "token.key")
             runtime.auth = Authenticator(
@@ -181,8 +181,6 @@ class Command(BaseCommand):
                 ),
             )
         node_runtime.install(runtime)
-
-        from server.serving import make_server, raise_fd_limit
 
         # Every idle client holds a descriptor; the usual soft limit of 1,024 is far too low.
         before, fd_limit = raise_fd_limit()

@@ -1,4 +1,4 @@
-"""The naming app's one table: per-user token generations (see ``naming.auth``).
+"""The accounts app's one table: per-user token generations (see ``accounts.auth``).
 
 Keyed by user name, not a foreign key, so that a row outlives its user: a user deleted and
 created again under the same name must not make the old user's tokens valid again.

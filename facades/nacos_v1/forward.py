@@ -10,26 +10,21 @@ client gets a 503 in the Nacos error shape: a local write here would silently di
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from django.http import HttpRequest, HttpResponse
 
-from distro.signing import RejectionLog
+from distro.http import signed_target
 from distro.transport import PeerUnreachable
-from naming import serializers as s
+from facades.nacos_v1 import params as s
+from facades.nacos_v1.context import Node
+from facades.nacos_v1.params import Params
+from lib.errors import NamingError, Unavailable
 from naming.domain import to_bool
-from naming.errors import Forbidden, NamingError, Unavailable
-from naming.serializers import Params
-
-if TYPE_CHECKING:
-    from naming.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT_S = 2.0  # Nacos's proxy connect/read timeout
 _PASSED_HEADERS = ("Content-Type", "User-Agent", "Client-Version", "Accept-Encoding")
-# Process-wide: every refused peer call (peer endpoints and forwarded writes) is logged here.
-rejections = RejectionLog()
 
 
 def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: bool) -> bool:
@@ -42,39 +37,7 @@ def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: boo
     return True
 
 
-def signed_target(request: HttpRequest) -> str:
-    """The path and raw query a peer signature covers (the same on both sides)."""
-    query = str(request.META.get("QUERY_STRING", ""))
-    return str(request.path) + (f"?{query}" if query else "")
-
-
-def verify_peer(node: NodeRuntime, request: HttpRequest, body: bytes | None = None) -> str:
-    """The signing member's address; raises 401/403 and logs why (rate-limited).
-
-    Standalone nodes have no peers."""
-    try:
-        if node.peer_verifier is None or node.cluster is None:
-            raise Forbidden("peer endpoints are served in cluster mode only")
-        sender = str(
-            node.peer_verifier.verify(
-                str(request.method),
-                signed_target(request),
-                request.body if body is None else body,
-                request.headers,
-            )
-        )
-        if sender not in node.cluster.membership.members:
-            raise Forbidden(f"{sender} is not a member of this cluster")
-    except NamingError as exc:
-        remote = str(request.META.get("REMOTE_ADDR", "?"))
-        rejections.rejected_call(str(request.method), str(request.path), remote, exc.message)
-        raise
-    return sender
-
-
-def forward_if_not_owner(
-    node: NodeRuntime, request: HttpRequest, params: Params
-) -> HttpResponse | None:
+def forward_if_not_owner(node: Node, request: HttpRequest, params: Params) -> HttpResponse | None:
     cluster = node.cluster
     if cluster is None:
         return None

@@ -1,0 +1,480 @@
+"""Nacos 1.x naming endpoints (``/nacos/v1/ns/...``): one handler per method, each with its own
+gate and auth requirement (healthchecks ``hc/api/views.py``), joined per path by
+:func:`~facades.nacos_v1.api.by_method`. A handler parses a command, calls one operation of the
+core and renders the domain value it returns (``facades.nacos_v1.render``).
+
+Which endpoints are secured follows Nacos's ``@Secured`` annotations (spec §0.6).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from facades.nacos_v1 import params as s
+from facades.nacos_v1 import render
+from facades.nacos_v1.api import (
+    JSON,
+    Caller,
+    Raw,
+    authenticate,
+    by_method,
+    nacos_api,
+    require_global_admin,
+    respond,
+)
+from facades.nacos_v1.clients import client_of
+from facades.nacos_v1.context import current
+from facades.nacos_v1.params import Params
+from facades.nacos_v1.push import eligible
+from lib.errors import MissingParam
+from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
+from naming.operations import NamingOperations
+
+OK = "ok"
+BEAT_OK = 10200
+BEAT_NOT_FOUND = 20404
+
+
+def _ops() -> NamingOperations:
+    return current().operations
+
+
+def _default_ephemeral() -> bool:
+    return bool(current().registry.switches.defaultInstanceEphemeral)
+
+
+# -- /instance ------------------------------------------------------------------------------
+
+
+@nacos_api("POST", distro=True)
+def register_instance(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().register_instance(s.register_instance(params, _default_ephemeral()))
+    return OK
+
+
+@nacos_api("DELETE", distro=True)
+def deregister_instance(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().deregister_instance(s.instance_ref(params, _default_ephemeral()))
+    return OK
+
+
+@nacos_api("PUT", distro=True)
+def update_instance(request: HttpRequest, params: Params, caller: Caller) -> str:
+    """Strict update for Java ≥ 1.0 (and Node) clients; every other client's PUT registers
+    (Nacos 1.4 ``InstanceController.update``: a quirk of this API, not of the core)."""
+    cmd = s.register_instance(params, _default_ephemeral())
+    if client_of(request).is_java_1x:
+        _ops().update_instance(cmd)
+    else:
+        _ops().register_instance(cmd)
+    return OK
+
+
+@nacos_api("PATCH", distro=True)
+def patch_instance(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().patch_instance(s.patch_instance(params))
+    return OK
+
+
+@nacos_api("GET", distro=True)
+def get_instance(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    service = s.service_name(params)
+    inst = _ops().get_instance(service, s.instance_key(params, legacy_cluster=False))
+    return render.instance_json(inst, service.grouped)
+
+
+instance = by_method(
+    POST=register_instance,
+    DELETE=deregister_instance,
+    PUT=update_instance,
+    PATCH=patch_instance,
+    GET=get_instance,
+)
+
+
+@nacos_api("GET")
+def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw:
+    query = s.list_instances(params, client_of(request), request.META.get("REMOTE_ADDR", ""))
+    if query.is_check:
+        return Raw("{}")  # Nacos 1.4 quirk: the computed result is thrown away
+    node = current()
+    ops = node.operations
+    switches = ops.switches
+    cache_millis = switches.defaultCacheMillis
+    if (
+        query.udp_port > 0
+        and query.remote_addr
+        and switches.pushEnabled
+        and eligible(query.client, switches)
+    ):
+        push = node.push
+        push.push_cache_s = switches.defaultPushCacheMillis / 1000.0
+        push.subscribe(
+            query.service,
+            query.clusters,
+            query.cluster_names,
+            query.remote_addr,
+            query.udp_port,
+            query.client,
+            query.app,
+        )
+        cache_millis = switches.defaultPushCacheMillis
+    return Raw(
+        render.render_instance_list(
+            ops.find_service(query.service),
+            query.service.grouped,
+            query.clusters,
+            query.cluster_names,
+            query.healthy_only,
+            query.client.is_java_1x,
+            query.env,
+            cache_millis,
+            ops.wall_ms(),
+        )
+    )
+
+
+@nacos_api("PUT", "POST", distro=True)
+def instance_beat(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    result = _ops().beat(s.beat(params))
+    if not result.found:
+        return {"clientBeatInterval": result.interval_ms, "code": BEAT_NOT_FOUND}
+    return {
+        "clientBeatInterval": result.interval_ms,
+        "code": BEAT_OK,
+        "lightBeatEnabled": result.light_beat_enabled,
+    }
+
+
+# Nacos leaves this unsecured for its peers; ours never call it, and it lists every instance.
+@nacos_api("GET", "POST", "PUT", "DELETE")
+def instance_statuses(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    view = _ops().statuses(s.status_key(params))
+    return {"ips": [f"{i.ip}:{i.port}_{str(i.healthy).lower()}" for i in view.instances()]}
+
+
+def _metadata_batch(request: HttpRequest, params: Params, delete: bool) -> dict[str, Any]:
+    updated = _ops().metadata_batch(s.metadata_batch(params), delete=delete)
+    return {
+        "updated": [
+            f"{k.datum_key()}:{'ephemeral' if ephemeral else 'persist'}" for k, ephemeral in updated
+        ]
+    }
+
+
+@nacos_api("PUT", distro=True)
+def update_metadata_batch(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return _metadata_batch(request, params, delete=False)
+
+
+@nacos_api("DELETE", distro=True)
+def delete_metadata_batch(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return _metadata_batch(request, params, delete=True)
+
+
+instance_metadata_batch = by_method(PUT=update_metadata_batch, DELETE=delete_metadata_batch)
+
+
+# -- /service -------------------------------------------------------------------------------
+
+
+@nacos_api("POST")
+def create_service(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().create_service(s.service_spec(params, threshold_required=False))
+    return OK
+
+
+@nacos_api("PUT")
+def update_service(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().update_service(s.service_spec(params, threshold_required=True))
+    return OK
+
+
+@nacos_api("DELETE")
+def delete_service(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().delete_service(s.service_name(params))
+    return OK
+
+
+@nacos_api("GET")
+def get_service(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return render.service_json(_ops().get_service(s.service_name(params)))
+
+
+service = by_method(POST=create_service, DELETE=delete_service, PUT=update_service, GET=get_service)
+
+
+@nacos_api("GET")
+def service_list(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    page = s.page(params)
+    group = params.optional("groupName", DEFAULT_GROUP)
+    views = _ops().list_services(
+        namespace_or_default(params.raw("namespaceId")), group, params.raw("selector")
+    )
+    names = [v.name.grouped if group == "*" else v.name.name for v in views]
+    return {"count": len(names), "doms": page.slice(names)}
+
+
+@nacos_api("GET", "POST", "PUT")
+def service_names(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    raw_ns = params.raw("namespaceId")
+    namespace = namespace_or_default(raw_ns) if raw_ns else ""  # blank: every namespace
+    names = _ops().service_names(namespace, params.optional("expr"))
+    return {"services": names, "count": len(names)}
+
+
+@nacos_api("GET")
+def service_subscribers(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    name = s.service_name(params)
+    page = s.page(params, default_size=1000)
+    subscribers = [
+        {
+            "addrStr": f"{sub.key.ip}:{sub.key.port}",
+            "agent": sub.key.agent,
+            "app": sub.app,
+            "ip": sub.key.ip,
+            "port": sub.key.port,
+            "namespaceId": name.namespace,
+            "serviceName": name.grouped,
+            "cluster": sub.key.clusters,
+        }
+        for sub in current().push.subscribers(name)
+    ]
+    return {"subscribers": page.slice(subscribers), "count": len(subscribers)}
+
+
+@nacos_api("PUT", "POST")  # unsecured in Nacos; it tells whether a service exists
+def service_checksum(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    name = s.service_name(params)
+    view = _ops().require_service(name, f"serviceName not found: {name.grouped}")
+    return {"checksum": view.checksum}
+
+
+# -- /catalog -------------------------------------------------------------------------------
+
+
+@nacos_api("GET")
+def catalog_service(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return render.catalog_service_json(_ops().require_service(s.service_name(params)))
+
+
+@nacos_api("GET", "POST", "PUT", "DELETE")
+def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    name = s.service_name(params)
+    cluster = params.required("clusterName")
+    page = s.page(params)
+    members = _ops().catalog_instances(name, cluster)
+    return {
+        "list": [render.full_instance_json(i, name.grouped) for i in page.slice(members)],
+        "count": len(members),
+    }
+
+
+@nacos_api("GET")
+def catalog_services(request: HttpRequest, params: Params, caller: Caller) -> Any:
+    namespace = namespace_or_default(params.raw("namespaceId"))
+    page = s.page(params, default_size=10)
+    views = _ops().catalog_services(
+        namespace,
+        params.optional("serviceNameParam"),
+        params.optional("groupNameParam"),
+        params.optional("instance"),
+        params.strict_boolean("hasIpCount", False),
+    )
+    if params.strict_boolean("withInstances", False):
+        return [render.catalog_service_with_instances(v) for v in views]
+    return {"serviceList": [render.catalog_row(v) for v in page.slice(views)], "count": len(views)}
+
+
+@nacos_api("GET")  # unsecured in Nacos; it reveals services and their clusters
+def catalog_rt_service(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    view = _ops().require_service(s.service_name(params))
+    return {
+        "clusters": [
+            {"name": c, "checkRTBest": 0, "checkRTWorst": 0, "checkRTNormalized": 0}
+            for c in view.clusters
+        ]
+    }
+
+
+# -- /cluster, /health ------------------------------------------------------------------------
+
+
+@nacos_api("PUT")
+def cluster(request: HttpRequest, params: Params, caller: Caller) -> str:
+    name, config = s.cluster_config(params)
+    _ops().put_cluster(name, config)
+    return OK
+
+
+@nacos_api("PUT", "POST", distro=True)
+def health(request: HttpRequest, params: Params, caller: Caller) -> str:
+    raw = params.raw("healthy") or params.raw("valid")
+    if raw is None:
+        raise MissingParam("healthy")
+    _ops().set_health(s.service_name(params), s.instance_key(params), to_bool(raw))
+    return OK
+
+
+@nacos_api("GET", "POST", "PUT", "DELETE", secured=False, gated=False)
+def health_server(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    node = current()
+    return {
+        "msg": f"Hello! I am Nacos-Naming and healthy! total services: raft "
+        f"{node.registry.service_count}, local port:{node.http_port}"
+    }
+
+
+@nacos_api("GET", secured=False)
+def health_checkers(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return {t.value: HealthChecker(type=t).to_json() for t in CheckType}
+
+
+# -- /operator ------------------------------------------------------------------------------
+
+
+@nacos_api("GET", secured=False)
+def get_switches(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return current().registry.switches.to_json()
+
+
+@nacos_api("PUT")
+def put_switches(request: HttpRequest, params: Params, caller: Caller) -> str:
+    require_global_admin(request, params, "operator/switches")
+    current().operations.set_switch(params.required("entry"), params.required("value"))
+    return OK
+
+
+# GET is not secured in Nacos; PUT is (and needs a global admin).
+operator_switches = by_method(GET=get_switches, PUT=put_switches)
+
+
+@nacos_api("GET", secured=False, gated=False)
+def metrics(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    return current().report.metrics()
+
+
+@nacos_api("GET", secured=False, gated=False)
+def servers(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    members = current().report.members()
+    if params.strict_boolean("healthy", False):
+        members = [m for m in members if m["state"] == "UP"]
+    return {"servers": members}
+
+
+@nacos_api("GET", secured=False, gated=False)
+def cluster_state(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    node = current()
+    return {
+        "raft": node.report.raft(),
+        "member": node.report.member(),
+        "members": node.report.members(),
+        "leader": node.report.leader_http_address(),
+    }
+
+
+@nacos_api("GET", secured=False)
+def distro_server(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    name = s.service_name(params)
+    _ops().require_service(name)
+    node = current()
+    owner = node.cluster.owner(name.grouped) if node.cluster is not None else None
+    return {"responsibleServer": owner or node.address}
+
+
+@nacos_api("GET", "POST", "PUT", secured=False)
+def push_state(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    """The counters stay public (as in Nacos); the failed subscribers' addresses (``detail``)
+    need credentials, and zeroing the counters for everyone needs a global admin."""
+    node = current()
+    stats = node.push.stats
+    reset = params.strict_boolean("reset", False)
+    if reset:
+        require_global_admin(request, params, "operator/push/state")
+    elif params.strict_boolean("detail", False):
+        authenticate(node, request, params)
+    result: dict[str, Any] = {
+        "succeed": stats.succeed,
+        "total": stats.total,
+        "ratio": round(stats.succeed / stats.total, 4) if stats.total else 0.0,
+        "reset": reset,
+    }
+    if params.strict_boolean("detail", False):
+        result["data"] = list(stats.failed_packets)
+    if reset:
+        stats.total = stats.succeed = stats.failed = 0
+        stats.failed_packets.clear()
+    return result
+
+
+@nacos_api("GET", secured=False, gated=False)
+def raft_leader(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    node = current()
+    status = node.report.raft()
+    leader = node.report.leader_http_address()
+    peer = (
+        None
+        if leader is None
+        else json.dumps(
+            {
+                "ip": leader,
+                "raftAddress": status.get("leader"),
+                "term": status.get("term"),
+                "state": "LEADER",
+            }
+        )
+    )
+    return {"leader": peer}
+
+
+@nacos_api("GET", secured=False, gated=False)
+def cluster_nodes(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    node = current()
+    keyword = params.optional("keyword")
+    members = [m for m in node.report.members() if keyword in m["address"]]
+    for member in members:
+        if member["address"] == node.address:
+            member["raft"] = node.report.raft()
+    return {"code": 200, "message": None, "data": members}
+
+
+# -- /auth ----------------------------------------------------------------------------------
+
+
+@nacos_api("POST", secured=False, gated=False)
+def login(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse:
+    node = current()
+    username = params.required("username")
+    password = params.required("password")
+    if node.auth is None:
+        body = f'{{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"{username}"}}'
+        return respond(body, 200, JSON)
+    token, identity = node.auth.login(username, password, request.META.get("REMOTE_ADDR", ""))
+    payload = {
+        "accessToken": token,
+        "tokenTtl": node.auth.ttl_s,
+        "globalAdmin": identity.global_admin,
+        "username": identity.username,
+    }
+    response = respond(json.dumps(payload), 200, JSON)
+    response["Authorization"] = f"Bearer {token}"
+    return response
+
+
+@nacos_api("POST", secured=False, gated=False)
+def logout(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    """Not in Nacos 1.x. Revokes every token of the caller (all sessions, like a password
+    change): tokens are stateless, the user's token generation is all there is to bump."""
+    node = current()
+    identity = authenticate(node, request, params)
+    if identity is not None and node.auth is not None:
+        node.auth.logout(identity.username)
+    return {"code": 200, "message": "logout ok!", "data": None}
+
+
+def empty(request: HttpRequest) -> HttpResponse:
+    """The benchmark's floor: the cheapest answer this server can give."""
+    return respond(b"ok")

@@ -1,0 +1,170 @@
+"""The value codec of the core: domain values ⇄ JSON, one codec per key kind.
+
+The storage layers hold values opaquely; the composition root hands them :data:`DATUM_CODEC`
+(``consistency.datum.DatumCodec`` over the codecs below) and :func:`naming.changes.Change.decode`,
+so ``consistency``, ``distro`` and ``raft`` never import the domain. This module is the one place
+that turns domain values into bytes: the Raft snapshot, Distro sync payloads and checksums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, cast
+
+from consistency.datum import Datum, DatumCodec, DatumKey, KeyKind, ValueCodec
+from naming.domain import (
+    ClusterConfig,
+    HealthChecker,
+    Instance,
+    InstanceKey,
+    Selector,
+    ServiceMeta,
+    ServiceName,
+    Switches,
+    freeze_metadata,
+)
+
+InstanceSet = Mapping[InstanceKey, Instance]
+Value = InstanceSet | ServiceMeta | Switches
+
+EMPTY_INSTANCES: InstanceSet = MappingProxyType({})
+
+
+def service_of(key: DatumKey) -> ServiceName:
+    """The service a key belongs to (empty for the switches key)."""
+    return ServiceName(key.namespace, key.service)
+
+
+def encode_instance(inst: Instance) -> dict[str, Any]:
+    return {
+        "ip": inst.ip,
+        "port": inst.port,
+        "clusterName": inst.cluster,
+        "weight": inst.weight,
+        "healthy": inst.healthy,
+        "enabled": inst.enabled,
+        "ephemeral": inst.ephemeral,
+        "metadata": dict(inst.metadata),
+        "instanceId": inst.instance_id,
+        "app": inst.app,
+        "marked": inst.marked,
+    }
+
+
+def decode_instance(data: Mapping[str, Any]) -> Instance:
+    return Instance(
+        ip=str(data["ip"]),
+        port=int(data["port"]),
+        cluster=str(data["clusterName"]),
+        weight=float(data["weight"]),
+        healthy=bool(data["healthy"]),
+        enabled=bool(data["enabled"]),
+        ephemeral=bool(data["ephemeral"]),
+        metadata=freeze_metadata({str(k): str(v) for k, v in data.get("metadata", {}).items()}),
+        instance_id=str(data.get("instanceId", "")),
+        app=str(data.get("app", "DEFAULT")),
+        marked=bool(data.get("marked", False)),
+    )
+
+
+def instance_set(instances: list[Instance] | tuple[Instance, ...]) -> InstanceSet:
+    return MappingProxyType({inst.key: inst for inst in instances})
+
+
+def _encode_cluster(cfg: ClusterConfig) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "healthChecker": cfg.health_checker.to_json(),
+        "checkPort": cfg.check_port,
+        "useInstancePort": cfg.use_instance_port,
+        "metadata": dict(cfg.metadata),
+    }
+
+
+def _decode_cluster(data: Mapping[str, Any]) -> ClusterConfig:
+    return ClusterConfig(
+        name=str(data["name"]),
+        health_checker=HealthChecker.from_json(data["healthChecker"]),
+        check_port=int(data["checkPort"]),
+        use_instance_port=bool(data["useInstancePort"]),
+        metadata=freeze_metadata(dict(data.get("metadata", {}))),
+    )
+
+
+class InstancesCodec:
+    """Instance lists (ephemeral and persistent): a JSON array of instance objects."""
+
+    def encode(self, value: InstanceSet) -> list[dict[str, Any]]:
+        return [encode_instance(i) for i in value.values()]
+
+    def decode(self, data: Any) -> InstanceSet:
+        return instance_set([decode_instance(d) for d in data])
+
+    def canonical(self, value: InstanceSet) -> list[dict[str, Any]]:
+        """Independent of instance order (the Distro verify round compares checksums)."""
+        return sorted(self.encode(value), key=lambda i: (i["ip"], i["port"], i["clusterName"]))
+
+
+class ServiceMetaCodec:
+    def encode(self, value: ServiceMeta) -> dict[str, Any]:
+        return {
+            "protectThreshold": value.protect_threshold,
+            "metadata": dict(value.metadata),
+            "selector": value.selector.to_json(),
+            "clusters": [_encode_cluster(c) for c in value.clusters.values()],
+        }
+
+    def decode(self, data: Any) -> ServiceMeta:
+        selector = data.get("selector") or {}
+        clusters = [_decode_cluster(c) for c in data.get("clusters", [])]
+        return ServiceMeta(
+            protect_threshold=float(data.get("protectThreshold", 0.0)),
+            metadata=freeze_metadata(dict(data.get("metadata", {}))),
+            selector=Selector(
+                type=str(selector.get("type", "none")),
+                expression=str(selector.get("expression", "")),
+            ),
+            clusters=MappingProxyType({c.name: c for c in clusters}),
+        )
+
+    def canonical(self, value: ServiceMeta) -> dict[str, Any]:
+        return self.encode(value)
+
+
+class SwitchesCodec:
+    def encode(self, value: Switches) -> dict[str, Any]:
+        return value.to_json()
+
+    def decode(self, data: Any) -> Switches:
+        return Switches.from_json(data)
+
+    def canonical(self, value: Switches) -> dict[str, Any]:
+        return self.encode(value)
+
+
+VALUE_CODECS: Mapping[KeyKind, ValueCodec] = MappingProxyType(
+    {
+        KeyKind.EPHEMERAL_INSTANCES: InstancesCodec(),
+        KeyKind.PERSISTENT_INSTANCES: InstancesCodec(),
+        KeyKind.SERVICE_META: ServiceMetaCodec(),
+        KeyKind.SWITCHES: SwitchesCodec(),
+    }
+)
+DATUM_CODEC = DatumCodec(VALUE_CODECS)
+
+
+def encode_value(kind: KeyKind, value: Value | None) -> Any:
+    return DATUM_CODEC.encode_value(kind, value)
+
+
+def decode_value(kind: KeyKind, data: Any) -> Value | None:
+    return cast(Value | None, DATUM_CODEC.decode_value(kind, data))
+
+
+def encode_datum(datum: Datum) -> dict[str, Any]:
+    return DATUM_CODEC.encode_datum(datum)
+
+
+def decode_datum(data: Mapping[str, Any]) -> Datum:
+    return DATUM_CODEC.decode_datum(data)
