@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from consistency.datum import EMPTY_INSTANCES, Datum, DatumKey, InstanceSet, KeyKind, Value
+from lib.listeners import ListenerList
 from naming.domain import (
     MAX_WEIGHT,
     MIN_POSITIVE_WEIGHT,
@@ -155,7 +156,8 @@ class Registry:
         )  # only guards the counters and indexes against readers' copies
         self.instance_count = 0
         self.switches = Switches()
-        self.listeners: list[tuple[str, ServiceListener]] = []
+        # Isolated and counted: ``naming_listener_*{source="registry"}`` at ``/metrics``.
+        self.listeners: ListenerList[ServiceView] = ListenerList("registry")
 
     # -- writer side (notifier thread) ------------------------------------------------------
 
@@ -187,11 +189,7 @@ class Registry:
                 namespace.pop(name.grouped, None)
                 if not namespace:
                     self._by_namespace.pop(name.namespace, None)
-        for listener_name, listener in self.listeners:
-            try:
-                listener(view)
-            except Exception:  # a push failure must not stop the registry
-                log.exception("service listener %s failed for %s", listener_name, name)
+        self.listeners.call(view, name)  # a push failure must not stop the registry
         return view if view.exists else None
 
     # -- reader side (any thread) -----------------------------------------------------------

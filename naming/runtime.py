@@ -99,7 +99,7 @@ class NodeRuntime:
         self.operations = NamingOperations(self.consistency, self.registry, self.beats)
         self.push = PushService(config.host, self.operations.render_push)
         self.operations.push = self.push
-        self.registry.listeners.append(("push", self.push.on_service_changed))
+        self.registry.listeners.add("push", self.push.on_service_changed)
         self.health = HealthServices(
             self.registry,
             self.beats,
