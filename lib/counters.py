@@ -21,10 +21,15 @@ Bottom layer: imports nothing from the project.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+
+# No ``*_created`` series (one per counter/histogram child, with the time it was created): they
+# double the output and tell nothing here, where every series starts with the process.
+cast(Callable[[], None], disable_created_metrics)()  # cast: the library leaves it unannotated
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

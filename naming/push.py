@@ -175,6 +175,10 @@ class PushService:
         with self._lock:
             return list(self._subscribers.get(service, {}).values())
 
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(per_service) for per_service in self._subscribers.values())
+
     # -- changes (notifier thread) -----------------------------------------------------------
 
     def on_service_changed(self, view: ServiceView) -> None:
