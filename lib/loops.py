@@ -1,10 +1,15 @@
 """The one helper every background loop runs through.
 
 :class:`LoopTracker` counts the rounds (or batches) of one named loop: runs, failures, the last
-error, the last duration, both on the object (read by ``operator/metrics`` JSON and unit tests)
-and in the process-wide registry (``lib.counters``, exported at ``GET /metrics``). It never lets
-an exception escape a round, and logs failures at most once per ``LOG_EVERY_S`` per loop with a
-count of the ones it held back, so a loop failing every 200 ms does not flood the log.
+error, the last duration, as plain attributes (an integer add per round: the notifier counts
+every write batch with one), read by ``operator/metrics`` JSON, by unit tests and, at scrape
+time, by the collector below that exports them at ``GET /metrics`` (summed per loop name):
+``naming_loop_runs_total``, ``naming_loop_failures_total``, ``naming_loop_duration_seconds``
+(a summary: count and sum), ``naming_loop_last_duration_seconds``,
+``naming_loop_last_run_timestamp_seconds``, ``naming_loop_last_failure_timestamp_seconds``.
+It never lets an exception escape a round, and logs failures at most once per ``LOG_EVERY_S``
+per loop with a count of the ones it held back, so a loop failing every 200 ms does not flood
+the log.
 
 :class:`PeriodicLoop` is the thread: a name, an interval, an owner, a stop event; it calls one
 body every interval through its tracker. Queue-driven workers (Distro's per-peer sync threads,
@@ -18,9 +23,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from lib.counters import LoopSeries
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+
+from lib.counters import LiveObjects, register_scrape_time
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +42,8 @@ LOG_EVERY_S = 60.0  # at most one failure log line per loop per minute (after th
 class LoopTracker:
     """Counts and isolates the rounds of one loop.
 
-    Thread safety: ``run`` may be called from several threads at once only if the caller
-    serialises it (every user here runs it on one thread, or under its own lock); the exported
-    counters are safe either way.
+    Thread safety: one thread at a time (every user runs it on one thread, or under its own
+    lock); the scraping thread only reads the attributes.
     """
 
     def __init__(self, name: str, log_every_s: float = LOG_EVERY_S) -> None:
@@ -41,11 +52,13 @@ class LoopTracker:
         self.failures = 0
         self.last_error = ""
         self.last_duration_s = 0.0
+        self.duration_sum_s = 0.0
         self.last_run_at = 0.0  # wall clock; 0: never
-        self._series = LoopSeries(name)
+        self.last_failure_at = 0.0
         self._log_every_s = log_every_s
         self._logged_at = float("-inf")
         self._held_back = 0
+        _LIVE.add(self)
 
     def run(
         self,
@@ -79,8 +92,7 @@ class LoopTracker:
         limited) or a message (for failures the caller handled and logged already)."""
         self._count(duration_s)
         self.failures += 1
-        self._series.failures.inc()
-        self._series.last_failure.set(self.last_run_at)
+        self.last_failure_at = self.last_run_at
         if isinstance(exc, BaseException):
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self._log(exc)
@@ -90,11 +102,8 @@ class LoopTracker:
     def _count(self, duration_s: float) -> None:
         self.runs += 1
         self.last_duration_s = duration_s
+        self.duration_sum_s += duration_s
         self.last_run_at = time.time()
-        series = self._series
-        series.runs.inc()
-        series.duration.observe(duration_s)
-        series.last_run.set(self.last_run_at)
 
     def _log(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -196,3 +205,50 @@ class PeriodicLoop:
             self.run_once()
             if self._wait(self.interval_s):
                 return
+
+
+_LIVE: LiveObjects[LoopTracker] = LiveObjects()
+
+
+def _collect() -> Iterable[Metric]:
+    runs = CounterMetricFamily(
+        "naming_loop_runs",
+        "Rounds (periodic loops) or batches (queue-driven workers) run, failed ones included.",
+        labels=["loop"],
+    )
+    failures = CounterMetricFamily(
+        "naming_loop_failures", "Rounds or batches that raised (the loop went on).", labels=["loop"]
+    )
+    duration = SummaryMetricFamily(
+        "naming_loop_duration_seconds", "Time spent in rounds or batches.", labels=["loop"]
+    )
+    last_duration = GaugeMetricFamily(
+        "naming_loop_last_duration_seconds", "How long the last round took.", labels=["loop"]
+    )
+    last_run = GaugeMetricFamily(
+        "naming_loop_last_run_timestamp_seconds",
+        "Wall-clock time the last round or batch ended (a stalled loop stops moving it).",
+        labels=["loop"],
+    )
+    last_failure = GaugeMetricFamily(
+        "naming_loop_last_failure_timestamp_seconds",
+        "Wall-clock time of the last failed round or batch (0: none yet).",
+        labels=["loop"],
+    )
+    by_name: dict[str, list[LoopTracker]] = {}
+    for tracker in _LIVE.snapshot():
+        by_name.setdefault(tracker.name, []).append(tracker)
+    for name, trackers in sorted(by_name.items()):
+        latest = max(trackers, key=lambda t: t.last_run_at)
+        runs.add_metric([name], sum(t.runs for t in trackers))
+        failures.add_metric([name], sum(t.failures for t in trackers))
+        duration.add_metric(
+            [name], sum(t.runs for t in trackers), sum(t.duration_sum_s for t in trackers)
+        )
+        last_duration.add_metric([name], latest.last_duration_s)
+        last_run.add_metric([name], latest.last_run_at)
+        last_failure.add_metric([name], max(t.last_failure_at for t in trackers))
+    return [runs, failures, duration, last_duration, last_run, last_failure]
+
+
+register_scrape_time(_collect)

@@ -132,5 +132,5 @@ def test_the_registry_exposition_parses_with_prometheus_clients_own_parser():
         f.name: f for f in text_string_to_metric_families(generate_latest(REGISTRY).decode())
     }
     assert families["naming_loop_runs"].type == "counter"
-    assert families["naming_loop_duration_seconds"].type == "histogram"
+    assert families["naming_loop_duration_seconds"].type == "summary"
     assert families["naming_http_request_duration_seconds"].type == "histogram"
