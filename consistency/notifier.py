@@ -3,7 +3,8 @@
 Stores call :meth:`Notifier.notify` with every new datum (from any thread, including the Raft
 tick thread). Changes are coalesced per key: a burst of 64 registrations to one service costs
 one registry rebuild, not 64. Each listener is isolated: an exception is logged and counted per
-listener and never stops the queue or the other listeners (hashicorp/raft ``observer.go``).
+listener and never stops the queue or the other listeners (hashicorp/raft ``observer.go``); the
+counts are ``lib.listeners``' (``naming_listener_*{source="notifier"}`` at ``/metrics``).
 
 Writers that must see their own change before they answer (``ok`` means visible) take the ticket
 returned by ``notify`` and call :meth:`wait_processed`, which delivers the batch on the calling
@@ -15,25 +16,16 @@ Thread: one daemon worker, owned by the Notifier; started by :meth:`start`, stop
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consistency.datum import Datum, DatumKey
-
-log = logging.getLogger(__name__)
+from lib.listeners import ListenerList, ListenerStats
+from lib.loops import LoopTracker
 
 Listener = Callable[[Datum], None]
-
-
-@dataclass(slots=True)
-class ListenerStats:
-    name: str
-    calls: int = 0
-    failures: int = 0
-    last_error: str = ""
 
 
 @dataclass(slots=True)
@@ -49,7 +41,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._pending: dict[DatumKey, Datum] = {}
-        self._listeners: list[tuple[Listener, ListenerStats]] = []
+        self._listeners: ListenerList[Datum] = ListenerList("notifier")
         self._seq = 0  # tickets handed out
         self._done = 0  # every ticket <= _done has been delivered to all listeners
         self._stopping = False
@@ -57,11 +49,11 @@ class Notifier:
         # One delivery at a time: a ticket is done only when its whole batch was delivered.
         self._deliver_lock = threading.Lock()
         self.stats = NotifierStats()
+        # Batches delivered (by the worker or a waiting writer): ``naming_loop_*{loop="notifier"}``.
+        self._tracker = LoopTracker("notifier")
 
     def add_listener(self, name: str, listener: Listener) -> None:
-        stats = ListenerStats(name)
-        self._listeners.append((listener, stats))
-        self.stats.listeners.append(stats)
+        self.stats.listeners.append(self._listeners.add(name, listener))
 
     def notify(self, datum: Datum) -> int:
         """Queue ``datum`` for the listeners; returns a ticket for :meth:`wait_processed`.
@@ -141,21 +133,18 @@ class Notifier:
             self._deliver_locked()
 
     def _deliver_locked(self) -> None:
+        started = time.perf_counter()
         with self._cond:
             batch = self._pending
             self._pending = {}
             upto = self._seq
         for datum in batch.values():
-            for listener, stats in self._listeners:
-                stats.calls += 1
-                try:
-                    listener(datum)
-                except Exception as exc:  # isolation is the point: count, log, go on
-                    stats.failures += 1
-                    stats.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("listener %s failed on %s", stats.name, datum.key)
+            self._listeners.call(datum, datum.key)  # isolated: count, log, go on
         with self._cond:
             self._done = max(self._done, upto)
             self.stats.processed += len(batch)
             self.stats.batches += 1
             self._cond.notify_all()
+        if batch:
+            # Under _deliver_lock: one delivery at a time, whichever thread runs it.
+            self._tracker.succeeded(time.perf_counter() - started)

@@ -11,8 +11,9 @@ has not loaded its data yet; each failed report makes it SUSPICIOUS; more than
 members that are UP or SUSPICIOUS (as Nacos's ``healthyList``), never a STARTING one: a member
 that has not loaded the snapshot must not own keys.
 
-Thread: ``member-report`` is owned by :class:`Membership`, started by the runtime, stopped by
-``stop()`` (an Event, then join).
+Thread: ``member-report`` (a ``lib.loops.PeriodicLoop``, counted as
+``naming_loop_*{loop="member-report"}``) is owned by :class:`Membership`, started by the
+runtime, stopped by ``stop()`` (an Event, then join).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 
 from distro.mapper import DistroMapper
 from distro.transport import PeerTransport, PeerUnreachable
+from lib.listeners import ListenerList
+from lib.loops import PeriodicLoop
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,9 @@ class Membership:
         self._peers = {m: MemberInfo(m) for m in self.members if m != local}
         # Nobody owns anything until this member is UP and has heard from its peers.
         self._mapper = DistroMapper.of(local, ())
-        self._listeners: list[Callable[[DistroMapper], None]] = []
+        self._listeners: ListenerList[DistroMapper] = ListenerList("membership")
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: PeriodicLoop | None = None
         self.reports_sent = 0
         self.reports_failed = 0
 
@@ -95,9 +98,11 @@ class Membership:
     def peers(self) -> tuple[str, ...]:
         return tuple(self._peers)
 
-    def add_listener(self, listener: Callable[[DistroMapper], None]) -> None:
-        """Called (on the thread that noticed) whenever the ownership map changes."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: Callable[[DistroMapper], None], name: str = "") -> None:
+        """Called (on the thread that noticed) whenever the ownership map changes; isolated
+        and counted as ``naming_listener_*{source="membership", listener=name}`` (``name``
+        defaults to the function's name)."""
+        self._listeners.add(name or getattr(listener, "__name__", "").strip("_") or "?", listener)
 
     def _build_mapper(self) -> DistroMapper:
         healthy = [m for m, info in self._peers.items() if info.state in HEALTHY]
@@ -113,11 +118,7 @@ class Membership:
             self._mapper = mapper
         if changed:
             log.info("distro members now %s", ", ".join(mapper.healthy) or "(none)")
-            for listener in self._listeners:
-                try:
-                    listener(mapper)
-                except Exception:  # a listener must not stop membership
-                    log.exception("membership listener failed")
+            self._listeners.call(mapper, "the new ownership map")  # isolated: never stops us
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -207,21 +208,19 @@ class Membership:
                 self.on_failure(peer, refused=False)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="member-report", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.report_once()
-            except Exception:  # never let one round kill the reporter
-                log.exception("membership report round failed")
-            if self._stop.wait(self._interval):
-                return
+        self._loop = PeriodicLoop(
+            "member-report",
+            self.report_once,
+            self._interval,
+            owner="Membership",
+            first_delay_s=0,
+            stop_event=self._stop,
+        )
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop reporting, then tell the peers we are leaving so they re-map at once."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        if self._loop is not None:
+            self._loop.join(timeout=2)
         self.report_once()

@@ -10,6 +10,9 @@ repairs anything a skipped batch leaves behind.
 
 Threads: ``distro-sync-<peer>`` (one per peer) and ``distro-verify``, owned by this module's
 classes, started by the runtime once the node is built, stopped by ``stop()`` (an Event, join).
+``distro-verify`` is a ``lib.loops.PeriodicLoop``; the sync threads are queue-driven (they wait
+for changes, then batch), so they keep their own loop and count every batch they attempt with a
+``lib.loops.LoopTracker``: both show as ``naming_loop_*{loop=<thread name>}`` at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from distro.protocol import CHECKSUM_PATH, SYNC_PATH, PeerProtocol, encode_batch
 from distro.store import DistroStore
 from distro.transport import PeerTransport, PeerUnreachable
 from lib.errors import Unavailable
+from lib.loops import LoopTracker, PeriodicLoop
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,12 @@ class PeerSyncStats:
 
 
 class _PeerQueue:
-    def __init__(self) -> None:
+    def __init__(self, peer: str) -> None:
         self.keys: set[DatumKey] = set()
         self.wake = threading.Event()
         self.stats = PeerSyncStats()
+        # Queue-driven, not periodic: each attempted batch is one counted run.
+        self.tracker = LoopTracker(f"distro-sync-{peer}")
 
 
 class SyncScheduler:
@@ -75,7 +81,7 @@ class SyncScheduler:
         self._dispatcher = dispatcher
         self._settings = settings
         self._lock = threading.Lock()
-        self._queues = {peer: _PeerQueue() for peer in membership.peers}
+        self._queues = {peer: _PeerQueue(peer) for peer in membership.peers}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -141,6 +147,7 @@ class SyncScheduler:
         """Deliver ``datums`` in size-bounded batches; returns the next backoff (0 on success)."""
         batches = list(split_batches(datums, self._store.codec))
         for index, (chunk, body) in enumerate(batches):
+            started = time.perf_counter()
             try:
                 if not self._settings.drop_syncs:
                     self._dispatcher.deliver(peer, body)
@@ -154,8 +161,11 @@ class SyncScheduler:
                         "sync to %s refused, %d datums left to verify: %s", peer, len(chunk), exc
                     )
                     unsent = unsent[len(chunk) :]
-                elif not isinstance(exc, DispatchFailed):
-                    log.exception("sync to %s failed", peer)  # a bug must not kill the thread
+                if isinstance(exc, DispatchFailed):
+                    queue.tracker.failed(queue.stats.last_error, time.perf_counter() - started)
+                else:
+                    # A bug must not kill the thread: the tracker logs it with its traceback.
+                    queue.tracker.failed(exc, time.perf_counter() - started)
                 self._requeue(queue, unsent)
                 if unsent:
                     queue.wake.set()
@@ -164,6 +174,7 @@ class SyncScheduler:
                 )
                 log.warning("sync to %s failed (retry in %.1f s): %s", peer, backoff, exc)
                 return backoff
+            queue.tracker.succeeded(time.perf_counter() - started)
             queue.stats.batches += 1
             queue.stats.datums += len(chunk)
         return 0.0
@@ -358,30 +369,39 @@ class VerifyLoop:
         self._settings = settings
         self._active = active
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.rounds = 0
-        self.failures = 0
+        self.peer_failures = 0  # peers that did not take a round's checksums
+        self._loop = PeriodicLoop(
+            "distro-verify",
+            self._round,
+            settings.verify_interval_s,
+            owner="VerifyLoop",
+            stop_event=self._stop,
+        )
+        # The dispatcher's self-check rides on the verify thread (no thread of its own) but is
+        # counted apart, and a failed verify round no longer skips it.
+        self._dispatch_check = LoopTracker("distro-dispatch-check")
+
+    @property
+    def failures(self) -> int:
+        """Failed rounds plus peers that did not take a round (``verifyFailures`` in the JSON)."""
+        return self._loop.failures + self.peer_failures
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="distro-verify", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            # A round blocked on a peer that is stopping too is abandoned (daemon thread; a
-            # verify round is idempotent), so a whole cluster stopping at once stays quick.
-            self._thread.join(timeout=1)
+        # A round blocked on a peer that is stopping too is abandoned (daemon thread; a
+        # verify round is idempotent), so a whole cluster stopping at once stays quick.
+        self._loop.join(timeout=1)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._settings.verify_interval_s):
-            try:
-                if self._active():
-                    self.verify_once()
-                self._dispatcher.check()
-            except Exception:  # never let one round kill the loop
-                self.failures += 1
-                log.exception("verify round failed")
+    def _round(self) -> None:
+        try:
+            if self._active():
+                self.verify_once()
+        finally:
+            self._dispatch_check.run(self._dispatcher.check)
 
     def verify_once(self) -> None:
         self.rounds += 1
@@ -397,9 +417,9 @@ class VerifyLoop:
                     peer, "PUT", path, body, {"Content-Type": "application/json"}, timeout=15
                 )
             except PeerUnreachable as exc:
-                self.failures += 1
+                self.peer_failures += 1
                 log.info("verify to %s failed: %s", peer, exc)
                 continue
             if not response.ok:
-                self.failures += 1
+                self.peer_failures += 1
                 log.warning("verify to %s answered %s", peer, response.status)

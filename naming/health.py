@@ -4,8 +4,9 @@ A beat only touches ``last_beat`` here; it never writes a datum (unless it reviv
 instance). Expiry and health verdicts go back through the consistency service like any other
 change, so they replicate and notify the same way.
 
-Threads (all owned by :class:`HealthServices`, started by ``runnode``, stopped by ``stop()``
-setting one Event and joining):
+Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop`` counted as
+``naming_loop_*{loop=<name>}``, started by ``runnode``, stopped by ``stop()`` setting their one
+shared Event and joining):
 - ``beat-sweeper``: every ``sweep_interval_s`` marks ephemeral instances unhealthy or removes them;
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
@@ -14,6 +15,7 @@ setting one Event and joining):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 from consistency.datum import DatumKey
 from lib.errors import NamingError
+from lib.loops import PeriodicLoop
 from naming.changes import ClearValue, RemoveInstances, SetHealth
 from naming.domain import CheckType, Instance, InstanceKey, ServiceName
 from naming.registry import Registry, ServiceView
@@ -178,7 +181,7 @@ class HealthServices:
         self.settings = settings
         self._clock = clock
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.loops: list[PeriodicLoop] = []
         self._finalize: dict[ServiceName, int] = {}
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
         self.stats = HealthStats()
@@ -188,53 +191,49 @@ class HealthServices:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        loops: list[tuple[str, float, float, Callable[[], None]]] = [
-            (
+        loops = [
+            PeriodicLoop(
                 "beat-sweeper",
-                self.settings.sweep_interval_s,
-                self.settings.sweep_interval_s,
                 self.sweep_once,
+                self.settings.sweep_interval_s,
+                owner="HealthServices",
+                stop_event=self._stop,
+                on_error=functools.partial(self._loop_failed, "beat-sweeper"),
             ),
-            (
+            PeriodicLoop(
                 "health-check",
-                self.settings.check_interval_s,
-                self.settings.check_interval_s,
                 self.check_once,
+                self.settings.check_interval_s,
+                owner="HealthServices",
+                stop_event=self._stop,
+                on_error=functools.partial(self._loop_failed, "health-check"),
             ),
         ]
         if self.settings.clean_enabled:
             loops.append(
-                (
+                PeriodicLoop(
                     "auto-clean",
-                    self.settings.clean_initial_s,
-                    self.settings.clean_period_s,
                     self.clean_once,
+                    self.settings.clean_period_s,
+                    owner="HealthServices",
+                    first_delay_s=self.settings.clean_initial_s,
+                    stop_event=self._stop,
+                    on_error=functools.partial(self._loop_failed, "auto-clean"),
                 )
             )
-        for name, first, period, body in loops:
-            thread = threading.Thread(
-                target=self._loop, args=(name, first, period, body), name=name, daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for loop in loops:
+            loop.start()
+        self.loops = loops
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for loop in self.loops:
+            loop.join(timeout=5)
 
-    def _loop(self, name: str, first: float, period: float, body: Callable[[], None]) -> None:
-        if self._stop.wait(first):
-            return
-        while True:
-            try:
-                body()
-            except Exception as exc:  # never let one bad round kill the loop
-                self.stats.errors += 1
-                self.stats.last_error = f"{name}: {type(exc).__name__}: {exc}"
-                log.exception("%s round failed", name)
-            if self._stop.wait(period):
-                return
+    def _loop_failed(self, name: str, exc: BaseException) -> None:
+        """The loop helper counted and logged it; keep the JSON statistics' view as well."""
+        self.stats.errors += 1
+        self.stats.last_error = f"{name}: {type(exc).__name__}: {exc}"
 
     def _views(self) -> Iterable[ServiceView]:
         return [v for v in self._registry.views() if self._is_responsible(v.name)]

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, KeyKind
+from lib.listeners import ListenerList
 from naming.codec import EMPTY_INSTANCES, InstanceSet, service_of
 from naming.domain import (
     MAX_WEIGHT,
@@ -34,10 +34,6 @@ from naming.domain import (
     Switches,
     clamp_weight,
 )
-
-log = logging.getLogger(__name__)
-
-ServiceListener = Callable[["ServiceView"], None]
 
 
 def _clamped(instances: InstanceSet) -> list[Instance]:
@@ -156,7 +152,8 @@ class Registry:
         )  # only guards the counters and indexes against readers' copies
         self.instance_count = 0
         self.switches = Switches()
-        self.listeners: list[tuple[str, ServiceListener]] = []
+        # Isolated and counted: ``naming_listener_*{source="registry"}`` at ``/metrics``.
+        self.listeners: ListenerList[ServiceView] = ListenerList("registry")
 
     # -- writer side (notifier thread) ------------------------------------------------------
 
@@ -188,11 +185,7 @@ class Registry:
                 namespace.pop(name.grouped, None)
                 if not namespace:
                     self._by_namespace.pop(name.namespace, None)
-        for listener_name, listener in self.listeners:
-            try:
-                listener(view)
-            except Exception:  # a push failure must not stop the registry
-                log.exception("service listener %s failed for %s", listener_name, name)
+        self.listeners.call(view, name)  # a push failure must not stop the registry
         return view if view.exists else None
 
     # -- reader side (any thread) -----------------------------------------------------------

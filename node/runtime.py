@@ -114,7 +114,7 @@ class NodeRuntime:
         self.operations = NamingOperations(self.consistency, self.registry, self.beats)
         # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
         self.push = PushService(config.host, render_push)
-        self.registry.listeners.append(("push", self.push.on_service_changed))
+        self.registry.listeners.add("push", self.push.on_service_changed)
         self.health = HealthServices(
             self.registry,
             self.beats,

@@ -12,6 +12,7 @@ may still commit, which is why every change is idempotent or precondition-checke
 Thread: ``raft-batcher``, owned by this service, started in ``__init__`` and stopped by
 ``stop()`` (the node's shutdown path, before the SyncObj is destroyed). At most
 ``MAX_IN_FLIGHT`` batches are outstanding: uncapped async commands starve the tick thread.
+Each batch is counted by a ``lib.loops.LoopTracker`` (``naming_loop_*{loop="raft-batcher"}``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from consistency.datum import Datum, DatumKey
 from consistency.service import Applied, Change
 from lib.errors import Unavailable, from_wire
+from lib.loops import LoopTracker
 from raft import guard
 from raft.state import ApplyResult, ReplicatedState
 
@@ -72,6 +74,8 @@ class RaftConsistencyService:
         self._stopping = False
         self.batches = 0
         self.batched_changes = 0
+        # Queue-driven, not periodic: every batch handed to pysyncobj is one counted run.
+        self._tracker = LoopTracker("raft-batcher")
         self._thread = threading.Thread(target=self._run, name="raft-batcher", daemon=True)
         self._thread.start()
 
@@ -124,12 +128,17 @@ class RaftConsistencyService:
             self.batches += 1
             self.batched_changes += len(batch)
             payload = "[" + ",".join(p.encoded for p in batch) + "]"
+            started = time.perf_counter()
             try:
                 self._state.apply_batch(
                     payload, callback=lambda result, err, i=batch_id: self._finish(i, result, err)
                 )
             except Exception as exc:  # e.g. the command queue is full: fail this batch only
+                self._tracker.failed(exc, time.perf_counter() - started)
                 self._finish(batch_id, None, str(exc))
+            else:
+                # Counts the hand-off to pysyncobj; the commit itself ends in ``_finish``.
+                self._tracker.succeeded(time.perf_counter() - started)
 
     def _reap_expired(self) -> None:
         now = time.monotonic()

@@ -7,6 +7,7 @@ from accounts.users import UsersView
 from distro import views as peer
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
+from node import prometheus
 
 NS = "nacos/v1/ns/"
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path(NS + "distro/checksum", peer.checksum),
     path(NS + "distro/change", peer.change),
     path("bench/empty", views.empty),
+    path("metrics", prometheus.metrics),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
 ]
 

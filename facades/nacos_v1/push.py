@@ -15,7 +15,8 @@ server's UDP at a third party.
 
 Threads (owned by :class:`PushService`, started by the runtime, stopped by ``stop()`` which
 closes the socket and sets an Event): ``push-acks`` receives acks; ``push-timer`` sends the
-debounced pushes, retries and sweeps zombies.
+debounced pushes, retries and sweeps zombies (a ``lib.loops.PeriodicLoop``, counted as
+``naming_loop_*{loop="push-timer"}``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from facades.nacos_v1.clients import ClientInfo, ClientType, version_tuple
+from lib.loops import PeriodicLoop
 from naming.domain import ServiceName, Switches
 from naming.registry import ServiceView
 
@@ -40,6 +42,7 @@ DEBOUNCE_S = 1.0
 ACK_TIMEOUT_S = 10.0
 MAX_RETRIES = 1
 GZIP_FROM_BYTES = 1024
+TICK_S = 0.2  # the timer's period: debounce, ack retries and zombies are checked this often
 
 Render = Callable[[ServiceView, str, tuple[str, ...], bool, int], str]
 
@@ -104,6 +107,7 @@ class PushService:
         self._wake = threading.Event()
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self.timer: PeriodicLoop | None = None
         self.stats = PushStats()
         self.push_cache_s = 10.0
 
@@ -114,14 +118,27 @@ class PushService:
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((self._host, 0))
         self._sock.settimeout(0.5)
-        for name, target in (("push-acks", self._receive_loop), ("push-timer", self._timer_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # The timer is periodic (every TICK_S, or at once when a change wakes it); the ack
+        # receiver blocks on its socket instead, so it stays a plain thread.
+        self.timer = PeriodicLoop(
+            "push-timer",
+            self._tick,
+            TICK_S,
+            owner="PushService",
+            stop_event=self._stop,
+            wake=self._wake,
+            on_error=self._tick_failed,
+        )
+        self.timer.start()
+        receiver = threading.Thread(target=self._receive_loop, name="push-acks", daemon=True)
+        receiver.start()
+        self._threads.append(receiver)
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.timer is not None:
+            self.timer.join(timeout=5)
         for thread in self._threads:
             thread.join(timeout=5)
         if self._sock is not None:
@@ -158,6 +175,10 @@ class PushService:
         with self._lock:
             return list(self._subscribers.get(service, {}).values())
 
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(per_service) for per_service in self._subscribers.values())
+
     # -- changes (notifier thread) -----------------------------------------------------------
 
     def on_service_changed(self, view: ServiceView) -> None:
@@ -171,15 +192,10 @@ class PushService:
 
     # -- threads -----------------------------------------------------------------------------
 
-    def _timer_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.2)
-            self._wake.clear()
-            try:
-                self._tick()
-            except Exception:  # one bad round must not end pushing for good
-                self.stats.errors += 1
-                log.exception("push round failed")
+    def _tick_failed(self, _exc: BaseException) -> None:
+        """One bad round must not end pushing for good: the loop helper logged and counted it
+        (``naming_loop_failures_total{loop="push-timer"}``); ``push_state`` counts it too."""
+        self.stats.errors += 1
 
     def _tick(self) -> None:
         now = self._clock()

@@ -437,3 +437,32 @@ def test_a_subscriber_of_one_member_is_pushed_a_change_registered_through_anothe
         assert sorted(h["port"] for h in data["hosts"]) == [1, 2]
     finally:
         receiver.close()
+
+
+def test_metrics_shows_the_replication_loops_and_the_membership_listener(cluster):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    node = cluster[0]
+    service = service_owned_by(cluster, node, "prom-cluster")  # so this member syncs it
+    assert node.client().add_naming_instance(service, "10.0.9.1", 9, cluster_name="DEFAULT")
+    peers = [n.address for n in cluster[1:]]
+    loops = ["member-report", "distro-verify", "distro-dispatch-check"]
+    loops += [f"distro-sync-{peer}" for peer in peers]
+
+    def runs() -> dict[str, float] | None:
+        text = node.request("GET", "/metrics", timeout=5).text
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "naming_loop_runs_total":
+                    found[sample.labels["loop"]] = sample.value
+                elif sample.name == "naming_listener_calls_total":
+                    found[f"{sample.labels['source']}/{sample.labels['listener']}"] = sample.value
+        return found if all(found.get(loop, 0) > 0 for loop in loops) else None
+
+    try:
+        found = wait_for(runs, 20, interval_s=0.5, message="the replication loops to run")
+    except AssertionError:
+        raise AssertionError(node.request("GET", "/metrics").text[:6000]) from None
+    assert found is not None
+    assert found.get("membership/ownership_changed", 0) > 0  # the map changed as peers came UP

@@ -1,0 +1,66 @@
+"""``GET /metrics``: every counter of ``lib.counters`` in the Prometheus text format.
+
+Unauthenticated, like Consul's and etcd's ``/metrics`` and Nacos's actuator endpoint: the
+numbers carry no names of services, instances or users (labels are loop, listener, route and
+method names), and a scraper should not need a token that expires. Operators who want it
+private put it behind their network policy, as for those servers. The Nacos ``operator/metrics``
+JSON is unchanged.
+
+The gauges below read the node at scrape time (a collector registered once), so they cost
+nothing per request; counters and histograms are kept where the work happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from lib.counters import REGISTRY, register_scrape_time
+from node import runtime
+
+
+def _node_gauges() -> Iterable[Metric]:
+    try:
+        node = runtime.current()
+    except RuntimeError:  # Django without a node (tests, manage.py): no node gauges
+        return []
+    gauges: list[Metric] = []
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        gauges.append(GaugeMetricFamily(name, doc, value=value))
+
+    gauge("naming_up", "1 when this node serves clients (status UP), else 0.", float(node.ready))
+    gauge("naming_services", "Services in this node's registry.", node.registry.service_count)
+    gauge("naming_instances", "Instances in this node's registry.", node.registry.instance_count)
+    gauge("naming_notifier_pending", "Changed keys queued for listeners.", node.notifier.pending())
+    gauge(
+        "naming_push_subscribers",
+        "UDP push subscribers (clients that polled with udpPort).",
+        node.push.subscriber_count(),
+    )
+    # The store's own status, not DistroCluster.status(): that one hashes every datum.
+    ephemeral = node.cluster.store if node.cluster is not None else node.distro
+    gauge(
+        "naming_distro_keys",
+        "Ephemeral (Distro) datum keys held by this member.",
+        int(ephemeral.status().get("keys", 0)),
+    )
+    if node.cluster is not None:
+        gauge(
+            "naming_distro_healthy_members",
+            "Members this one maps Distro keys to (itself included when UP).",
+            len(node.cluster.membership.mapper.healthy),
+        )
+    return gauges
+
+
+register_scrape_time(_node_gauges)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
