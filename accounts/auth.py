@@ -34,7 +34,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
@@ -44,7 +43,6 @@ from django.db.models import F
 
 from accounts.models import TokenGeneration
 from lib.errors import Forbidden, Unavailable
-from lib.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +52,6 @@ USER_CACHE_S = 5.0
 MAX_CACHE_ENTRIES = 10000
 ADMIN_USERNAME = "nacos"
 T = TypeVar("T")
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The token signing key: 32 random bytes, created once, readable only by the owner."""
-    if path.exists():
-        key = bytes.fromhex(path.read_text().strip())
-        if len(key) < 32:
-            raise ValueError(f"{path} holds a key shorter than 32 bytes")
-        return key
-    key = secrets.token_bytes(32)
-    write_private(path, key.hex())
-    return key
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ Measures, with auth on and the cluster secret set by the test harness:
    registrations one at a time through a service's owner (acknowledgement latency) and a wrk
    run of ``--seconds`` at 64 connections through the owner (throughput); medians per mode.
 
-The beat sweeper is switched off for the run (``NAMING_SWEEP_INTERVAL_S=3600``): nothing here
+The beat sweeper is switched off for the run (``NAMING_SWEEP_ENABLED=false``): nothing here
 beats. Every loop is bounded in count and time; the cluster is stopped by PID in ``finally``.
 """
 
@@ -692,7 +692,7 @@ def main() -> int:
     env = {
         "NAMING_LOG_LEVEL": "WARNING",
         "NAMING_HEALTH_CHECK_NETWORKS": "192.0.2.0/24",
-        "NAMING_SWEEP_INTERVAL_S": "3600",
+        "NAMING_SWEEP_ENABLED": "false",
         **{k: v for k, v in os.environ.items() if k.startswith("NAMING_")},
     }
     results: dict[str, Any] = {}

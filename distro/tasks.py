@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def _transport(source: str) -> HttpPeerTransport:
-    secret = settings.NAMING["CLUSTER_SECRET"]
+    # The worker loads the same settings as a node (server.config.NamingSettings); distro may
+    # not import server, so the typed object is read through Django's settings.
+    secret: str = settings.NAMING.cluster_secret
     if not secret:
         raise RuntimeError("the celery worker needs NAMING_CLUSTER_SECRET (the nodes' secret)")
     return HttpPeerTransport(source, peer_key(secret))

@@ -1,7 +1,8 @@
 """Private files: the one helper that creates secret files (0600 in a 0700 directory).
 
-Every secret the node keeps on disk (raft password, token key when standalone) goes through
-:func:`write_private`; nothing is ever readable by another user, not even for a moment.
+Every secret the node keeps on disk (the Django key, and when standalone the raft password and
+the token key: ``lib.keys.node_keys``) is created here, through :func:`write_private`; nothing
+is ever readable by another user, not even for a moment.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
     value = secrets.token_urlsafe(nbytes)
     write_private(path, value)
     return value
+
+
+def read_or_create_key(path: Path, nbytes: int = 32) -> bytes:
+    """Random key bytes generated on first use and kept (hex) in the data dir."""
+    if path.exists():
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) < nbytes:
+            raise ValueError(f"{path} holds a key shorter than {nbytes} bytes")
+        return key
+    key = secrets.token_bytes(nbytes)
+    write_private(path, key.hex())
+    return key
 
 
 def make_private_dir(path: Path) -> None:

@@ -127,6 +127,8 @@ PAUSE_SWEEPS = 3
 
 @dataclass
 class HealthSettings:
+    # Off only for benchmarks that register without beating (nothing expires then).
+    sweep_enabled: bool = True
     sweep_interval_s: float = 5.0
     clean_initial_s: float = 50.0
     clean_period_s: float = 30.0
@@ -191,15 +193,19 @@ class HealthServices:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        loops = [
-            PeriodicLoop(
-                "beat-sweeper",
-                self.sweep_once,
-                self.settings.sweep_interval_s,
-                owner="HealthServices",
-                stop_event=self._stop,
-                on_error=functools.partial(self._loop_failed, "beat-sweeper"),
-            ),
+        loops: list[PeriodicLoop] = []
+        if self.settings.sweep_enabled:
+            loops.append(
+                PeriodicLoop(
+                    "beat-sweeper",
+                    self.sweep_once,
+                    self.settings.sweep_interval_s,
+                    owner="HealthServices",
+                    stop_event=self._stop,
+                    on_error=functools.partial(self._loop_failed, "beat-sweeper"),
+                )
+            )
+        loops.append(
             PeriodicLoop(
                 "health-check",
                 self.check_once,
@@ -207,8 +213,8 @@ class HealthServices:
                 owner="HealthServices",
                 stop_event=self._stop,
                 on_error=functools.partial(self._loop_failed, "health-check"),
-            ),
-        ]
+            )
+        )
         if self.settings.clean_enabled:
             loops.append(
                 PeriodicLoop(

@@ -32,7 +32,6 @@ from distro.transport import HttpPeerTransport
 from facades.nacos_v1 import context as nacos_v1
 from facades.nacos_v1.push import PushService
 from facades.nacos_v1.render import render_push
-from lib.keys import peer_key
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
@@ -64,11 +63,13 @@ class NodeConfig:
     data_dir: Path = Path("data")
     members: tuple[str, ...] = ()
     member_raft_ports: dict[str, int] = field(default_factory=dict)
-    raft_password: str = ""
+    raft_password: str = field(default="", repr=False)
     health: HealthSettings = field(default_factory=HealthSettings)
     raft_ready_timeout_s: float = 30.0
     raft_fsync: bool = True
-    cluster_secret: str = ""
+    # Signs and verifies peer requests; derived from the cluster secret (``lib.keys.node_keys``),
+    # None for a standalone node.
+    peer_key: bytes | None = field(default=None, repr=False)
     redis_url: str = ""  # Distro sync through Celery on Redis when set; in-process otherwise
     distro: SyncSettings = field(default_factory=SyncSettings)
     report_interval_s: float = 2.0
@@ -272,8 +273,9 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
     runtime = NodeRuntime(
         config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj, distro
     )
-    if config.cluster:
-        runtime.peer_verifier = Verifier(peer_key(config.cluster_secret), config.address)
+    # distro_cluster() above already refused a cluster without a peer key.
+    if config.cluster and config.peer_key is not None:
+        runtime.peer_verifier = Verifier(config.peer_key, config.address)
     runtime.start_background()
     return runtime
 
@@ -283,13 +285,13 @@ def distro_cluster(
 ) -> DistroCluster | None:
     if not config.cluster:
         return None
-    if not config.cluster_secret:
-        raise ValueError("cluster mode needs a cluster secret")
+    if config.peer_key is None:
+        raise ValueError("cluster mode needs a peer key (derived from the cluster secret)")
     return DistroCluster(
         config.address,
         config.members,
         notifier,
-        HttpPeerTransport(config.address, peer_key(config.cluster_secret)),
+        HttpPeerTransport(config.address, config.peer_key),
         self_state,
         version=VERSION,
         settings=config.distro,

@@ -28,21 +28,14 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.auth import (
-    Authenticator,
-    HashingPool,
-    LoginLimits,
-    UserDirectory,
-    ensure_admin,
-    load_or_create_key,
-)
+from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory, ensure_admin
 from distro.sync import SyncSettings
-from lib.files import make_private_dir, read_or_create_secret
-from lib.keys import raft_password as derived_raft_password
-from lib.keys import token_key
+from lib.files import make_private_dir
+from lib.keys import node_keys
 from naming.health import HealthSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
+from server.config import NamingSettings
 from server.serving import make_server, raise_fd_limit
 
 log = logging.getLogger("naming.node")
@@ -71,12 +64,12 @@ def parse_members(raw: str) -> tuple[tuple[str, ...], dict[str, int]]:
     return tuple(members), raft_ports
 
 
-def raft_password(data_dir: Path) -> str:
-    secret = settings.NAMING["CLUSTER_SECRET"]
-    if secret:
-        # Derived, so the HTTP signing key and the raft password are never the same bytes.
-        return derived_raft_password(secret)
-    return read_or_create_secret(data_dir / "raft.secret")
+def naming_settings() -> NamingSettings:
+    """The validated settings object ``server/settings.py`` built once (``server.config``)."""
+    naming = settings.NAMING
+    if not isinstance(naming, NamingSettings):  # Django settings are untyped: say what we hold
+        raise CommandError("settings.NAMING must be a server.config.NamingSettings")
+    return naming
 
 
 class Command(BaseCommand):
@@ -93,9 +86,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         # Before anything is created: SQLite and pysyncobj create files with the process umask.
         os.umask(0o077)
-        data_dir = Path(opts["data_dir"] or settings.DATA_DIR).resolve()
+        naming = naming_settings()
+        data_dir = Path(opts["data_dir"] or naming.data_dir).resolve()
         make_private_dir(data_dir)
         tighten_data_dir(data_dir, Path(settings.DATABASES["default"]["NAME"]))
+        # CPython's default is 5 ms; the setting lets an operator trade I/O-thread latency
+        # against throughput (waitress's one I/O thread competes with the workers for the GIL).
+        sys.setswitchinterval(naming.switch_interval_ms / 1000.0)
         port = int(opts["port"])
         if not 1 <= port <= 65535:
             raise CommandError("--port must be 1-65535")
@@ -108,7 +105,7 @@ class Command(BaseCommand):
             raise CommandError(f"this node ({me}) is not in --members")
         cluster = len(members) > 1
         if cluster:
-            if not settings.NAMING["CLUSTER_SECRET"]:
+            if not naming.cluster_secret:
                 raise CommandError(
                     "cluster mode needs NAMING_CLUSTER_SECRET (the same on every node)"
                 )
@@ -122,12 +119,12 @@ class Command(BaseCommand):
 
         lock = self._lock_data_dir(data_dir)
         call_command("migrate", verbosity=0, interactive=False)
-        generated = ensure_admin(settings.NAMING["ADMIN_PASSWORD"])
+        generated = ensure_admin(naming.admin_password)
         if generated:
             self.stdout.write(f"Initial admin user created: nacos / {generated}  (shown once)")
             self.stdout.flush()
 
-        naming = settings.NAMING
+        keys = node_keys(naming.cluster_secret, data_dir, clustered=cluster)
         config = NodeConfig(
             host=opts["host"],
             port=port,
@@ -135,49 +132,45 @@ class Command(BaseCommand):
             data_dir=data_dir,
             members=members,
             member_raft_ports=raft_ports,
-            raft_password=raft_password(data_dir),
-            raft_fsync=naming["RAFT_FSYNC"],
-            cluster_secret=naming["CLUSTER_SECRET"],
-            redis_url=naming["REDIS_URL"],
-            report_interval_s=naming["MEMBER_REPORT_INTERVAL_S"],
+            raft_password=keys.raft_password,
+            raft_fsync=naming.raft_fsync,
+            peer_key=keys.peer_key,
+            redis_url=naming.redis_url,
+            report_interval_s=naming.member_report_interval_s,
             distro=SyncSettings(
-                batch_window_s=naming["DISTRO_BATCH_WINDOW_MS"] / 1000.0,
-                verify_interval_s=naming["DISTRO_VERIFY_INTERVAL_S"],
-                drop_syncs=naming["FAULT_DROP_SYNC"],
-                sync_ack=naming["DISTRO_SYNC_ACK"],
+                batch_window_s=naming.distro_batch_window_ms / 1000.0,
+                verify_interval_s=naming.distro_verify_interval_s,
+                drop_syncs=naming.fault_drop_sync,
+                sync_ack=naming.distro_sync_ack,
             ),
             health=HealthSettings(
-                sweep_interval_s=naming["SWEEP_INTERVAL_S"],
-                clean_enabled=naming["CLEAN_ENABLED"],
-                clean_initial_s=naming["CLEAN_INITIAL_S"],
-                clean_period_s=naming["CLEAN_PERIOD_S"],
-                check_interval_s=naming["CHECK_INTERVAL_S"],
-                check_networks=tuple(
-                    n.strip() for n in naming["CHECK_NETWORKS"].split(",") if n.strip()
-                ),
+                sweep_enabled=naming.sweep_enabled,
+                sweep_interval_s=naming.sweep_interval_s,
+                clean_enabled=naming.clean_enabled,
+                clean_initial_s=naming.clean_initial_s,
+                clean_period_s=naming.clean_period_s,
+                check_interval_s=naming.check_interval_s,
+                check_networks=naming.check_networks,
             ),
         )
         runtime = node_runtime.raft_runtime(config)
-        if naming["AUTH_ENABLED"]:
-            if cluster:
-                # Every member must accept a token any member issued (clients fail over).
-                key = token_key(naming["CLUSTER_SECRET"])
-            else:
-                key = load_or_create_key(data_dir / "token.key")
+        if naming.auth_enabled:
+            # A cluster's key is derived (every member accepts a token any member issued:
+            # clients fail over); a standalone node's is generated once in its data dir.
             runtime.auth = Authenticator(
-                key,
+                keys.token_key,
                 UserDirectory(),
-                naming["TOKEN_TTL_S"],
+                naming.token_ttl_s,
                 limits=LoginLimits(
-                    max_failures=naming["LOGIN_MAX_FAILURES"],
-                    max_address_failures=naming["LOGIN_MAX_ADDRESS_FAILURES"],
-                    window_s=naming["LOGIN_FAILURE_WINDOW_S"],
-                    lockout_s=naming["LOGIN_LOCKOUT_S"],
+                    max_failures=naming.login_max_failures,
+                    max_address_failures=naming.login_max_address_failures,
+                    window_s=naming.login_failure_window_s,
+                    lockout_s=naming.login_lockout_s,
                 ),
                 pool=HashingPool(
-                    naming["LOGIN_HASH_WORKERS"],
-                    naming["LOGIN_HASH_QUEUE"],
-                    naming["LOGIN_HASH_NICE"],
+                    naming.login_hash_workers,
+                    naming.login_hash_queue,
+                    naming.login_hash_nice,
                 ),
             )
         node_runtime.install(runtime)
@@ -189,8 +182,8 @@ class Command(BaseCommand):
         server = make_server(
             config.host,
             config.port,
-            opts["threads"] or naming["SERVER_THREADS"],
-            connection_limit=naming["HTTP_CONNECTION_LIMIT"],
+            opts["threads"] or naming.server_threads,
+            connection_limit=naming.http_connection_limit,
             fd_limit=fd_limit,
         )
         log.info(
