@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     TOO_LARGE = "too_large"
     LIMITED = "limited"
+    INTERNAL = "internal"
 
 
 class NamingError(Exception):
@@ -105,6 +106,14 @@ class LimitedUrl(NamingError):
     def __init__(self, status: int, message: str = "") -> None:
         super().__init__(message)
         self.status = status  # set once, here: the instance attribute shadows the class default
+
+
+class InternalError(NamingError):
+    """A programming error, caught where a stated policy says it must not escape (a replicated
+    apply: ``raft/state.py``). Never raised for anything a client sent."""
+
+    status = 500
+    code = ErrorCode.INTERNAL
 
 
 class _Rebuilt(NamingError):

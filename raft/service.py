@@ -196,5 +196,7 @@ class RaftConsistencyService:
             "logSize": raw.get("log_len"),
             "batches": self.batches,
             "batchedChanges": self.batched_changes,
+            "applyFailures": self._state.apply_failures,
+            "lastApplyFailure": self._state.last_apply_failure,
             "transport": guard.stats(),
         }

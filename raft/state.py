@@ -8,19 +8,44 @@ effect that does not feed back into the state (hashicorp/raft ``fsm.go``).
 
 The state is a dict of decoded datums; ``_serialize``/``_deserialize`` turn it into the JSON
 form for pysyncobj's snapshot (a dump holds JSON-able data only, never our classes).
+
+Failure policy of ``apply`` (all or nothing, per change):
+
+- a :class:`NamingError` is the change refusing itself (``already exists``...): the submitter
+  gets it, the state is unchanged;
+- any other exception while decoding or applying one change is a programming error. It is
+  caught here, logged with its traceback, counted (``apply_failures``, exported as
+  ``naming_raft_apply_failures_total``), and the submitter gets an :class:`InternalError`
+  (HTTP 500); the state is unchanged for that change, and the other changes of the same batch
+  apply as usual. Before this policy it escaped on pysyncobj's tick thread: the submitter
+  waited for its timeout and got 503 "not confirmed", and the batch's later changes were
+  never applied on this member although they were committed.
+
+Why this keeps members identical: apply is deterministic, so the same entry fails the same way
+on every member running the same code, and on a replay of the journal; every member skips it.
+(A rolling upgrade that fixes the bug can apply, on an upgraded member, what an older member
+skipped: the fix must then ship with a way to repair, as any change of apply's logic must.)
+Nothing stored is touched before ``change.apply`` returns: changes are pure and return a new
+value, the dict is written only after. The log line and the counter are local side effects that
+never feed back into the state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from pysyncobj import SyncObjConsumer, replicated  # type: ignore[import-untyped]
 
 from consistency.datum import Datum, DatumCodec, DatumKey
 from consistency.service import Change
-from lib.errors import NamingError
+from lib.counters import LiveObjects, register_scrape_time
+from lib.errors import InternalError, NamingError
+
+log = logging.getLogger(__name__)
 
 # The state machine's client hands it these (hashicorp/raft ``fsm.go``: the library never
 # imports its client): how a journaled change is decoded, and the codec of the stored values.
@@ -44,7 +69,11 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
         self._codec = codec
         self._decode_change = decode_change
         self._data: dict[DatumKey, Datum] = {}
+        # Local counts of the failure policy (module docstring); never part of the state.
+        self.apply_failures = 0
+        self.last_apply_failure = ""
         super().__init__()
+        _LIVE.add(self)
 
     @replicated  # type: ignore[misc,untyped-decorator]
     def apply_change(self, key_text: str, change_json: str) -> ApplyResult:
@@ -56,13 +85,27 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
         return [self._apply(key_text, change) for key_text, change in json.loads(batch_json)]
 
     def _apply(self, key_text: str, change_data: dict[str, Any]) -> ApplyResult:
-        key = DatumKey.decode(key_text)
-        current = self._data.get(key)
-        change = self._decode_change(change_data)
+        """One change, all or nothing (the failure policy is in the module docstring)."""
         try:
+            key = DatumKey.decode(key_text)
+            current = self._data.get(key)
+            change = self._decode_change(change_data)
             value = change.apply(None if current is None else current.value)
         except NamingError as exc:
             return (0, exc.to_wire(), 0)
+        except Exception as exc:
+            self.apply_failures += 1
+            self.last_apply_failure = f"{key_text}: {type(exc).__name__}: {exc}"[:300]
+            log.exception(
+                "replicated apply failed for %s: change skipped, state unchanged", key_text
+            )
+            return (
+                0,
+                InternalError(
+                    f"internal error applying the change ({type(exc).__name__})"
+                ).to_wire(),
+                0,
+            )
         revision = (0 if current is None else current.revision) + 1
         datum = Datum(key, value, revision)
         if value is None:
@@ -106,3 +149,18 @@ class ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
     def values(self) -> dict[str, list[Any]]:
         """The JSON form of the state (what a snapshot holds); for tests and debugging."""
         return dict(self._serialize()["values"])
+
+
+_LIVE: LiveObjects[ReplicatedState] = LiveObjects()
+
+
+def _collect() -> Iterable[Metric]:
+    failures = CounterMetricFamily(
+        "naming_raft_apply_failures",
+        "Replicated changes skipped because apply raised a programming error (raft/state.py).",
+    )
+    failures.add_metric([], sum(state.apply_failures for state in _LIVE.snapshot()))
+    return [failures]
+
+
+register_scrape_time(_collect)

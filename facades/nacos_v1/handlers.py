@@ -390,23 +390,22 @@ def push_state(request: HttpRequest, params: Params, caller: Caller) -> dict[str
     """The counters stay public (as in Nacos); the failed subscribers' addresses (``detail``)
     need credentials, and zeroing the counters for everyone needs a global admin."""
     node = current()
-    stats = node.push.stats
     reset = params.strict_boolean("reset", False)
+    detail = params.strict_boolean("detail", False)
     if reset:
         require_global_admin(request, params, "operator/push/state")
-    elif params.strict_boolean("detail", False):
+    elif detail:
         authenticate(node, request, params)
+    # One reading, zeroed in the same step: the push threads keep counting meanwhile.
+    counts = node.push.stats.read(reset=reset)
     result: dict[str, Any] = {
-        "succeed": stats.succeed,
-        "total": stats.total,
-        "ratio": round(stats.succeed / stats.total, 4) if stats.total else 0.0,
+        "succeed": counts.succeed,
+        "total": counts.total,
+        "ratio": round(counts.succeed / counts.total, 4) if counts.total else 0.0,
         "reset": reset,
     }
-    if params.strict_boolean("detail", False):
-        result["data"] = list(stats.failed_packets)
-    if reset:
-        stats.total = stats.succeed = stats.failed = 0
-        stats.failed_packets.clear()
+    if detail:
+        result["data"] = list(counts.failed_packets)
     return result
 
 
@@ -450,7 +449,12 @@ def login(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse:
     username = params.required("username")
     password = params.required("password")
     if node.auth is None:
-        body = f'{{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"{username}"}}'
+        # json.dumps, not string formatting: a username with a quote or a backslash must still
+        # give valid JSON. Compact separators keep the bytes Nacos answers.
+        body = json.dumps(
+            {"accessToken": "", "tokenTtl": 18000, "globalAdmin": True, "username": username},
+            separators=(",", ":"),
+        )
         return respond(body, 200, JSON)
     token, identity = node.auth.login(username, password, request.META.get("REMOTE_ADDR", ""))
     payload = {

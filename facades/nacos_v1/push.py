@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from facades.nacos_v1.clients import ClientInfo, ClientType, version_tuple
 from lib.loops import PeriodicLoop
@@ -73,13 +73,65 @@ class PendingAck:
     retries: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class PushCounts:
+    """One consistent reading of :class:`PushStats` (what ``operator/push/state`` answers)."""
+
+    total: int
+    succeed: int
+    failed: int
+    errors: int
+    failed_packets: tuple[str, ...]
+
+
 class PushStats:
-    total: int = 0
-    succeed: int = 0
-    failed: int = 0
-    errors: int = 0
-    failed_packets: deque[str] = field(default_factory=lambda: deque(maxlen=50))
+    """Push counters, written by ``push-timer`` and ``push-acks`` and read (and zeroed, on
+    ``push_state?reset=true``) by request threads.
+
+    One lock around every change: ``x += 1`` on an attribute is a read, an add and a write, so
+    a reset between them was undone by the write, and a reader could see ``succeed`` counted
+    against a ``total`` from before a reset (a ratio above 1). Pushes are per subscriber per
+    changed service, after a 1 s debounce: the lock is nowhere near a hot path.
+    """
+
+    __slots__ = ("_errors", "_failed", "_failed_packets", "_lock", "_succeed", "_total")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = self._succeed = self._failed = self._errors = 0
+        self._failed_packets: deque[str] = deque(maxlen=50)
+
+    def sent(self) -> None:
+        with self._lock:
+            self._total += 1
+
+    def acked(self) -> None:
+        with self._lock:
+            self._succeed += 1
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            self._failed += 1
+            self._failed_packets.append(address)
+
+    def error(self) -> None:
+        with self._lock:
+            self._errors += 1
+
+    def read(self, reset: bool = False) -> PushCounts:
+        """The counters as one consistent reading; ``reset`` zeroes them in the same step."""
+        with self._lock:
+            counts = PushCounts(
+                self._total,
+                self._succeed,
+                self._failed,
+                self._errors,
+                tuple(self._failed_packets),
+            )
+            if reset:
+                self._total = self._succeed = self._failed = self._errors = 0
+                self._failed_packets.clear()
+        return counts
 
 
 def eligible(client: ClientInfo, switches: Switches) -> bool:
@@ -195,7 +247,7 @@ class PushService:
     def _tick_failed(self, _exc: BaseException) -> None:
         """One bad round must not end pushing for good: the loop helper logged and counted it
         (``naming_loop_failures_total{loop="push-timer"}``); ``push_state`` counts it too."""
-        self.stats.errors += 1
+        self.stats.error()
 
     def _tick(self) -> None:
         now = self._clock()
@@ -212,8 +264,7 @@ class PushService:
             if pending.retries >= MAX_RETRIES:
                 with self._lock:
                     self._pending.pop(key, None)
-                self.stats.failed += 1
-                self.stats.failed_packets.append(f"{key[0]}:{key[1]}")
+                self.stats.failed(f"{key[0]}:{key[1]}")
                 continue
             pending.retries += 1
             pending.sent_at = now
@@ -244,7 +295,7 @@ class PushService:
             self._pending[(sub.key.ip, sub.key.port, seq)] = PendingAck(
                 target, packet, self._clock()
             )
-        self.stats.total += 1
+        self.stats.sent()
         self._send(packet, target)
 
     def _send(self, packet: bytes, target: tuple[str, int]) -> None:
@@ -252,7 +303,7 @@ class PushService:
             assert self._sock is not None
             self._sock.sendto(packet, target)
         except OSError as exc:
-            self.stats.errors += 1
+            self.stats.error()
             log.warning("push to %s:%s failed: %s", target[0], target[1], exc)
 
     def _receive_loop(self) -> None:
@@ -270,9 +321,9 @@ class PushService:
                 ack = json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
                 seq = int(ack["lastRefTime"])  # Java sends a string, Node a number
             except (ValueError, KeyError, TypeError, OSError, EOFError):
-                self.stats.errors += 1
+                self.stats.error()
                 continue
             with self._lock:
                 done = self._pending.pop((ip, port, seq), None)
             if done is not None:
-                self.stats.succeed += 1
+                self.stats.acked()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from consistency.datum import Datum, DatumKey
+from consistency.service import Change as StoredChange
 from lib.errors import NamingError
 from naming.changes import Change, CreateService, UpsertInstance
 from naming.codec import DATUM_CODEC
@@ -143,6 +145,82 @@ def test_concurrent_submissions_are_group_committed_and_each_gets_its_own_result
         status = service.status()
         assert status["batchedChanges"] == 200
         assert status["batches"] < 200  # several changes shared a log entry
+    finally:
+        service.stop()
+        syncobj.destroy_synchronous()  # type: ignore[attr-defined]
+
+
+# -- failure policy: a programming error inside apply ------------------------------------------
+
+
+class Broken:
+    """A change whose apply has a bug (not a NamingError): what the policy is for."""
+
+    def apply(self, current: Any) -> None:
+        raise KeyError("a bug")
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": "broken"}
+
+
+def decode_with_broken(data: Any) -> StoredChange:
+    if isinstance(data, dict) and data.get("type") == "broken":
+        return Broken()
+    return Change.decode(data)
+
+
+def upsert_json(port: int) -> str:
+    return json.dumps(UpsertInstance(Instance("127.0.0.1", port, ephemeral=False), "x").encode())
+
+
+def test_a_programming_error_in_apply_is_an_internal_error_and_changes_nothing():
+    state = ReplicatedState(lambda d: 0, DATUM_CODEC, decode_with_broken)
+    key = DatumKey.instances(SVC, False).encode()
+    state.apply_change(key, upsert_json(1), _doApply=True)
+    before = state.values
+
+    revision, error, ticket = state.apply_change(key, json.dumps({"type": "broken"}), _doApply=True)
+
+    assert (revision, ticket) == (0, 0)
+    assert error is not None and error["status"] == 500 and error["code"] == "internal"
+    assert state.values == before
+    assert state.apply_failures == 1 and "KeyError" in state.last_apply_failure
+
+
+def test_a_broken_change_in_a_batch_does_not_stop_the_changes_after_it():
+    state = ReplicatedState(lambda d: 0, DATUM_CODEC, decode_with_broken)
+    key = DatumKey.instances(SVC, False).encode()
+    batch = [
+        [key, json.loads(upsert_json(1))],
+        [key, {"type": "broken"}],
+        [key, json.loads(upsert_json(2))],
+    ]
+    results = state.apply_batch(json.dumps(batch), _doApply=True)
+    assert [r[0] for r in results] == [1, 0, 2]
+    assert results[1][1] is not None and results[1][1]["status"] == 500
+    datum = state.get(DatumKey.instances(SVC, False))
+    assert datum is not None and sorted(i.port for i in datum.value.values()) == [1, 2]  # type: ignore[union-attr]
+
+
+def test_through_raft_the_submitter_gets_the_internal_error_at_once_and_the_node_goes_on(
+    tmp_path: Path,
+):
+    port = free_node_port()
+    state = ReplicatedState(lambda d: 0, DATUM_CODEC, decode_with_broken)
+    config = RaftConfig(
+        self_address=f"127.0.0.1:{port}", partners=(), data_dir=tmp_path, password="test-password"
+    )
+    syncobj = build_syncobj(config, state)
+    assert wait_ready(syncobj, 20)
+    service = RaftConsistencyService(state, syncobj)
+    try:
+        key = DatumKey.instances(SVC, False)
+        with pytest.raises(NamingError, match="internal error") as info:
+            service.submit(key, Broken(), 5)
+        assert info.value.status == 500  # an answer, not a 503 after the 5 s timeout
+        service.submit(key, UpsertInstance(Instance("127.0.0.1", 7, ephemeral=False), "x"), 5)
+        assert service.get(key) is not None
+        assert service.status()["applyFailures"] == 1
     finally:
         service.stop()
         syncobj.destroy_synchronous()  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +79,47 @@ def test_a_failing_registry_listener_does_not_break_writes(node: NodeRuntime, cl
     assert response.status_code == 200
     assert client.get("/nacos/v1/ns/instance/list?serviceName=s").json()["hosts"]
     assert node.notifier.stats.listeners[-1].failures >= 1
+
+
+def test_login_with_auth_off_answers_valid_json_for_any_username(node: NodeRuntime, client: Client):
+    plain = client.post("/nacos/v1/auth/users/login?username=nacos&password=x")
+    assert plain.content == (
+        b'{"accessToken":"","tokenTtl":18000,"globalAdmin":true,"username":"nacos"}'
+    )
+    odd = 'a"b\\c'
+    query = urllib.parse.urlencode({"username": odd, "password": "x"})
+    quoted = client.post(f"/nacos/v1/auth/users/login?{query}")
+    assert quoted.status_code == 200 and quoted.json()["username"] == odd
+
+
+def test_push_state_reset_is_one_step_while_the_push_threads_count(
+    node: NodeRuntime, client: Client
+):
+    """Resetting zeroes what it reported, no more and no less, while counting goes on."""
+    import threading
+
+    stats = node.push.stats
+    stop = threading.Event()
+    counted = [0]
+
+    def count() -> None:
+        while not stop.is_set():
+            stats.sent()
+            stats.acked()
+            counted[0] += 1
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    total = succeed = 0
+    try:
+        for _ in range(20):
+            body = client.get("/nacos/v1/ns/operator/push/state?reset=true").json()
+            assert body["reset"] is True
+            total += body["total"]
+            succeed += body["succeed"]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    last = stats.read(reset=True)
+    # No count lost to a racing reset (with `+=` on attributes, some were).
+    assert (total + last.total, succeed + last.succeed) == (counted[0], counted[0])
