@@ -51,6 +51,7 @@ PATHS = [
     "/nacos/v1/auth/logout",
     "/nacos/v1/auth/users",
     "/nacos/v1/core/cluster/nodes",
+    "/metrics",
     NS + "no/such/api",  # the catch-all route of naming/urls.py
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
