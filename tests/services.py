@@ -109,7 +109,7 @@ class RedisServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         import redis
 
         return redis.Redis(

@@ -260,7 +260,7 @@ def make_health(
     notifier.add_listener("registry", registry.on_datum)
 
     def submit(key: DatumKey, change: object) -> object:
-        applied = store.submit(key, change, 5.0)  # type: ignore[arg-type]
+        applied = store.submit(key, change, 5.0)
         notifier.drain()
         return applied
 

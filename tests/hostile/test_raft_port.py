@@ -80,8 +80,8 @@ def _handshake(node: NodeProcess) -> bool:
 
     Proves the raft port is bound, accepts, and its tick thread answers.
     """
-    from pysyncobj import pickle  # type: ignore[import-untyped]
-    from pysyncobj.encryptor import getEncryptor  # type: ignore[import-untyped]
+    from pysyncobj import pickle
+    from pysyncobj.encryptor import getEncryptor
 
     password = (node.data_dir / "raft.secret").read_text().strip()
     fernet = getEncryptor(password)
