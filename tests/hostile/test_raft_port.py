@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import NodeProcess, wait_for
+from testkit.harness import NodeProcess, wait_for
 
 WRITE_BOUND_S = 1.0  # the bound for a normal client while the port is attacked
 GiB_PREFIX = struct.pack("i", 0x7FFFFFFF)

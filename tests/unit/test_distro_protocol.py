@@ -31,7 +31,7 @@ from lib.errors import NamingError
 from naming.changes import Change, ClearValue, UpdateInstance, UpsertInstance
 from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
-from tests.harness import wait_for
+from testkit.harness import wait_for
 
 MEMBERS = ("10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848")
 

@@ -15,7 +15,7 @@ from naming.domain import Instance, Selector, ServiceMeta, ServiceName
 from raft.node import RaftConfig, build_syncobj, wait_ready
 from raft.service import RaftConsistencyService
 from raft.state import ReplicatedState
-from tests.harness import free_node_port
+from testkit.harness import free_node_port
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 
