@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from lib.files import read_or_create_secret
 from server.env import env_bool, env_float, env_int, env_path, env_str
@@ -45,7 +46,8 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
+# Django's per-connection options hold values of several types (mypy would infer Collection[str]).
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": env_str("NAMING_DB_PATH", str(DATA_DIR / "naming.sqlite3")),
@@ -69,7 +71,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
-NAMING = {
+# Values of several types, read by key (mypy: Any) until one validated settings object replaces it.
+NAMING: dict[str, Any] = {
     "AUTH_ENABLED": env_bool("NAMING_AUTH_ENABLED", True),
     "TOKEN_TTL_S": env_int("NAMING_TOKEN_TTL_S", 18000, minimum=60),
     "ADMIN_PASSWORD": os.environ.get("NAMING_ADMIN_PASSWORD", ""),

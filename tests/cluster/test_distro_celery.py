@@ -26,7 +26,7 @@ import pytest
 from celery import Celery
 
 from distro.dispatch import BROKER_BACKOFF_S
-from tests.harness import (
+from testkit.harness import (
     CLUSTER_SECRET,
     NodeProcess,
     assert_converged,
@@ -35,7 +35,7 @@ from tests.harness import (
     running_cluster,
     wait_for,
 )
-from tests.services import CeleryWorker, RedisServer
+from testkit.services import CeleryWorker, RedisServer
 
 pytestmark = pytest.mark.xdist_group("distro-celery")
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
-from tests.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, running_node
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "")

@@ -15,7 +15,7 @@ from naming.domain import Instance, Selector, ServiceMeta, ServiceName
 from raft.node import RaftConfig, build_syncobj, wait_ready
 from raft.service import RaftConsistencyService
 from raft.state import ReplicatedState
-from tests.harness import free_node_port
+from testkit.harness import free_node_port
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 
@@ -41,7 +41,7 @@ def test_committed_changes_are_replayed_from_the_journal_after_a_restart(tmp_pat
     key = DatumKey.instances(SVC, False)
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 1, ephemeral=False), SVC.grouped), 5)
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 2, ephemeral=False), SVC.grouped), 5)
-    assert service.get(key).revision == 2  # type: ignore[union-attr]
+    assert service.get(key).revision == 2
     service.stop()
     syncobj.destroy_synchronous()  # type: ignore[attr-defined]
 
@@ -50,7 +50,7 @@ def test_committed_changes_are_replayed_from_the_journal_after_a_restart(tmp_pat
     try:
         datum = again.get(key)
         assert datum is not None and datum.revision == 2
-        assert sorted(i.port for i in datum.value.values()) == [1, 2]  # type: ignore[union-attr]
+        assert sorted(i.port for i in datum.value.values()) == [1, 2]
         assert any(d.key == key for d in replayed)  # listeners hear about replayed data
     finally:
         syncobj2.destroy_synchronous()  # type: ignore[attr-defined]
