@@ -1,11 +1,24 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test bench bench-raft bench-distro cluster clean
+.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro cluster clean
 
 run:
 	python3 dev.py run
 
+# Everything CI runs: lint, typecheck and the whole suite.
 test:
 	python3 dev.py test
+
+# Unit tests only (under a minute).
+test-fast:
+	python3 dev.py test-fast
+
+# lint-imports (the layering contracts) and ruff.
+lint:
+	python3 dev.py lint
+
+# mypy strict with the django-stubs and DRF plugins.
+typecheck:
+	python3 dev.py typecheck
 
 bench:
 	python3 dev.py bench

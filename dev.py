@@ -2,7 +2,10 @@
 """Set-up and everyday commands with nothing but Python 3.11 on the machine.
 
     python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
-    python3 dev.py test [pytest options]   # venv + deps, then lint-imports, ruff, mypy, the suite
+    python3 dev.py test [pytest options]   # venv + deps, then lint, typecheck, the whole suite
+    python3 dev.py test-fast [options]     # venv + deps, then the unit tests only (under a minute)
+    python3 dev.py lint                    # venv + deps, then lint-imports (layering) and ruff
+    python3 dev.py typecheck               # venv + deps, then mypy (strict, django-stubs)
     python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
     python3 dev.py bench-raft [options]    # venv + deps, then bench/raft.py (needs wrk)
     python3 dev.py bench-distro [options]  # venv + deps, then bench/distro.py (needs wrk)
@@ -66,14 +69,8 @@ def run(args: list[str]) -> int:
     os.execv(command[0], command)
 
 
-def test(args: list[str]) -> int:
-    ensure_venv()
-    bin_dir = VENV / "bin"
-    steps = (
-        [str(bin_dir / "lint-imports")],  # the layering contracts (pyproject.toml)
-        [str(bin_dir / "ruff"), "check", "."],
-        [str(bin_dir / "mypy"), "."],
-    )
+def run_steps(steps: list[list[str]]) -> int:
+    """Run each command from the repository root, echoed; stop at the first failure."""
     for step in steps:
         print(
             "$",
@@ -82,6 +79,41 @@ def test(args: list[str]) -> int:
         )
         if subprocess.run(step, cwd=ROOT).returncode != 0:
             return 1
+    return 0
+
+
+def lint_steps() -> list[list[str]]:
+    bin_dir = VENV / "bin"
+    return [
+        [str(bin_dir / "lint-imports")],  # the layering contracts (pyproject.toml)
+        [str(bin_dir / "ruff"), "check", "."],
+    ]
+
+
+def typecheck_steps() -> list[list[str]]:
+    return [[str(VENV / "bin" / "mypy"), "."]]
+
+
+def lint(args: list[str]) -> int:
+    ensure_venv()
+    return run_steps(lint_steps())
+
+
+def typecheck(args: list[str]) -> int:
+    ensure_venv()
+    return run_steps(typecheck_steps())
+
+
+def test_fast(args: list[str]) -> int:
+    # Unit tests only: in-process, no node processes, no Redis (about 20 s on a 2-core box).
+    ensure_venv()
+    return run_steps([[str(PY), "-m", "pytest", "-q", "tests/unit", *args]])
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    if run_steps(lint_steps() + typecheck_steps()) != 0:
+        return 1
     # Two workers: slow timing scenarios run beside the rest (see tests/e2e/test_sdk_timing.py).
     pytest = [str(PY), "-m", "pytest", "-n", "2", "--dist", "loadgroup", *args]
     return subprocess.run(pytest, cwd=ROOT).returncode
@@ -115,6 +147,9 @@ def main() -> int:
     commands = {
         "run": run,
         "test": test,
+        "test-fast": test_fast,
+        "lint": lint,
+        "typecheck": typecheck,
         "bench": bench,
         "bench-raft": bench_raft,
         "bench-distro": bench_distro,

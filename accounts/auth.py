@@ -52,6 +52,8 @@ USER_CACHE_S = 5.0
 MAX_CACHE_ENTRIES = 10000
 ADMIN_USERNAME = "nacos"
 T = TypeVar("T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +421,7 @@ class Authenticator:
         self._remember(self._credentials, digest, (identity, now + CREDENTIAL_CACHE_S))
         return identity
 
-    def _remember(self, cache: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    def _remember(self, cache: dict[_K, _V], key: _K, value: _V) -> None:
         with self._lock:
             if len(cache) >= MAX_CACHE_ENTRIES:
                 cache.clear()  # crude but bounded; a miss only costs one verification

@@ -55,29 +55,34 @@ class IsGlobalAdmin(permissions.BasePermission):
         return isinstance(request.user, Identity) and request.user.global_admin
 
 
-class PageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+# Input-only serializers: they validate parameters and never wrap an instance (DRF's generic
+# parameter is the instance type; DRF 3.18 accepts the subscription at runtime).
+InputSerializer = serializers.Serializer[None]
+
+
+class PageSerializer(InputSerializer):
     # Bounded: a page past 2^31 overflows SQLite's OFFSET (was Django's HTML 500).
     pageNo = serializers.IntegerField(min_value=1, max_value=JAVA_INT_MAX, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
-class NewUserSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class NewUserSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
     password = serializers.CharField(min_length=MIN_PASSWORD, max_length=128, trim_whitespace=False)
 
 
-class PasswordSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PasswordSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
     newPassword = serializers.CharField(
         min_length=MIN_PASSWORD, max_length=128, trim_whitespace=False
     )
 
 
-class UsernameSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class UsernameSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
 
 
-def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:  # type: ignore[type-arg]
+def _validated(serializer_class: type[InputSerializer], request: Request) -> dict[str, Any]:
     body = request.data
     if not isinstance(body, Mapping):  # a JSON array or scalar body
         raise exceptions.ValidationError("request body must be form fields or a JSON object")

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import cycling_lua, rss_kb, save_results, wrk  # noqa: E402
 from distro.mapper import DistroMapper  # noqa: E402
-from tests.harness import (  # noqa: E402
+from testkit.harness import (  # noqa: E402
     CLUSTER_SECRET,
     NodeProcess,
     assert_converged,

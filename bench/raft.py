@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import cycling_lua, save_results, wrk  # noqa: E402
-from tests.harness import (  # noqa: E402
+from testkit.harness import (  # noqa: E402
     kill_leader_and_time_failover,
     leader_of,
     make_cluster,

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import NodeProcess  # noqa: E402
+from testkit.harness import NodeProcess  # noqa: E402
 
 
 def cycling_lua(build: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from distro.http import JSON, error_response, installed, respond, verify_peer
 from distro.protocol import PEER_MAX_BODY, BadPayload
@@ -60,8 +61,7 @@ def peer_api(*methods: str) -> Callable[[PeerHandler], Callable[[HttpRequest], H
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 return respond(f"caused: {type(exc).__name__};", 500)
 
-        view.csrf_exempt = True  # type: ignore[attr-defined]
-        return view
+        return csrf_exempt(view)
 
     return decorate
 

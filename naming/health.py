@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from consistency.datum import DatumKey
 from lib.errors import NamingError
 from lib.loops import PeriodicLoop
-from naming.changes import ClearValue, RemoveInstances, SetHealth
+from naming.changes import Change, ClearValue, RemoveInstances, SetHealth
 from naming.domain import CheckType, Instance, InstanceKey, ServiceName
 from naming.registry import Registry, ServiceView
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[DatumKey, object], object]
+Submit = Callable[[DatumKey, Change], object]
 IsResponsible = Callable[[ServiceName], bool]
 Clock = Callable[[], float]
 
@@ -247,7 +247,7 @@ class HealthServices:
     def _probed_views(self) -> Iterable[ServiceView]:
         return [v for v in self._registry.views() if self._is_prober(v.name)]
 
-    def _safe_submit(self, key: DatumKey, change: object) -> None:
+    def _safe_submit(self, key: DatumKey, change: Change) -> None:
         try:
             self._submit(key, change)
         except NamingError as exc:  # e.g. no quorum: try again next round

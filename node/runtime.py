@@ -119,7 +119,7 @@ class NodeRuntime:
         self.health = HealthServices(
             self.registry,
             self.beats,
-            lambda key, change: self.consistency.submit(key, change),  # type: ignore[arg-type]
+            lambda key, change: self.consistency.submit(key, change),
             self.is_responsible,
             config.health,
             is_prober=self.is_leader,

@@ -273,8 +273,8 @@ def _wrap_bind(original: Any) -> Any:
 
 
 def _on_new_connection(server: Any, descr: int, event: int) -> None:
-    from pysyncobj.poller import POLL_EVENT_TYPE  # type: ignore[import-untyped]
-    from pysyncobj.tcp_connection import TcpConnection  # type: ignore[import-untyped]
+    from pysyncobj.poller import POLL_EVENT_TYPE
+    from pysyncobj.tcp_connection import TcpConnection
 
     guard: _ServerGuard = server._guard
     if event & POLL_EVENT_TYPE.READ:
@@ -366,7 +366,7 @@ def _monotonic() -> float:
 
 
 def _pickle_loads(data: bytes) -> Any:
-    from pysyncobj import pickle  # type: ignore[import-untyped]
+    from pysyncobj import pickle
 
     return pickle.loads(data)
 
@@ -381,7 +381,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from pysyncobj import tcp_connection, tcp_server, transport  # type: ignore[import-untyped]
+        from pysyncobj import tcp_connection, tcp_server, transport
 
         conn_cls = tcp_connection.TcpConnection
         conn_cls._guard_authenticated = False

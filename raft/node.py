@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
+from pysyncobj import SyncObj, SyncObjConf
 
 from raft import guard
 from raft.state import ReplicatedState
@@ -90,7 +90,7 @@ def install_durable_journal() -> None:
     global _durable_installed
     if _durable_installed:
         return
-    from pysyncobj import journal  # type: ignore[import-untyped]
+    from pysyncobj import journal
 
     file_journal = journal.FileJournal
     original_add = file_journal.add
@@ -126,7 +126,7 @@ def install_durable_journal() -> None:
         original_replace(src, dst)
         _fsync_dir(dst)
 
-    from pysyncobj import serializer  # type: ignore[import-untyped]
+    from pysyncobj import serializer
 
     original_replace = serializer.atomicReplace
     serializer.atomicReplace = durable_replace

@@ -190,7 +190,8 @@ class NamingServer(TcpWSGIServer):
     def _at_limit(self) -> bool:
         # Channels marked for shedding close on the loop's next pass; do not count them twice.
         self._shedding = {ch for ch in self._shedding if ch._fileno is not None}
-        return len(self.active_channels) - len(self._shedding) >= self.adj.connection_limit
+        limit: int = self.adj.connection_limit  # waitress is untyped: Any to mypy
+        return len(self.active_channels) - len(self._shedding) >= limit
 
     def _shed(self, count: int) -> int:
         """Mark up to ``count`` longest-idle connections without work for closing."""

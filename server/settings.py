@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from lib.files import read_or_create_secret
 from server.config import NamingSettings, django_flag, from_environ
@@ -49,7 +50,8 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
+# Django's per-connection options hold values of several types (mypy would infer Collection[str]).
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(NAMING.database_path),

@@ -73,7 +73,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     hot = _HOT.get(environ.get("PATH_INFO", ""))
     if hot is None:
         try:
-            return django_application(environ, start_response)  # type: ignore[no-any-return]
+            return django_application(environ, start_response)
         finally:
             _OTHER[environ.get("REQUEST_METHOD", "")].observe(_clock() - started)
     view, timers = hot

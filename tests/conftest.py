@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, running_node
 
 
 @pytest.fixture(scope="session")

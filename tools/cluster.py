@@ -36,8 +36,8 @@ from typing import Any, TextIO
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's modules are importable
 
-from tests.harness import port_free  # noqa: E402 - after the path set-up above
-from tests.services import celery_worker_command, redis_command, worker_ready  # noqa: E402
+from testkit.harness import port_free  # noqa: E402 - after the path set-up above
+from testkit.services import celery_worker_command, redis_command, worker_ready  # noqa: E402
 
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 START_DEADLINE_S = 60.0

@@ -19,7 +19,9 @@ from urllib.parse import parse_qsl
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
+from rest_framework.request import Request
 
 from accounts.auth import Action, Identity, authorize
 from distro import signing
@@ -227,8 +229,7 @@ def nacos_api(
                 return unhandled_error(request, exc)
 
         functools.update_wrapper(view, handler)
-        view.csrf_exempt = True  # type: ignore[attr-defined]
-        return view
+        return csrf_exempt(view)
 
     return decorate
 
@@ -247,8 +248,7 @@ def by_method(**handlers: View) -> View:
             return error_response(no_such_api(request), request)
         return handler(request)
 
-    dispatch.csrf_exempt = True  # type: ignore[attr-defined]
-    return dispatch
+    return csrf_exempt(dispatch)
 
 
 def unknown_api(request: HttpRequest, rest: str = "") -> HttpResponse:
@@ -258,9 +258,11 @@ def unknown_api(request: HttpRequest, rest: str = "") -> HttpResponse:
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """DRF endpoints (console API) render errors in the same Nacos shape."""
 
-    request = context.get("request")
+    # DRF's handler context always holds the view's Request (a proxy of Django's HttpRequest,
+    # typed as its subclass by the stubs), set before any handler code runs.
+    request: Request = context["request"]
     if isinstance(exc, NamingError):
-        return error_response(exc, request)  # type: ignore[arg-type]
+        return error_response(exc, request)
     if isinstance(exc, drf.APIException):
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)
@@ -270,7 +272,7 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     if isinstance(exc, PermissionDenied):
         return respond("authorization failed!", 403)
     # Returning None would let Django render its HTML 500 page.
-    return unhandled_error(request, exc)  # type: ignore[arg-type]
+    return unhandled_error(request, exc)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

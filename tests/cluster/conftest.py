@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns import NetnsLab
+from testkit.netns import NetnsLab
 
 
 @pytest.fixture

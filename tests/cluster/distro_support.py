@@ -12,7 +12,7 @@ from typing import Any
 from distro.mapper import DistroMapper
 from distro.signing import sign
 from lib.keys import peer_key as derive_key
-from tests.harness import CLUSTER_SECRET, HttpResult, NodeProcess
+from testkit.harness import CLUSTER_SECRET, HttpResult, NodeProcess
 
 GROUP = "DEFAULT_GROUP@@"
 

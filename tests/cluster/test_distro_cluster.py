@@ -15,6 +15,14 @@ from consistency.datum import DatumKey
 from distro.protocol import SYNC_PATH
 from naming.codec import encode_datum
 from naming.domain import ServiceName
+from testkit.harness import (
+    NodeProcess,
+    assert_converged,
+    make_cluster,
+    running_cluster,
+    stop_cluster,
+    wait_for,
+)
 from tests.cluster.distro_support import (
     Beater,
     hosts,
@@ -26,14 +34,6 @@ from tests.cluster.distro_support import (
     signed_call,
 )
 from tests.e2e.test_push import receive, subscribe
-from tests.harness import (
-    NodeProcess,
-    assert_converged,
-    make_cluster,
-    running_cluster,
-    stop_cluster,
-    wait_for,
-)
 
 pytestmark = pytest.mark.xdist_group("distro-cluster")
 

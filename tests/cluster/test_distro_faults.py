@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.harness import NodeProcess, assert_converged, make_cluster, stop_cluster, wait_for
+from testkit.netns import NetnsLab
 from tests.cluster.distro_support import (
     Beater,
     hosts,
@@ -17,8 +19,6 @@ from tests.cluster.distro_support import (
     ports_are,
     service_owned_by,
 )
-from tests.harness import NodeProcess, assert_converged, make_cluster, stop_cluster, wait_for
-from tests.netns import NetnsLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distro-faults")]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (
+from testkit.harness import (
     NodeProcess,
     leader_of,
     make_cluster,

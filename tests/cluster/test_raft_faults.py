@@ -1,6 +1,6 @@
 """Fault rounds on a 3-member Raft cluster: no acknowledged write is ever lost.
 
-The members run as test hosts in their own network namespaces (``tests/netns.py``; needs root,
+The members run as test hosts in their own network namespaces (``testkit/netns.py``; needs root,
 as CI has). A writer registers persistent instances through every member and records each one
 the cluster acknowledged (``ok``). Each round injects one fault under that load, heals it, waits
 for the cluster to settle, and then requires every acknowledged write on every member, with all
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (
+from testkit.harness import (
     NodeProcess,
     kill_leader_and_time_failover,
     leader_of,
@@ -37,7 +37,7 @@ from tests.harness import (
     stop_cluster,
     wait_for,
 )
-from tests.netns import NetnsLab
+from testkit.netns import NetnsLab
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("raft-faults")]
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.harness import NodeProcess
+from testkit.harness import NodeProcess
 
 REF = "bad-input-reference"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.harness import NodeProcess
+from testkit.harness import NodeProcess
 
 
 def test_500_concurrent_registrations_from_20_threads_are_all_listed(node: NodeProcess):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, running_node, wait_for
+from testkit.harness import NodeProcess, running_node, wait_for
 
 DRIVER_DIR = Path(__file__).resolve().parent / "node_client"
 

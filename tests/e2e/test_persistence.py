@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess
+from testkit.harness import NodeProcess
 
 pytestmark = pytest.mark.xdist_group("restarts")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import NodeProcess, running_node, wait_for
+from testkit.harness import NodeProcess, running_node, wait_for
 
 # Every periodic loop of a standalone node runs within a fraction of a second.
 FAST_LOOPS = {

@@ -11,7 +11,7 @@ import json
 import socket
 import time
 
-from tests.harness import NodeProcess, wait_for
+from testkit.harness import NodeProcess, wait_for
 
 NODE_UA = {"User-Agent": "Nacos-Java-Client:v1.0.0", "Client-Version": "Nacos-Java-Client:v1.0.0"}
 

@@ -14,7 +14,7 @@ import nacos
 import pytest
 from nacos.exception import NacosException
 
-from tests.harness import NodeProcess, wait_for
+from testkit.harness import NodeProcess, wait_for
 
 
 def hosts(client: nacos.NacosClient, service: str, **kwargs: object) -> list[dict]:

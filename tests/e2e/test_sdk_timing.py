@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, running_node, wait_for
+from testkit.harness import NodeProcess, running_node, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, running_node
 
 NS = "/nacos/v1/ns"
 

@@ -19,7 +19,7 @@ import pytest
 
 from lib.errors import InvalidParam
 from naming.domain import Switches, check_switch
-from tests.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, running_node
 
 NS = "/nacos/v1/ns"
 REF = "hostile-reference"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import NodeProcess, running_node, wait_for
+from testkit.harness import NodeProcess, running_node, wait_for
 
 # The bound for a normal read while idle connections are held.
 READ_BOUND_S = 1.0

@@ -39,6 +39,7 @@ from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
 from naming.health import PAUSE_SWEEPS, BeatTable, HealthServices, HealthSettings
 from naming.registry import Registry
+from testkit.harness import NodeProcess, assert_converged, running_cluster, wait_for
 from tests.cluster.distro_support import (
     GROUP,
     hosts,
@@ -47,7 +48,6 @@ from tests.cluster.distro_support import (
     ports,
     service_owned_by,
 )
-from tests.harness import NodeProcess, assert_converged, running_cluster, wait_for
 
 LONG_LIVED = '{"preserved.heart.beat.timeout":"600000","preserved.ip.delete.timeout":"600000"}'
 
@@ -260,7 +260,7 @@ def make_health(
     notifier.add_listener("registry", registry.on_datum)
 
     def submit(key: DatumKey, change: object) -> object:
-        applied = store.submit(key, change, 5.0)  # type: ignore[arg-type]
+        applied = store.submit(key, change, 5.0)
         notifier.drain()
         return applied
 

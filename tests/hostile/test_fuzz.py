@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
-from tests.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, running_node
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "")
@@ -51,6 +51,7 @@ PATHS = [
     "/nacos/v1/auth/logout",
     "/nacos/v1/auth/users",
     "/nacos/v1/core/cluster/nodes",
+    "/metrics",
     NS + "no/such/api",  # the catch-all route of naming/urls.py
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import NodeProcess, probe_write, running_cluster, running_node, wait_for
+from testkit.harness import NodeProcess, probe_write, running_cluster, running_node, wait_for
 from tests.hostile.test_connections import (
     descriptor_limit,
     holding,

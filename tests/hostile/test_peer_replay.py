@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from distro.signing import RECEIVER
+from testkit.harness import NodeProcess, running_cluster, wait_for
 from tests.cluster.distro_support import ports, raw_call, service_owned_by, signed_call
-from tests.harness import NodeProcess, running_cluster, wait_for
 
 
 def _listed_everywhere(nodes: list[NodeProcess], service: str, expected: set[int]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import NodeProcess, wait_for
+from testkit.harness import NodeProcess, wait_for
 
 WRITE_BOUND_S = 1.0  # the issue's bound for a normal client while the port is attacked
 GiB_PREFIX = struct.pack("i", 0x7FFFFFFF)
@@ -80,8 +80,8 @@ def _handshake(node: NodeProcess) -> bool:
 
     Proves the raft port is bound, accepts, and its tick thread answers.
     """
-    from pysyncobj import pickle  # type: ignore[import-untyped]
-    from pysyncobj.encryptor import getEncryptor  # type: ignore[import-untyped]
+    from pysyncobj import pickle
+    from pysyncobj.encryptor import getEncryptor
 
     password = (node.data_dir / "raft.secret").read_text().strip()
     fernet = getEncryptor(password)

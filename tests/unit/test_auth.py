@@ -62,7 +62,7 @@ def _close_pools(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     original = Authenticator.__init__
 
     def init(self: Authenticator, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        original(self, *args, **kwargs)
         built.append(self)
 
     monkeypatch.setattr(Authenticator, "__init__", init)

@@ -31,7 +31,7 @@ from lib.errors import NamingError
 from naming.changes import Change, ClearValue, UpdateInstance, UpsertInstance
 from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
-from tests.harness import wait_for
+from testkit.harness import wait_for
 
 MEMBERS = ("10.0.0.1:8848", "10.0.0.2:8848", "10.0.0.3:8848")
 
@@ -98,7 +98,7 @@ class Member:
     def ports(self, service: str) -> set[int]:
         name = ServiceName("public", f"DEFAULT_GROUP@@{service}")
         datum = self.cluster.get(DatumKey.instances(name, True))
-        return set() if datum is None else {i.port for i in datum.value.values()}  # type: ignore[union-attr]
+        return set() if datum is None else {i.port for i in datum.value.values()}
 
     def stop(self) -> None:
         self.cluster.stop()
@@ -295,7 +295,7 @@ def test_a_change_submitted_on_a_non_owner_is_applied_by_the_owner(trio):
             DatumKey.instances(ServiceName("public", "DEFAULT_GROUP@@remote"), True)
         ).revision
         == 1
-    )  # type: ignore[union-attr]
+    )
     for m in members:
         wait_for(functools.partial(has_ports, m, "remote", {60}), 5, interval_s=0.01)
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lib.counters import REGISTRY
 from lib.listeners import ListenerList
 from lib.loops import LoopTracker, PeriodicLoop
-from tests.harness import wait_for
+from testkit.harness import wait_for
 
 
 def sample(name: str, **labels: str) -> float | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from distro.transport import HttpPeerTransport, PeerUnreachable
-from tests.harness import free_port, wait_for
+from testkit.harness import free_port, wait_for
 
 SERVER = """
 import sys

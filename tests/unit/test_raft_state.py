@@ -17,7 +17,7 @@ from naming.domain import Instance, Selector, ServiceMeta, ServiceName
 from raft.node import RaftConfig, build_syncobj, wait_ready
 from raft.service import RaftConsistencyService
 from raft.state import ReplicatedState
-from tests.harness import free_node_port
+from testkit.harness import free_node_port
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 
@@ -43,7 +43,7 @@ def test_committed_changes_are_replayed_from_the_journal_after_a_restart(tmp_pat
     key = DatumKey.instances(SVC, False)
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 1, ephemeral=False), SVC.grouped), 5)
     service.submit(key, UpsertInstance(Instance("127.0.0.1", 2, ephemeral=False), SVC.grouped), 5)
-    assert service.get(key).revision == 2  # type: ignore[union-attr]
+    assert service.get(key).revision == 2
     service.stop()
     syncobj.destroy_synchronous()  # type: ignore[attr-defined]
 
@@ -52,7 +52,7 @@ def test_committed_changes_are_replayed_from_the_journal_after_a_restart(tmp_pat
     try:
         datum = again.get(key)
         assert datum is not None and datum.revision == 2
-        assert sorted(i.port for i in datum.value.values()) == [1, 2]  # type: ignore[union-attr]
+        assert sorted(i.port for i in datum.value.values()) == [1, 2]
         assert any(d.key == key for d in replayed)  # listeners hear about replayed data
     finally:
         syncobj2.destroy_synchronous()  # type: ignore[attr-defined]
@@ -199,7 +199,7 @@ def test_a_broken_change_in_a_batch_does_not_stop_the_changes_after_it():
     assert [r[0] for r in results] == [1, 0, 2]
     assert results[1][1] is not None and results[1][1]["status"] == 500
     datum = state.get(DatumKey.instances(SVC, False))
-    assert datum is not None and sorted(i.port for i in datum.value.values()) == [1, 2]  # type: ignore[union-attr]
+    assert datum is not None and sorted(i.port for i in datum.value.values()) == [1, 2]
 
 
 def test_through_raft_the_submitter_gets_the_internal_error_at_once_and_the_node_goes_on(
@@ -223,4 +223,4 @@ def test_through_raft_the_submitter_gets_the_internal_error_at_once_and_the_node
         assert service.status()["applyFailures"] == 1
     finally:
         service.stop()
-        syncobj.destroy_synchronous()  # type: ignore[attr-defined]
+        syncobj.destroy_synchronous()

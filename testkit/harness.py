@@ -1,4 +1,4 @@
-"""The one test harness for real node processes on 127.0.0.1.
+"""The one harness for real node processes on 127.0.0.1 (tests, bench and tools share it).
 
 ``NodeProcess`` starts ``manage.py runnode`` on free loopback ports with its own data dir, waits
 until ``operator/metrics`` says UP, and stops it by PID (SIGTERM, or SIGKILL for crash tests).

@@ -15,8 +15,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.harness import ROOT, free_port, wait_for
+from testkit.harness import ROOT, free_port, wait_for
+
+if TYPE_CHECKING:
+    import redis
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -109,7 +113,7 @@ class RedisServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> redis.Redis:
         import redis
 
         return redis.Redis(
