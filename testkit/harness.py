@@ -165,7 +165,11 @@ class NodeProcess:
         )
         log.close()
         if wait:
-            self.wait_up()
+            try:
+                self.wait_up()
+            except BaseException:
+                self.kill9()  # the caller gets no handle to stop a node that never came up
+                raise
         return self
 
     def wait_up(self, deadline_s: float = 60.0) -> None:
@@ -311,8 +315,13 @@ def make_cluster(
         node.admin_password = password
         node.env["NAMING_ADMIN_PASSWORD"] = password
         nodes.append(node.start(wait=False))
-    for node in nodes:
-        node.wait_up()
+    try:
+        for node in nodes:
+            node.wait_up()
+    except BaseException:
+        # The caller never gets the list, so nobody else would stop these processes.
+        stop_cluster(nodes)
+        raise
     return nodes
 
 
