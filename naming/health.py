@@ -189,6 +189,7 @@ class HealthServices:
         self.stats = HealthStats()
         self._last_sweep: float | None = None  # clock at the start of the last sweep
         self._owned: set[ServiceName] | None = None  # services the last sweep was responsible for
+        self._known: set[ServiceName] | None = None  # every service the last sweep saw
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -284,8 +285,9 @@ class HealthServices:
         if self._paused(now):
             # Beats went to other members while we were stopped; ours are stale.
             self._beats.restart_grace()
-        views = list(self._views())
-        self._restart_grace_of_regained({v.name for v in views})
+        every = self._registry.views()
+        views = [v for v in every if self._is_responsible(v.name)]
+        self._restart_grace_of_regained({v.name for v in views}, {v.name for v in every})
         if not self._registry.switches.healthCheckEnabled:
             return
         for view in views:
@@ -301,16 +303,19 @@ class HealthServices:
                 self._safe_submit(key, RemoveInstances(expiry.removed))
         self._beats.prune(self._registry.get)
 
-    def _restart_grace_of_regained(self, owned: set[ServiceName]) -> None:
+    def _restart_grace_of_regained(self, owned: set[ServiceName], known: set[ServiceName]) -> None:
         """Services this member owns now but did not at the last sweep start a full heartbeat
         timeout of their own. The beats we hold for them are stale: they went to the owner in
         between, and a beat a peer forwarded here while the two of us disagreed on ownership
         is recorded here even though we did not own the service then (the membership
-        listener only forgets the services a change takes away)."""
+        listener only forgets the services a change takes away). A service that did not exist
+        at the last sweep is not regained: its beats are all fresh, and forgetting them would
+        give its instances up to one sweep interval more than their timeout."""
         previous, self._owned = self._owned, owned
-        if previous is None:
+        known_before, self._known = self._known, known
+        if previous is None or known_before is None:
             return  # the first sweep: nothing older than this process to distrust
-        regained = owned - previous
+        regained = (owned & known_before) - previous
         if regained:
             self.stats.regained_services += len(regained)
             self._beats.forget_services(regained)

@@ -341,6 +341,29 @@ def test_a_regained_service_ignores_beats_recorded_while_another_member_owned_it
     assert health.stats.pauses == 0
 
 
+def test_a_service_created_between_sweeps_is_not_regained_and_expires_on_its_own_timeout():
+    """A new service's beats are fresh: restarting its grace would add up to one sweep
+    interval to its instances' timeout (caught by test_f8 with a 3 s preserved timeout)."""
+    clock = [1000.0]
+    health, store, notifier = make_health(clock)
+    health.sweep_once()  # a sweep before the service exists
+    service = ServiceName("public", GROUP + "new")
+    key = DatumKey.instances(service, True)
+    inst = Instance("10.0.0.3", 1)
+    clock[0] += 4.0
+    store.submit(key, UpsertInstance(inst, service.grouped), 5.0)
+    notifier.drain()
+    health._beats.touch(service, inst.key)  # the registration's beat, at t = 1004
+    clock[0] += 1.0
+    health.sweep_once()  # t = 1005: the service is new here, not regained
+    assert health.stats.regained_services == 0
+    clock[0] += 14.5  # t = 1019.5: 15.5 s after its only beat (timeout 15 s)
+    health.sweep_once()
+    datum = store.get(key)
+    assert datum is not None and not next(iter(datum.value.values())).healthy
+    assert health.stats.expired_unhealthy == 1
+
+
 def test_sweeps_a_little_late_are_not_taken_for_a_pause():
     clock = [0.0]
     health, _, _ = make_health(clock)
