@@ -1,6 +1,6 @@
 """The HTTP side of the peer API, shared by the peer endpoints (``distro.views``) and by any
 edge that accepts signed forwards (``facades.nacos_v1``): who this member's peers are, how a
-peer request is verified, and the tiny response helpers the peer endpoints answer with.
+peer request is verified. Responses are ``lib.http``'s, the same as the Nacos v1 edge's.
 
 The composition root installs the cluster and the verifier once (:func:`install`); nothing here
 imports the core or an edge.
@@ -8,18 +8,13 @@ imports the core or an edge.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 
 from distro.service import DistroCluster
 from distro.signing import RejectionLog, Verifier
-from lib.errors import Forbidden, LimitedUrl, NamingError, NoSuchApi, Unavailable
-
-TEXT = "text/plain; charset=UTF-8"
-JSON = "application/json"
+from lib.errors import Forbidden, NamingError
 
 # Process-wide: every refused peer call (peer endpoints and forwarded writes) is logged here.
 rejections = RejectionLog()
@@ -42,30 +37,6 @@ def install(peers: Peers | None) -> None:
 
 def installed() -> Peers | None:
     return _peers
-
-
-def respond(body: str | bytes, status: int = 200, content_type: str = TEXT) -> HttpResponse:
-    """With Content-Length, as every response of this server (see ``facades.nacos_v1.api``)."""
-    data = body.encode() if isinstance(body, str) else body
-    response = HttpResponse(data, status=status, content_type=content_type)
-    response["Content-Length"] = str(len(data))
-    return response
-
-
-def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
-    """The same shapes as the Nacos v1 edge, so a peer reads one error format everywhere."""
-    if isinstance(exc, NoSuchApi):
-        body = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime()),
-            "status": 501,
-            "error": "Not Implemented",
-            "message": exc.message,
-            "path": request.path,
-        }
-        return respond(json.dumps(body), 501, JSON)
-    if isinstance(exc, (Forbidden, Unavailable, LimitedUrl)):
-        return respond(exc.message, exc.status)
-    return respond(f"caused: {exc.message};", exc.status)
 
 
 def signed_target(request: HttpRequest) -> str:

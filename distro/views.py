@@ -17,10 +17,11 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from distro.http import JSON, error_response, installed, respond, verify_peer
+from distro.http import installed, verify_peer
 from distro.protocol import PEER_MAX_BODY, BadPayload
 from distro.service import DistroCluster
 from lib.errors import Forbidden, NamingError, NoSuchApi, PayloadTooLarge, Unavailable
+from lib.http import JSON, error_response, respond
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeAlias
 from urllib.parse import parse_qsl
@@ -30,18 +29,16 @@ from facades.nacos_v1.context import Node, current
 from facades.nacos_v1.forward import forward_if_not_owner
 from facades.nacos_v1.params import Params
 from lib.errors import (
-    Forbidden,
     LimitedUrl,
     NamingError,
     NoSuchApi,
     PayloadTooLarge,
     Unavailable,
 )
+from lib.http import JSON, error_response, respond
 
 log = logging.getLogger(__name__)
 
-TEXT = "text/plain; charset=UTF-8"
-JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
 # A signed peer request (a forwarded write), looked up in META: cheaper than request.headers.
@@ -56,16 +53,6 @@ class Raw:
     def __init__(self, body: str, content_type: str = JSON) -> None:
         self.body = body
         self.content_type = content_type
-
-
-def respond(body: str | bytes, status: int = 200, content_type: str = TEXT) -> HttpResponse:
-    """Every response carries Content-Length: without it waitress falls back to chunked
-    encoding with ``Connection: close``, and each client request pays a new TCP connection
-    (measured: 2.7k vs 3.7k req/s for an empty view)."""
-    data = body.encode() if isinstance(body, str) else body
-    response = HttpResponse(data, status=status, content_type=content_type)
-    response["Content-Length"] = str(len(data))
-    return response
 
 
 def _first_values(encoded: str) -> dict[str, str]:
@@ -87,21 +74,6 @@ def params_of(request: HttpRequest) -> Params:
         # Django parses form bodies only for POST; Nacos reads them for every method.
         form = _first_values(request.body.decode("utf-8", "replace"))
     return Params(_first_values(request.META.get("QUERY_STRING", "")), form)
-
-
-def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
-    if isinstance(exc, NoSuchApi):
-        body = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime()),
-            "status": 501,
-            "error": "Not Implemented",
-            "message": exc.message,
-            "path": request.path,
-        }
-        return respond(json.dumps(body), 501, JSON)
-    if isinstance(exc, (Forbidden, Unavailable, LimitedUrl)):
-        return respond(exc.message, exc.status)
-    return respond(f"caused: {exc.message};", exc.status)
 
 
 def unhandled_error(request: HttpRequest, exc: Exception) -> HttpResponse:

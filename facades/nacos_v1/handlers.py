@@ -16,20 +16,19 @@ from django.http import HttpRequest, HttpResponse
 from facades.nacos_v1 import params as s
 from facades.nacos_v1 import render
 from facades.nacos_v1.api import (
-    JSON,
     Caller,
     Raw,
     authenticate,
     by_method,
     nacos_api,
     require_global_admin,
-    respond,
 )
 from facades.nacos_v1.clients import client_of
 from facades.nacos_v1.context import current
 from facades.nacos_v1.params import Params
 from facades.nacos_v1.push import eligible
 from lib.errors import MissingParam
+from lib.http import JSON, respond
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.operations import NamingOperations
 
