@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import resource
 import socket
 import struct
 import threading
@@ -112,23 +111,6 @@ def flush_log(now: float | None = None) -> None:
         _pending_log.clear()
         _last_log = now
     log.warning("raft port dropped connections (%s); last from %s", counts, last)
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit (select() is not used; see build_syncobj).
-
-    Idempotent; returns the soft limit now in force.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("could not raise the descriptor limit from %d to %d: %s", soft, target, exc)
-        return soft
-    return target
 
 
 class _ServerGuard:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf
 
+from lib.limits import raise_fd_limit
 from raft import guard
 from raft.state import ReplicatedState
 
@@ -142,7 +143,7 @@ def build_syncobj(config: RaftConfig, state: ReplicatedState, durable: bool = Tr
     if durable:
         install_durable_journal()
     guard.install()
-    guard.raise_fd_limit()
+    raise_fd_limit()
     config.journal_file.parent.mkdir(parents=True, exist_ok=True)
     conf = SyncObjConf(
         password=config.password,

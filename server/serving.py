@@ -8,8 +8,8 @@ Adapted for hostile clients (issue #8):
 - the loop switches to ``poll()`` once a descriptor reaches 1024: waitress's default
   ``select()`` raises ``ValueError`` for one, which killed the node once ~1,010 idle connections
   were open (below that, select() is kept: its pass is cheaper, see :meth:`poll_once`);
-- the descriptor limit is raised at start (:func:`raise_fd_limit`) and the connection limit is
-  bounded by it, leaving :data:`FD_RESERVE` descriptors for Raft, peers, SQLite and Redis;
+- the descriptor limit is raised at start (``lib.limits.raise_fd_limit``) and the connection
+  limit is bounded by it, leaving :data:`FD_RESERVE` descriptors for Raft, peers, SQLite and Redis;
 - at the connection limit waitress stops accepting, so the kernel backlog fills with everyone,
   including a normal client. Here the server keeps accepting and sheds instead: the
   longest-idle connections with no request in progress are closed (a batch at a time, so the
@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import heapq
 import logging
-import resource
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -47,8 +46,6 @@ log = logging.getLogger("server.serving")
 # Descriptors kept out of the HTTP connection budget: Raft and peer connections, the journal,
 # SQLite, Redis, the push socket, waitress's trigger pipe, log files.
 FD_RESERVE = 512
-# No reason to ask for more than this even when the hard limit is "unlimited"-sized.
-FD_CAP = 1 << 20
 # Wait this long for requests in progress when stopping; idle connections are closed at once.
 DRAIN_S = 2.0
 # select() watches descriptors below this only (glibc's fd_set); poll() has no such limit.
@@ -59,23 +56,6 @@ ACCEPT_PAUSE_S = 0.05
 ACCEPT_ERRORS_LOGGED_EVERY_S = 10.0
 ACCEPT_BATCH = 64  # connections accepted per readable event of the listener
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-def raise_fd_limit(cap: int = FD_CAP) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (at most ``cap``); returns (before, after).
-
-    An unprivileged process may always raise its soft limit up to the hard one.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the descriptor limit from %d to %d: %s", soft, target, exc)
-            return soft, soft
-        return soft, target
-    return soft, soft
 
 
 def bounded_connection_limit(wanted: int, fd_limit: int) -> int:

@@ -32,11 +32,12 @@ from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory
 from distro.sync import SyncSettings
 from lib.files import make_private_dir
 from lib.keys import node_keys
+from lib.limits import raise_fd_limit
 from naming.health import HealthSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
 from server.config import NamingSettings
-from server.serving import make_server, raise_fd_limit
+from server.serving import make_server
 
 log = logging.getLogger("naming.node")
 
