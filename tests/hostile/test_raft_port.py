@@ -21,16 +21,11 @@ from typing import Any
 
 import pytest
 
+from lib.limits import raise_fd_limit
 from testkit.harness import NodeProcess, wait_for
 
 WRITE_BOUND_S = 1.0  # the bound for a normal client while the port is attacked
 GiB_PREFIX = struct.pack("i", 0x7FFFFFFF)
-
-
-def _raise_own_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @contextlib.contextmanager
@@ -193,7 +188,7 @@ def _flood(node: NodeProcess, count: int, held: list[socket.socket], errors: lis
 def test_5000_idle_connections_at_a_1024_soft_limit_are_shed_and_writes_stay_fast(
     tmp_path: Path,
 ):
-    _raise_own_fd_limit()
+    raise_fd_limit()  # this test process opens thousands of sockets too
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 12000:
         pytest.fail(f"this test needs a hard descriptor limit of 12000 or more, not {hard}")
@@ -231,7 +226,7 @@ def test_5000_idle_connections_at_a_1024_soft_limit_are_shed_and_writes_stay_fas
 
 @pytest.mark.slow
 def test_out_of_descriptors_the_raft_port_sheds_instead_of_closing(tmp_path: Path):
-    _raise_own_fd_limit()
+    raise_fd_limit()  # this test process opens thousands of sockets too
     # soft = hard: the node cannot raise it, and accept() runs into EMFILE.
     with _node(tmp_path, "256:256") as node:
         held: list[socket.socket] = []
