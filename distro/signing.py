@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from lib.errors import Forbidden, Unauthorized
+from lib.ratelimit import LogThrottle
 
 NODE = "X-Naming-Node"
 RECEIVER = "X-Naming-Receiver"
@@ -130,19 +131,15 @@ class RejectionLog:
     count since the last line (a flood of forged calls must not flood the log). Thread-safe."""
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
-        self._interval = interval_s
+        self._throttle = LogThrottle(interval_s)
         self._lock = threading.Lock()
-        self._last = -interval_s
-        self._suppressed = 0
         self.rejected = 0
 
     def rejected_call(self, method: str, path: str, remote: str, reason: str) -> None:
-        now = time.monotonic()
         with self._lock:
             self.rejected += 1
-            if now - self._last < self._interval:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        suppressed = self._throttle.admit()
+        if suppressed is None:
+            return
         more = f" ({suppressed} more refused since the last line)" if suppressed else ""
         log.warning("refused peer call %s %s from %s: %s%s", method, path, remote, reason, more)

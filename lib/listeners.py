@@ -15,7 +15,6 @@ Bottom layer: imports nothing from the project.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -23,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from lib.counters import LiveObjects, register_scrape_time
+from lib.ratelimit import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ class ListenerStats:
     calls: int = 0
     failures: int = 0
     last_error: str = ""
-    _logged_at: float = field(default=float("-inf"), repr=False)
-    _held_back: int = field(default=0, repr=False)
+    _log_throttle: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_EVERY_S), repr=False)
 
 
 class ListenerList(Generic[T]):
@@ -77,11 +76,9 @@ class ListenerList(Generic[T]):
         return failed
 
     def _log(self, stats: ListenerStats, exc: Exception, about: object) -> None:
-        now = time.monotonic()
-        if now - stats._logged_at < LOG_EVERY_S:
-            stats._held_back += 1
+        held = stats._log_throttle.admit()
+        if held is None:
             return
-        held, stats._held_back, stats._logged_at = stats._held_back, 0, now
         more = f" ({held} more failures since the last report)" if held else ""
         log.error(
             "%s listener %s failed on %s%s", self.source, stats.name, about, more, exc_info=exc

@@ -33,6 +33,7 @@ from prometheus_client.core import (
 )
 
 from lib.counters import LiveObjects, register_scrape_time
+from lib.ratelimit import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ class LoopTracker:
         self.duration_sum_s = 0.0
         self.last_run_at = 0.0  # wall clock; 0: never
         self.last_failure_at = 0.0
-        self._log_every_s = log_every_s
-        self._logged_at = float("-inf")
-        self._held_back = 0
+        self._log_throttle = LogThrottle(log_every_s)
         _LIVE.add(self)
 
     def run(
@@ -106,11 +105,9 @@ class LoopTracker:
         self.last_run_at = time.time()
 
     def _log(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._logged_at < self._log_every_s:
-            self._held_back += 1
+        held = self._log_throttle.admit()
+        if held is None:
             return
-        held, self._held_back, self._logged_at = self._held_back, 0, now
         more = f" ({held} more failures since the last report)" if held else ""
         log.error("loop %s round failed%s", self.name, more, exc_info=exc)
 

@@ -134,3 +134,17 @@ def test_the_registry_exposition_parses_with_prometheus_clients_own_parser():
     assert families["naming_loop_runs"].type == "counter"
     assert families["naming_loop_duration_seconds"].type == "summary"
     assert families["naming_http_request_duration_seconds"].type == "histogram"
+
+
+def test_a_log_throttle_admits_one_line_per_interval_and_counts_the_rest():
+    from lib.ratelimit import LogThrottle
+
+    clock = [100.0]
+    throttle = LogThrottle(10.0, clock=lambda: clock[0])
+    assert throttle.admit() == 0  # the first line goes out at once
+    assert throttle.admit() is None and throttle.admit() is None
+    clock[0] += 9.9
+    assert throttle.admit() is None
+    clock[0] += 0.1
+    assert throttle.admit() == 3  # the three held back since the last line
+    assert throttle.admit() is None
