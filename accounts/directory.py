@@ -491,6 +491,15 @@ class AccountsService:
             RemovePermission(check_role(role), normalize_resource(resource), check_action(action))
         )
 
+    def create_admin(self, password: str) -> None:
+        """The first admin through the API (Nacos 2.x ``POST /v1/auth/users/admin``). Refused
+        with :class:`Conflict` once anyone holds ``ROLE_ADMIN``: checked here for a quick answer
+        and again inside ``apply``, so of two callers racing for an empty cluster one wins."""
+        check_password_text(password)
+        if self.directory().has_admin():
+            raise Conflict("have admin user cannot use it")
+        self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
+
     def ensure_admin(self, password: str | None, generate: Callable[[], str]) -> str | None:
         """Create the ``nacos`` admin if nobody holds ``ROLE_ADMIN``; return the password when
         it was generated here. Members starting together race: the first change wins, the

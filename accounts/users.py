@@ -9,6 +9,7 @@ hashes are never returned (Nacos returns them; we see no reason to).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,8 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.auth import Identity, installed
-from accounts.directory import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
-from lib.errors import Forbidden
+from accounts.directory import ADMIN_USERNAME, MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
+from lib.errors import Conflict, Forbidden
 from naming.parsing import JAVA_INT_MAX
 
 
@@ -279,3 +280,31 @@ class UsersView(APIView):
         data = _validated(UsernameSerializer, request)
         service().delete_user(data["username"])
         return _result("delete user ok!")
+
+
+class AdminPasswordSerializer(InputSerializer):
+    password = serializers.CharField(
+        max_length=MAX_PASSWORD, required=False, allow_blank=True, trim_whitespace=False
+    )
+
+
+class AdminView(APIView):
+    """``POST /nacos/v1/auth/users/admin`` (Nacos 2.4+): the first admin, for a cluster started
+    without one (``NAMING_ADMIN_BOOTSTRAP=false``). Open to anyone while nobody holds
+    ``ROLE_ADMIN``, as in Nacos: whoever reaches the console first sets the password, so an
+    operator who leaves the bootstrap off must claim it before exposing the port. The password
+    is the caller's, or a generated one when blank; the answer shows it this once. Later calls
+    get Nacos's HTTP 200 with code 409, and cost no hashing (refused before the hash)."""
+
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes = [permissions.AllowAny]
+
+    def post(self, request: Request) -> Response:
+        password = _validated(AdminPasswordSerializer, request).get("password") or (
+            secrets.token_urlsafe(12)
+        )
+        try:
+            service().create_admin(password)
+        except Conflict as exc:
+            return Response({"code": 409, "message": None, "data": exc.message})
+        return Response({"username": ADMIN_USERNAME, "password": password})
