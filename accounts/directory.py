@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from django.contrib.auth.hashers import check_password, make_password
@@ -66,7 +66,9 @@ class Permission(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     username: str
-    password_hash: str  # never rendered: the directory's readers show names and roles only
+    # Never rendered: the directory's readers show names and roles only, and repr leaves it out
+    # (a logged record or a test failure must not print it).
+    password_hash: str = field(repr=False)
     generation: int
     roles: frozenset[str]
 

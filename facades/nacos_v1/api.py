@@ -259,6 +259,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     request: Request = context["request"]
     if isinstance(exc, NamingError):
         return error_response(exc, request)
+    if isinstance(exc, (drf.PermissionDenied, drf.NotAuthenticated)):
+        # Bare, as every other refusal of this edge: Nacos's UI matches these texts exactly.
+        return respond(str(exc.detail), 403)
     if isinstance(exc, drf.APIException):
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)
