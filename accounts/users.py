@@ -20,7 +20,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.auth import Identity, installed
-from accounts.directory import ADMIN_USERNAME, MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
+from accounts.directory import (
+    ADMIN_USERNAME,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    USERNAME_RE,
+    check_action,
+    normalize_resource,
+    service,
+)
 from lib.errors import Conflict, Forbidden
 from naming.parsing import JAVA_INT_MAX
 
@@ -224,11 +232,14 @@ class PermissionsView(APIView):
         permissions_ = service().directory().permissions()
         if query.get("resource") and query.get("action"):
             # Nacos 2.x's duplicate check before adding: does an existing rule already cover
-            # this one (``rw`` covers ``r`` and ``w``)?
+            # this one (``rw`` covers ``r`` and ``w``)? Compared in the stored form, so
+            # ``public:*:*`` finds ``:*:*``.
+            resource = normalize_resource(query["resource"])
+            action = check_action(query["action"])
             found = any(
                 p.role == query.get("role")
-                and p.resource == query["resource"]
-                and set(query["action"]) <= set(p.action)
+                and p.resource == resource
+                and set(action) <= set(p.action)
                 for p in permissions_
             )
             return Response({"code": 200, "message": None, "data": found})

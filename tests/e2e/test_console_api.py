@@ -504,7 +504,10 @@ def test_permissions_add_check_delete_and_refusals(node: NodeProcess):
         return bool(ok(check)["data"])
 
     assert covered("dev:*:*", "r") and covered("dev:*:*", "rw")  # rw covers r
+    assert covered("public:*:*", "r") and not covered(":*:*", "w")
     assert not covered("other:*:*", "r")
+    malformed = admin(node, "GET", AUTH + "/permissions", role=role, resource="dev", action="r")
+    assert malformed.status == 400 and "malformed resource" in malformed.text
 
     for params, message in (
         (
