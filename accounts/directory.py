@@ -267,10 +267,12 @@ class CreateUser(AccountsChange):
 
     def apply(self, current: Value | None) -> Value | None:
         doc = _doc(current)
-        if self.username in doc["users"]:
-            raise Conflict(f"user '{self.username}' already exist!")
+        # The admin check first: members racing for the first admin all name ``nacos``, and
+        # the losers must hear Nacos's answer, not that the name is taken.
         if self.admin and _admin_holders(doc):
             raise Conflict("have admin user cannot use it")
+        if self.username in doc["users"]:
+            raise Conflict(f"user '{self.username}' already exist!")
         doc["users"][self.username] = {"password": self.password_hash}
         # A re-created name must not revive the old user's tokens: its generation moves on.
         _bump(doc, self.username)

@@ -89,6 +89,7 @@ def test_changes_are_deterministic_and_leave_their_input_alone(change: Change):
 REFUSED: list[tuple[Change, type[NamingError], str]] = [
     (CreateUser("alice", HASH), Conflict, "user 'alice' already exist!"),
     (CreateUser("root", HASH, admin=True), Conflict, "have admin user cannot use it"),
+    (CreateUser("nacos", HASH, admin=True), Conflict, "have admin user cannot use it"),
     (SetPassword("ghost", HASH), InvalidParam, "user ghost not exist!"),
     (RevokeTokens("ghost"), InvalidParam, "user ghost not exist!"),
     (DeleteUser("ghost"), InvalidParam, "user ghost not exist!"),
