@@ -516,11 +516,11 @@ class AccountsService:
         try:
             self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
         except NamingError as exc:
-            # Refused by the leader's apply, it comes back rebuilt from its wire form: the
-            # code, not the class, says another member won the race.
-            if exc.code is ErrorCode.CONFLICT:
-                return None
-            raise
+            # On a follower the leader's refusal comes back rebuilt from the wire, not as
+            # the Conflict class: its code is what says another member won the race.
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            return None
         return generated
 
 
