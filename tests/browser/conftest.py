@@ -1,0 +1,111 @@
+"""Browser tests of the console: Debian's headless chromium driven by playwright (sync API),
+against a real node process with auth on (``testkit.harness.running_node``).
+
+One browser per session, one fresh context (cookies, storage) per test. A failing test leaves
+a screenshot in ``<tmp>/browser-failures/``; :func:`shot` writes the named screenshots of the
+main pages that the README shows (``docs/console/*.png``). Never ``playwright install``: it
+downloads a browser, which this machine cannot; the Debian binary is launched by path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.harness import NodeProcess, running_node
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium "
+            "(apt-get install --no-install-recommends chromium; .ci/run does it)",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="session")
+def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node of its own: the login tests count failed logins, which must not lock anyone
+    out of the node the other end-to-end tests share."""
+    with running_node(Path(tmp_path_factory.mktemp("console-node"))) as node:
+        yield node
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def page(
+    browser: Any, console_node: NodeProcess, request: pytest.FixtureRequest, tmp_path_factory: Any
+) -> Iterator[Any]:
+    context = browser.new_context(base_url=console_node.base)
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    dialogs: list[str] = []
+    opened.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    opened.dialogs = dialogs  # an XSS test asserts that no dialog ever fired
+    try:
+        yield opened
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            where = Path(tmp_path_factory.getbasetemp()) / "browser-failures"
+            where.mkdir(exist_ok=True)
+            name = re.sub(r"[^\w.-]", "_", request.node.name)
+            try:
+                opened.screenshot(path=str(where / f"{name}.png"), full_page=True)
+                print(f"screenshot of the failure: {where / name}.png")
+            except Exception as exc:  # a crashed page must not hide the test's own failure
+                print(f"no failure screenshot: {exc}")
+        context.close()
+
+
+def login(
+    page: Any,
+    node: NodeProcess,
+    username: str = "nacos",
+    password: str | None = None,
+    navigate: bool = True,
+) -> None:
+    if navigate:
+        page.goto("/nacos/console/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password or node.admin_password)
+    page.get_by_role("button", name="Log in").click()
+
+
+@pytest.fixture
+def admin(page: Any, console_node: NodeProcess) -> Any:
+    """A page signed in as the admin user."""
+    login(page, console_node)
+    page.wait_for_url(re.compile(r"/nacos/console/services"))
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    """A named screenshot of a main page, shown in the README's console section."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
