@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from facades.console.views import naming, session, static
+from facades.console.views import namespaces, naming, session, static
 
 P = "nacos/console/"
 
@@ -27,4 +27,8 @@ console_patterns = [
     path(P + "instance/enable", naming.instance_enable),
     path(P + "instance/delete", naming.instance_delete),
     path(P + "subscribers", naming.subscribers),
+    path(P + "namespaces", namespaces.namespaces),
+    path(P + "namespace/create", namespaces.namespace_create),
+    path(P + "namespace/edit", namespaces.namespace_edit),
+    path(P + "namespace/delete", namespaces.namespace_delete),
 ]

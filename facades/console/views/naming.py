@@ -23,13 +23,14 @@ from facades.console.web import (
     Viewer,
     acting,
     allow,
+    confirm_page,
     console_view,
     may,
     namespace_of,
     ops,
-    readable_namespaces,
     render_page,
     url,
+    visible_namespaces,
 )
 from facades.nacos_v1 import params as s
 from facades.nacos_v1.context import current
@@ -116,8 +117,8 @@ def _pager(request: HttpRequest, total: int) -> tuple[int, int, int]:
 
 def _switcher(viewer: Viewer, namespace: str) -> list[dict[str, Any]]:
     return [
-        {"id": ns_id, "label": label, "current": ns_id == namespace}
-        for ns_id, label in readable_namespaces(viewer)
+        {"id": info.id, "label": info.name, "current": info.id == namespace}
+        for info in visible_namespaces(viewer)
     ]
 
 
@@ -299,29 +300,6 @@ def service_edit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     return HttpResponseRedirect(_detail_url(service))
 
 
-def _confirm(
-    request: HttpRequest,
-    viewer: Viewer,
-    namespace: str,
-    question: str,
-    action: str,
-    hidden: Mapping[str, str],
-    cancel: str,
-) -> HttpResponse:
-    return render_page(
-        request,
-        viewer,
-        "console/confirm.html",
-        {
-            "namespace": namespace,
-            "question": question,
-            "action": action,
-            "hidden": sorted(hidden.items()),
-            "cancel": cancel,
-        },
-    )
-
-
 @console_view("GET", "POST")
 def service_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """GET asks (a page, so it works without JavaScript), POST deletes."""
@@ -329,7 +307,7 @@ def service_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
     if request.method == "GET":
         view = ops().require_service(service)
-        return _confirm(
+        return confirm_page(
             request,
             viewer,
             service.namespace,
@@ -647,7 +625,7 @@ def instance_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             "next beat (deregister from the client, or take the instance offline)"
         )
     if request.method == "GET":
-        return _confirm(
+        return confirm_page(
             request,
             viewer,
             service.namespace,
