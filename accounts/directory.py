@@ -37,7 +37,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 from django.contrib.auth.hashers import check_password, make_password
 
 from consistency.datum import DatumKey
-from lib.errors import Conflict, InvalidParam
+from lib.errors import Conflict, ErrorCode, InvalidParam, NamingError
 from naming.changes import Change
 from naming.codec import Value
 
@@ -502,8 +502,12 @@ class AccountsService:
             generated = password = generate()
         try:
             self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
-        except Conflict:
-            return None
+        except NamingError as exc:
+            # Refused by another member's change: through Raft the error comes back rebuilt
+            # from its wire form (its code survives, its class does not).
+            if exc.code is ErrorCode.CONFLICT:
+                return None
+            raise
         return generated
 
 
