@@ -235,12 +235,16 @@ def error_page(request: HttpRequest, viewer: Viewer | None, exc: NamingError) ->
 
 def to_login(request: HttpRequest, expired: bool) -> HttpResponse:
     query: dict[str, str] = {}
-    if request.method == "GET":
+    htmx = getattr(request, "htmx", None)
+    if htmx:
+        # A refresh of part of a page: come back to the page, not to the fragment.
+        query["next"] = htmx.current_url_abs_path or HOME
+    elif request.method == "GET":
         query["next"] = request.get_full_path()
     if expired:
         query["expired"] = "1"
     target = url(LOGIN, query)
-    if getattr(request, "htmx", False):
+    if htmx:
         return HttpResponseClientRedirect(target)
     return HttpResponseRedirect(target)
 

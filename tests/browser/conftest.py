@@ -80,6 +80,13 @@ def page(
 
     opened.on("dialog", on_dialog)
     opened.dialogs = dialogs  # an XSS test asserts that no dialog ever fired
+    # What the browser blocked under the CSP (an inline style or script somewhere).
+    blocked: list[str] = []
+    opened.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    opened.csp_violations = blocked
     try:
         yield opened
     finally:

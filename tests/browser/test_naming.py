@@ -71,6 +71,10 @@ def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
     assert page.dialogs == []
     expect(instance.get_by_role("button", name="Delete")).to_be_disabled()
     shot(page, "service-detail")
+    page.wait_for_timeout(3500)  # one htmx refresh of the instance tables
+    expect(instance.locator(".meta")).to_contain_text("note=" + SCRIPT)
+    assert page.dialogs == []
+    assert page.csp_violations == []
 
 
 def test_editing_a_weight_in_the_browser_is_seen_by_clients(admin, console_node: NodeProcess):
