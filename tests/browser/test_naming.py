@@ -71,7 +71,7 @@ def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
     assert page.dialogs == []
     expect(instance.get_by_role("button", name="Delete")).to_be_disabled()
     shot(page, "service-detail")
-    page.wait_for_timeout(3500)  # one htmx refresh of the instance tables
+    page.wait_for_timeout(2500)  # one htmx refresh of the instance tables
     expect(instance.locator(".meta")).to_contain_text("note=" + SCRIPT)
     assert page.dialogs == []
     assert page.csp_violations == []
@@ -103,10 +103,15 @@ def test_offline_and_online_are_seen_by_the_sdk(admin, console_node: NodeProcess
     instance = row(page, "10.0.0.9", 8082)
     instance.get_by_role("button", name="Offline").click()
     expect(instance.locator(".enabled")).to_have_text("false")
-    assert client.list_naming_instance(service)["hosts"] == []
+    # The registry's views are rebuilt on the notifier thread: clients see it a moment later.
+    wait_for(lambda: client.list_naming_instance(service)["hosts"] == [], 5, message="offline")
     instance.get_by_role("button", name="Online").click()
     expect(instance.locator(".enabled")).to_have_text("true")
-    assert [h["ip"] for h in client.list_naming_instance(service)["hosts"]] == ["10.0.0.9"]
+    wait_for(
+        lambda: [h["ip"] for h in client.list_naming_instance(service)["hosts"]] == ["10.0.0.9"],
+        5,
+        message="online",
+    )
 
 
 def test_health_changes_show_without_a_reload(admin, console_node: NodeProcess):

@@ -79,9 +79,9 @@ def test_a_revoked_token_ends_the_session_with_a_visible_message(admin, console_
     ).json()["accessToken"]
     logout = console_node.request("POST", "/nacos/v1/auth/logout", {"accessToken": token})
     assert logout.status == 200
-    # The page's own refresh (htmx, every 3 s) finds the session over and leaves for the
+    # The page's own refresh (htmx, every 2 s) finds the session over and leaves for the
     # login page: no click needed.
-    expect(page).to_have_url(re.compile(r"/nacos/console/login\?.*expired=1"), timeout=8000)
+    expect(page).to_have_url(re.compile(r"/nacos/console/login\?.*expired=1"), timeout=15000)
     assert "next=%2Fnacos%2Fconsole%2Fservice%3F" in page.url  # back to the page, not a part
     expect(page.get_by_role("status")).to_have_text("session expired, please log in again")
     console_node._token = None  # the harness's cached token was revoked too

@@ -405,7 +405,7 @@ def service_detail(request: HttpRequest, viewer: Viewer) -> HttpResponse:
 
 @console_view("GET")
 def instances_fragment(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    """The instance tables alone: the detail page polls this every 3 s (htmx)."""
+    """The instance tables alone: the detail page polls this every 2 s (htmx)."""
     service = _service_of(request)
     allow(viewer, Action.READ, service.namespace, service.group, service.name)
     view = ops().require_service(service)
