@@ -56,6 +56,19 @@ def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProce
         yield node
 
 
+@pytest.fixture(scope="session")
+def sdk(console_node: NodeProcess) -> Any:
+    """The real Python SDK as a user of its own with read and write on public (the session
+    tests revoke the admin's tokens). It logs in once: a login is a password hash, which on a
+    loaded box outlasts the SDK's default 3 s timeout."""
+    import nacos
+
+    console_node.create_user("sdk-user", "sdk-password-1")
+    client = nacos.NacosClient(console_node.address, username="sdk-user", password="sdk-password-1")
+    client.set_options(default_timeout=20)
+    return client
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -45,11 +45,11 @@ def hosts(node: NodeProcess, service: str) -> list[dict]:
 
 
 def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
-    admin, console_node: NodeProcess
+    admin, console_node: NodeProcess, sdk
 ):
     page = admin
     service = fresh("orders")
-    client = console_node.client()
+    client = sdk
     metadata = {"version": "2", "note": SCRIPT}
     assert client.add_naming_instance(
         service, "10.0.0.7", 8080, cluster_name="DEFAULT", metadata=metadata
@@ -77,12 +77,10 @@ def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
     assert page.csp_violations == []
 
 
-def test_editing_a_weight_in_the_browser_is_seen_by_clients(admin, console_node: NodeProcess):
+def test_editing_a_weight_in_the_browser_is_seen_by_clients(admin, console_node: NodeProcess, sdk):
     page = admin
     service = fresh("weights")
-    assert console_node.client().add_naming_instance(
-        service, "10.0.0.8", 8081, cluster_name="DEFAULT"
-    )
+    assert sdk.add_naming_instance(service, "10.0.0.8", 8081, cluster_name="DEFAULT")
     page.goto(detail(service))
     row(page, "10.0.0.8", 8081).get_by_role("link", name="Edit").click()
     page.get_by_label("Weight").fill("3.5")
@@ -94,10 +92,10 @@ def test_editing_a_weight_in_the_browser_is_seen_by_clients(admin, console_node:
     assert host["metadata"] == {"zone": "b"}
 
 
-def test_offline_and_online_are_seen_by_the_sdk(admin, console_node: NodeProcess):
+def test_offline_and_online_are_seen_by_the_sdk(admin, console_node: NodeProcess, sdk):
     page = admin
     service = fresh("toggle")
-    client = console_node.client()
+    client = sdk
     assert client.add_naming_instance(service, "10.0.0.9", 8082, cluster_name="DEFAULT")
     page.goto(detail(service))
     instance = row(page, "10.0.0.9", 8082)

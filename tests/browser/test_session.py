@@ -59,6 +59,7 @@ def test_logout_then_back_shows_no_data(admin, console_node: NodeProcess):
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/nacos/console/login\?out=1"))
     expect(page.get_by_role("status")).to_have_text("you are logged out")
+    console_node._token = None  # the logout revoked the harness's cached admin token too
     page.go_back()
     # no-store: the browser asks again, and without a session it gets the login page.
     expect(page).to_have_url(re.compile(r"/nacos/console/login"))
