@@ -12,6 +12,7 @@ from accounts.users import (
     UsersView,
 )
 from distro import views as peer
+from facades.console.urls import console_patterns
 from facades.nacos_v1 import console
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
@@ -43,6 +44,7 @@ urlpatterns = [
     path("bench/empty", views.empty),
     path("metrics", prometheus.metrics),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
+    *console_patterns,
 ]
 
 handler404 = "facades.nacos_v1.api.not_found"
