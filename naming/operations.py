@@ -17,6 +17,7 @@ from collections.abc import Callable
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
 from lib.errors import InvalidParam, NotFound
+from naming import audit
 from naming import commands as s
 from naming.changes import (
     ClearValue,
@@ -159,13 +160,15 @@ class NamingOperations:
                 metadata=cmd.info.metadata,
                 ephemeral=cmd.info.ephemeral,
             )
-            self.register_instance(s.RegisterInstance(cmd.service, inst))
+            with audit.because(audit.BEAT):
+                self.register_instance(s.RegisterInstance(cmd.service, inst))
         elif inst.ephemeral:
             self.beats.touch(cmd.service, inst.key)
             if not inst.healthy and not inst.marked:
-                self.consistency.submit(
-                    DatumKey.instances(cmd.service, True), SetHealth(((inst.key, True),))
-                )
+                with audit.because(audit.BEAT):
+                    self.consistency.submit(
+                        DatumKey.instances(cmd.service, True), SetHealth(((inst.key, True),))
+                    )
         interval = switches.clientBeatInterval
         if PreservedKey.HEART_BEAT_INTERVAL in inst.metadata:
             interval = inst.heartbeat_interval_ms
