@@ -135,12 +135,14 @@ class AuditEntry:
     after: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["time"] = data.pop("time_ms")  # ms since the epoch, as Nacos renders times
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
         return cls(
-            time_ms=int(data["time_ms"]),
+            time_ms=int(data["time"]),
             member=str(data.get("member", "")),
             user=str(data.get("user", "")),
             address=str(data.get("address", "")),

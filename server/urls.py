@@ -5,6 +5,7 @@ from django.urls import path
 
 from accounts.users import UsersView
 from distro import views as peer
+from facades.nacos_v1 import audit
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
 from node import prometheus
@@ -18,6 +19,7 @@ urlpatterns = [
     path("nacos/v1/auth/logout", views.logout),
     path("nacos/v1/auth/users", UsersView.as_view()),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
+    path("nacos/v1/console/audit", audit.audit),
     path("nacos/v1/core/cluster/report", peer.report),
     path(NS + "distro/datum", peer.datum),
     path(NS + "distro/datums", peer.datums),
