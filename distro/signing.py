@@ -6,9 +6,10 @@ member it is addressed to), ``X-Naming-Timestamp`` (unix seconds), ``X-Naming-No
 method, the path with its query, the SHA-256 of the body, the timestamp, the node, the receiver
 and the nonce, and ``X-Naming-Actor`` when present (who a forwarded write is for: the receiver
 records it in its audit trail, so it must not be altered, added or stripped in transit). A
-receiver accepts it only when addressed to itself, inside a time window and only once (nonces seen in the window are remembered), so a captured request cannot be replayed, to
-this member or to another one (each remembers only its own nonces), or altered. No header such
-as ``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
+receiver accepts it only when addressed to itself, inside a time window and only once (nonces
+seen in the window are remembered), so a captured request cannot be replayed, to this member or
+to another one (each remembers only its own nonces), or altered. No header such as
+``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
 """
 
 from __future__ import annotations
