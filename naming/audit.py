@@ -141,23 +141,16 @@ class AuditEntry:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
+        """Read back what :meth:`to_json` wrote (the file, a peer's answer)."""
+        texts = {name: str(data.get(name, "")) for name in _TEXT_FIELDS}
         return cls(
-            time_ms=int(data["time"]),
-            member=str(data.get("member", "")),
-            user=str(data.get("user", "")),
-            address=str(data.get("address", "")),
-            via=str(data.get("via", "")),
-            reason=str(data.get("reason", "")),
-            kind=str(data.get("kind", "")),
-            object=str(data.get("object", "")),
-            action=str(data.get("action", "")),
-            namespace=str(data.get("namespace", "")),
-            service=str(data.get("service", "")),
-            cluster=str(data.get("cluster", "")),
-            instance=str(data.get("instance", "")),
-            before=data.get("before"),
-            after=data.get("after"),
+            time_ms=int(data["time"]), before=data.get("before"), after=data.get("after"), **texts
         )
+
+
+_TEXT_FIELDS = tuple(
+    name for name in AuditEntry.__dataclass_fields__ if name not in ("time_ms", "before", "after")
+)
 
 
 class _Record:

@@ -80,14 +80,8 @@ def _optional_ms(params: Params, name: str) -> int | None:
     return value
 
 
-def _int(params: Params, name: str, default: int, maximum: int) -> int:
-    raw = params.raw(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidParam(f"{name} must be an integer, not {raw!r}") from None
+def _page_param(params: Params, name: str, default: int, maximum: int) -> int:
+    value = params.integer(name, default)
     if not 1 <= value <= maximum:
         raise InvalidParam(f"{name} must be 1-{maximum}")
     return value
@@ -101,8 +95,8 @@ def query_of(params: Params) -> AuditQuery:
     until = _optional_ms(params, "until")
     if since is not None and until is not None and since > until:
         raise InvalidParam("since must not be after until")
-    page_size = _int(params, "pageSize", 100, MAX_PAGE_SIZE)
-    page_no = _int(params, "pageNo", 1, MAX_WINDOW)
+    page_size = _page_param(params, "pageSize", 100, MAX_PAGE_SIZE)
+    page_no = _page_param(params, "pageNo", 1, MAX_WINDOW)
     if page_no * page_size > MAX_WINDOW:
         raise InvalidParam(f"pageNo x pageSize must be at most {MAX_WINDOW}; narrow the filters")
     filters = AuditFilter(
