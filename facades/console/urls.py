@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from facades.console.views import naming, session, static
+from facades.console.views import admin, naming, session, static
 
 P = "nacos/console/"
 
@@ -27,4 +27,17 @@ console_patterns = [
     path(P + "instance/enable", naming.instance_enable),
     path(P + "instance/delete", naming.instance_delete),
     path(P + "subscribers", naming.subscribers),
+    path(P + "users", admin.users),
+    path(P + "users/create", admin.user_create),
+    path(P + "users/reset", admin.user_reset),
+    path(P + "users/delete", admin.user_delete),
+    path(P + "roles", admin.roles),
+    path(P + "roles/bind", admin.role_bind),
+    path(P + "roles/unbind", admin.role_unbind),
+    path(P + "permissions", admin.permissions),
+    path(P + "permissions/add", admin.permission_add),
+    path(P + "permissions/delete", admin.permission_delete),
+    path(P + "password", admin.password),
+    path(P + "cluster", admin.cluster),
+    path(P + "audit", admin.audit),
 ]

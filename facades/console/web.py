@@ -32,9 +32,10 @@ from django.views.decorators.csrf import csrf_protect
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from accounts.auth import Action, Identity, authorize, installed
+from accounts.auth import Action, Identity, Resource, authorize, installed
 from facades.nacos_v1.context import current
 from lib.errors import Forbidden, NamingError
+from naming import audit
 from naming.domain import DEFAULT_NAMESPACE, namespace_or_default
 from naming.operations import NamingOperations
 
@@ -98,10 +99,9 @@ def viewer_of(request: HttpRequest) -> Viewer:
 # -- the one authorization seam and the one audit seam ------------------------------------------
 
 
-def naming_resource(namespace: str, group: str = "*", service: str = "*") -> str:
-    """Nacos's resource string ``<ns>:<group>:naming/<service>`` (public renders as "")."""
-    ns = "" if namespace == DEFAULT_NAMESPACE else namespace
-    return f"{ns}:{group}:naming/{service}"
+def naming_resource(namespace: str, group: str = "*", service: str = "*") -> Resource:
+    """Nacos's resource ``<ns>:<group>:naming/<service>`` (public renders as "")."""
+    return Resource.naming(namespace, group, service)
 
 
 def allow(
@@ -123,12 +123,14 @@ def may(
 
 @contextlib.contextmanager
 def acting(request: HttpRequest, viewer: Viewer, action: str) -> Iterator[None]:
-    """Every core write of the console runs inside this: the audit trail's actor.
-
-    TODO(lead): connect to ``naming.audit.acting(user=viewer.username, address=address_of(
-    request), via="console", reason=f"console: {action}")`` when naming/audit.py lands.
-    """
-    yield
+    """Every core write of the console runs inside this: the audit trail's actor."""
+    with audit.acting(
+        user=viewer.username or "anonymous",
+        address=address_of(request),
+        via=audit.VIA_CONSOLE,
+        reason=f"console: {action}",
+    ):
+        yield
 
 
 def ops() -> NamingOperations:
