@@ -24,6 +24,7 @@ from accounts.directory import ADMIN_ROLE, AccountsService, check_password_text,
 from facades.console.web import (
     PAGE_SIZES,
     TOKEN,
+    View,
     Viewer,
     acting,
     address_of,
@@ -63,16 +64,6 @@ NOTICES = {
 # -- request helpers --------------------------------------------------------------------------
 
 
-def _admin_only(viewer: Viewer, page: str, title: str) -> None:
-    """A ``console/<page>`` resource: ROLE_ADMIN only, whatever permissions a role has."""
-    try:
-        authorize(viewer.identity, Action.WRITE, Resource.console(page))
-    except Forbidden:
-        raise Forbidden(
-            f"authorization failed! The {title} page is for administrators (ROLE_ADMIN) only."
-        ) from None
-
-
 def _text(request: HttpRequest, name: str, label: str, *, required: bool = True) -> str:
     """A posted field, trimmed; blank or oversized is a visible 400."""
     value = request.POST.get(name, "").strip()
@@ -105,54 +96,152 @@ def _notice(request: HttpRequest) -> str:
     return template.format(request.GET.get("who", "")[:MAX_FILTER]) if template else ""
 
 
-def _done(path: str, code: str, who: str, **query: str) -> HttpResponse:
-    return HttpResponseRedirect(url(path, {**query, "done": code, "who": who}))
-
-
 def _attempt(
     request: HttpRequest,
     viewer: Viewer,
     action: str,
     write: Callable[[AccountsService], None],
     redisplay: Callable[[str, int], HttpResponse],
-    success: Callable[[], HttpResponse],
+    done: str,
 ) -> HttpResponse:
-    """Run one accounts write as the viewer; a refusal redisplays the page with the message."""
+    """Run one accounts write as the viewer, then go to ``done``; a refusal redisplays the
+    page with the core's message and status."""
     try:
         with acting(request, viewer, action):
             write(service())
     except NamingError as exc:
         return redisplay(exc.message, exc.status)
-    return success()
+    return HttpResponseRedirect(done)
 
 
-def _confirm(
-    request: HttpRequest,
-    viewer: Viewer,
-    question: str,
-    action: str,
-    hidden: Mapping[str, str],
-    cancel: str,
-) -> HttpResponse:
-    return render_page(
-        request,
-        viewer,
-        "console/confirm.html",
-        {
-            "question": question,
-            "action": action,
-            "hidden": sorted(hidden.items()),
-            "cancel": cancel,
-        },
-    )
+Fields = dict[str, str]
+Render = Callable[[HttpRequest, Viewer, str, int], HttpResponse]
+
+
+class _Section:
+    """One admin-only page (``console/<resource>``) and the writes made from it: a list page,
+    POST forms that redirect back with a notice, and deletions confirmed on a page first (a
+    GET asks, so it works without JavaScript; the POST deletes)."""
+
+    def __init__(self, resource: str, title: str, template: str) -> None:
+        self.resource = resource
+        self.title = title
+        self.template = template
+        self.path = CONSOLE + resource
+
+    def allow(self, viewer: Viewer) -> None:
+        """ROLE_ADMIN only, whatever permissions a role has (Nacos §2.3)."""
+        try:
+            authorize(viewer.identity, Action.WRITE, Resource.console(self.resource))
+        except Forbidden:
+            raise Forbidden(
+                f"authorization failed! The {self.title} page is for administrators "
+                "(ROLE_ADMIN) only."
+            ) from None
+
+    def render(
+        self,
+        request: HttpRequest,
+        viewer: Viewer,
+        context: Mapping[str, Any],
+        error: str,
+        status: int,
+    ) -> HttpResponse:
+        return render_page(
+            request,
+            viewer,
+            self.template,
+            {**context, "error": error, "notice": "" if error else _notice(request)},
+            status=status,
+        )
+
+    def done(self, code: str, who: str) -> str:
+        return url(self.path, {"done": code, "who": who})
+
+    def page(self, render: Render) -> View:
+        @console_view("GET")
+        def view(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+            self.allow(viewer)
+            return render(request, viewer, "", 200)
+
+        return view
+
+    def write(
+        self,
+        render: Render,
+        action: str,
+        change: Callable[[HttpRequest, AccountsService], None],
+        code: str,
+        who: str,
+    ) -> View:
+        """A POST form; ``who`` names the posted field the notice mentions."""
+
+        @console_view("POST")
+        def view(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+            self.allow(viewer)
+            return _attempt(
+                request,
+                viewer,
+                action,
+                lambda accounts: change(request, accounts),
+                lambda error, status: render(request, viewer, error, status),
+                self.done(code, request.POST.get(who, "").strip()),
+            )
+
+        return view
+
+    def delete(
+        self,
+        render: Render,
+        action: str,
+        fields: tuple[str, ...],
+        question: Callable[[Fields], str],
+        change: Callable[[AccountsService, Fields], None],
+        code: str,
+        who: str,
+    ) -> View:
+        @console_view("GET", "POST")
+        def view(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+            self.allow(viewer)
+            source = request.POST if request.method == "POST" else request.GET
+            values = {k: source.get(k, "").strip()[:MAX_FIELD] for k in fields}
+            for name, value in values.items():
+                if not value:
+                    raise MissingParam(name)
+            if request.method == "GET":
+                return render_page(
+                    request,
+                    viewer,
+                    "console/confirm.html",
+                    {
+                        "question": question(values),
+                        "action": request.path,
+                        "hidden": sorted(values.items()),
+                        "cancel": self.path,
+                    },
+                )
+            return _attempt(
+                request,
+                viewer,
+                action,
+                lambda accounts: change(accounts, values),
+                lambda error, status: render(request, viewer, error, status),
+                self.done(code, values[who]),
+            )
+
+        return view
+
+
+USERS = _Section("users", "Users", "console/users.html")
+ROLES = _Section("roles", "Roles", "console/roles.html")
+PERMISSIONS = _Section("permissions", "Permissions", "console/permissions.html")
+AUDIT = _Section("audit", "Audit", "console/audit.html")
 
 
 # -- users ------------------------------------------------------------------------------------
 
 
-def _users_page(
-    request: HttpRequest, viewer: Viewer, error: str = "", status: int = 200
-) -> HttpResponse:
+def _users_page(request: HttpRequest, viewer: Viewer, error: str, status: int) -> HttpResponse:
     directory = service().directory()
     search = _filter(request, "q")
     rows = []
@@ -169,41 +258,33 @@ def _users_page(
                 "query": {"username": name},
             }
         )
-    return render_page(
-        request,
-        viewer,
-        "console/users.html",
-        {
-            "rows": rows,
-            "q": search,
-            "new_username": request.POST.get("username", "")[:MAX_FIELD] if error else "",
-            "error": error,
-            "notice": "" if error else _notice(request),
-        },
-        status=status,
-    )
+    posted = request.POST.get("username", "")[:MAX_FIELD] if error else ""
+    context = {"rows": rows, "q": search, "new_username": posted}
+    return USERS.render(request, viewer, context, error, status)
 
 
-@console_view("GET")
-def users(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "users", "Users")
-    return _users_page(request, viewer)
-
-
-@console_view("POST")
-def user_create(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "users", "Users")
-    username = request.POST.get("username", "").strip()
-    return _attempt(
-        request,
-        viewer,
-        "create user",
-        lambda accounts: accounts.create_user(
-            _text(request, "username", "username"), _new_password(request)
-        ),
-        lambda error, status: _users_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "users", "user-created", username),
-    )
+users = USERS.page(_users_page)
+user_create = USERS.write(
+    _users_page,
+    "create user",
+    lambda request, accounts: accounts.create_user(
+        _text(request, "username", "username"), _new_password(request)
+    ),
+    "user-created",
+    "username",
+)
+user_delete = USERS.delete(
+    _users_page,
+    "delete user",
+    ("username",),
+    lambda v: (
+        f"Delete the user {v['username']}? Its role bindings go with it, and its "
+        "sessions and tokens stop working on every member."
+    ),
+    lambda accounts, v: accounts.delete_user(v["username"]),
+    "user-deleted",
+    "username",
+)
 
 
 def _password_page(
@@ -232,7 +313,7 @@ def _password_page(
 @console_view("GET", "POST")
 def user_reset(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """An admin sets another user's password (no current password: Nacos's "Edit")."""
-    _admin_only(viewer, "users", "Users")
+    USERS.allow(viewer)
     source = request.POST if request.method == "POST" else request.GET
     username = source.get("username", "").strip()[:MAX_FIELD]
     if not username:
@@ -254,34 +335,7 @@ def user_reset(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         "reset password",
         reset,
         lambda error, status: _password_page(request, viewer, "reset", username, error, status),
-        lambda: _done(CONSOLE + "users", "user-reset", username),
-    )
-
-
-@console_view("GET", "POST")
-def user_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "users", "Users")
-    source = request.POST if request.method == "POST" else request.GET
-    username = source.get("username", "").strip()[:MAX_FIELD]
-    if not username:
-        raise MissingParam("username")
-    if request.method == "GET":
-        return _confirm(
-            request,
-            viewer,
-            f"Delete the user {username}? Its role bindings go with it, and its sessions and "
-            "tokens stop working on every member.",
-            CONSOLE + "users/delete",
-            {"username": username},
-            CONSOLE + "users",
-        )
-    return _attempt(
-        request,
-        viewer,
-        "delete user",
-        lambda accounts: accounts.delete_user(username),
-        lambda error, status: _users_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "users", "user-deleted", username),
+        USERS.done("user-reset", username),
     )
 
 
@@ -315,14 +369,14 @@ def password(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         if not current_password:
             raise MissingParam("current password")
         new = _new_password(request)
-        try:
+        if new == current_password:
+            raise InvalidParam("the new password is the same as the current one")
+        try:  # through the login path: slow hashing on its pool, and throttled
             auth.login(username, current_password, address_of(request))
         except Forbidden as exc:
             if exc.message == "unknown user!":
                 raise InvalidParam("the current password is not correct") from None
             raise  # the login throttle's message, as it is
-        if new == current_password:
-            raise InvalidParam("the new password is the same as the current one")
         accounts.set_password(username, new)
         _renew_session(request, username, new)
 
@@ -332,16 +386,14 @@ def password(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         "change own password",
         change,
         lambda error, status: _password_page(request, viewer, "own", username, error, status),
-        lambda: _done(CONSOLE + "password", "password-changed", username),
+        url(CONSOLE + "password", {"done": "password-changed"}),
     )
 
 
 # -- roles --------------------------------------------------------------------------------------
 
 
-def _roles_page(
-    request: HttpRequest, viewer: Viewer, error: str = "", status: int = 200
-) -> HttpResponse:
+def _roles_page(request: HttpRequest, viewer: Viewer, error: str, status: int) -> HttpResponse:
     directory = service().directory()
     role_filter = _filter(request, "role")
     user_filter = _filter(request, "user")
@@ -351,77 +403,44 @@ def _roles_page(
         if role_filter.lower() in role.lower() and user_filter.lower() in user.lower()
     ]
     posted = {k: request.POST.get(k, "")[:MAX_FIELD] for k in ("role", "username")}
-    return render_page(
-        request,
-        viewer,
-        "console/roles.html",
-        {
-            "rows": rows,
-            "role_filter": role_filter,
-            "user_filter": user_filter,
-            "usernames": directory.usernames(),
-            "roles": directory.role_names(),
-            "v": posted if error else {},
-            "admin_role": ADMIN_ROLE,
-            "error": error,
-            "notice": "" if error else _notice(request),
-        },
-        status=status,
-    )
+    context = {
+        "rows": rows,
+        "role_filter": role_filter,
+        "user_filter": user_filter,
+        "usernames": directory.usernames(),
+        "roles": directory.role_names(),
+        "v": posted if error else {},
+        "admin_role": ADMIN_ROLE,
+    }
+    return ROLES.render(request, viewer, context, error, status)
 
 
-@console_view("GET")
-def roles(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "roles", "Roles")
-    return _roles_page(request, viewer)
+def _unbind_question(v: Fields) -> str:
+    lost = ""
+    if len(service().directory().holders(v["role"])) == 1:
+        lost = " It is the role's last binding: the role's permissions are deleted too."
+    return f"Remove the role {v['role']} from the user {v['username']}?{lost}"
 
 
-@console_view("POST")
-def role_bind(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "roles", "Roles")
-    username = request.POST.get("username", "").strip()
-    return _attempt(
-        request,
-        viewer,
-        "bind role",
-        lambda accounts: accounts.bind_role(
-            _text(request, "role", "role"), _text(request, "username", "username")
-        ),
-        lambda error, status: _roles_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "roles", "role-bound", username),
-    )
-
-
-@console_view("GET", "POST")
-def role_unbind(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "roles", "Roles")
-    source = request.POST if request.method == "POST" else request.GET
-    role = source.get("role", "").strip()[:MAX_FIELD]
-    username = source.get("username", "").strip()[:MAX_FIELD]
-    if not role:
-        raise MissingParam("role")
-    if not username:
-        raise MissingParam("username")
-    if request.method == "GET":
-        lost = ""
-        if len(service().directory().holders(role)) == 1:
-            lost = " It is the role's last binding: the role's permissions are deleted too."
-        return _confirm(
-            request,
-            viewer,
-            f"Remove the role {role} from the user {username}?{lost}",
-            CONSOLE + "roles/unbind",
-            {"role": role, "username": username},
-            CONSOLE + "roles",
-        )
-    return _attempt(
-        request,
-        viewer,
-        "unbind role",
-        lambda accounts: accounts.unbind_role(role, username),
-        lambda error, status: _roles_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "roles", "role-unbound", username),
-    )
+roles = ROLES.page(_roles_page)
+role_bind = ROLES.write(
+    _roles_page,
+    "bind role",
+    lambda request, accounts: accounts.bind_role(
+        _text(request, "role", "role"), _text(request, "username", "username")
+    ),
+    "role-bound",
+    "username",
+)
+role_unbind = ROLES.delete(
+    _roles_page,
+    "unbind role",
+    ("role", "username"),
+    _unbind_question,
+    lambda accounts, v: accounts.unbind_role(v["role"], v["username"]),
+    "role-unbound",
+    "username",
+)
 
 
 # -- permissions ----------------------------------------------------------------------------------
@@ -456,7 +475,11 @@ def describe(resource: str, action: str, known: Mapping[str, NamespaceInfo]) -> 
     return {"scope": scope, "grants": grants, "action_text": ACTION_TEXT.get(action, action)}
 
 
-def _resource(namespace: str, group: str) -> str:
+def _known_namespaces() -> dict[str, NamespaceInfo]:
+    return {n.id: n for n in ops().namespaces()}
+
+
+def rule_resource(namespace: str, group: str) -> str:
     """The rule's resource: ``<ns>:*:*`` for every group, ``<ns>:<group>:*`` for one group;
     public is the blank namespace, what a request's resource says."""
     ns = namespace_or_default(namespace)
@@ -470,7 +493,7 @@ def _resource(namespace: str, group: str) -> str:
 
 def _add_permission(request: HttpRequest, accounts: AccountsService) -> None:
     role = _text(request, "role", "role")
-    resource = _resource(
+    resource = rule_resource(
         _text(request, "namespace", "namespace"), _text(request, "group", "group", required=False)
     )
     action = _text(request, "action", "action")
@@ -486,7 +509,7 @@ def _add_permission(request: HttpRequest, accounts: AccountsService) -> None:
 
 
 def _permissions_page(
-    request: HttpRequest, viewer: Viewer, error: str = "", status: int = 200
+    request: HttpRequest, viewer: Viewer, error: str, status: int
 ) -> HttpResponse:
     directory = service().directory()
     namespaces = ops().namespaces()
@@ -502,74 +525,37 @@ def _permissions_page(
         for p in directory.permissions()
         if role_filter.lower() in p.role.lower()
     ]
-    posted = {
-        k: request.POST.get(k, "")[:MAX_FIELD] for k in ("role", "namespace", "group", "action")
+    fields = ("role", "namespace", "group", "action")
+    posted = {k: request.POST.get(k, "")[:MAX_FIELD] for k in fields}
+    context = {
+        "rows": rows,
+        "role_filter": role_filter,
+        "roles": [r for r in directory.role_names() if r != ADMIN_ROLE],
+        "namespaces": [{"id": n.id, "label": f"{n.name} ({n.id})"} for n in namespaces],
+        "actions": sorted(ACTION_TEXT.items()),
+        "v": posted if error else {"action": "r"},
     }
-    return render_page(
-        request,
-        viewer,
-        "console/permissions.html",
-        {
-            "rows": rows,
-            "role_filter": role_filter,
-            "roles": [r for r in directory.role_names() if r != ADMIN_ROLE],
-            "namespaces": [{"id": n.id, "label": f"{n.name} ({n.id})"} for n in namespaces],
-            "actions": sorted(ACTION_TEXT.items()),
-            "v": posted if error else {"action": "r"},
-            "error": error,
-            "notice": "" if error else _notice(request),
-        },
-        status=status,
-    )
+    return PERMISSIONS.render(request, viewer, context, error, status)
 
 
-@console_view("GET")
-def permissions(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "permissions", "Permissions")
-    return _permissions_page(request, viewer)
+def _delete_question(v: Fields) -> str:
+    text = describe(v["resource"], v["action"], _known_namespaces())
+    return f"Delete the permission of {v['role']}: {text['action_text']} on {text['scope']}?"
 
 
-@console_view("POST")
-def permission_add(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "permissions", "Permissions")
-    role = request.POST.get("role", "").strip()
-    return _attempt(
-        request,
-        viewer,
-        "add permission",
-        lambda accounts: _add_permission(request, accounts),
-        lambda error, status: _permissions_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "permissions", "permission-added", role),
-    )
-
-
-@console_view("GET", "POST")
-def permission_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "permissions", "Permissions")
-    source = request.POST if request.method == "POST" else request.GET
-    rule = {k: source.get(k, "").strip()[:MAX_FIELD] for k in ("role", "resource", "action")}
-    for name, value in rule.items():
-        if not value:
-            raise MissingParam(name)
-    if request.method == "GET":
-        known = {n.id: n for n in ops().namespaces()}
-        text = describe(rule["resource"], rule["action"], known)
-        return _confirm(
-            request,
-            viewer,
-            f"Delete the permission of {rule['role']}: {text['action_text']} on {text['scope']}?",
-            CONSOLE + "permissions/delete",
-            rule,
-            CONSOLE + "permissions",
-        )
-    return _attempt(
-        request,
-        viewer,
-        "delete permission",
-        lambda accounts: accounts.remove_permission(rule["role"], rule["resource"], rule["action"]),
-        lambda error, status: _permissions_page(request, viewer, error, status),
-        lambda: _done(CONSOLE + "permissions", "permission-deleted", rule["role"]),
-    )
+permissions = PERMISSIONS.page(_permissions_page)
+permission_add = PERMISSIONS.write(
+    _permissions_page, "add permission", _add_permission, "permission-added", "role"
+)
+permission_delete = PERMISSIONS.delete(
+    _permissions_page,
+    "delete permission",
+    ("role", "resource", "action"),
+    _delete_question,
+    lambda accounts, v: accounts.remove_permission(v["role"], v["resource"], v["action"]),
+    "permission-deleted",
+    "role",
+)
 
 
 # -- cluster members ----------------------------------------------------------------------------
@@ -690,7 +676,7 @@ def _int(raw: str | None, default: int) -> int:
 
 @console_view("GET")
 def audit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    _admin_only(viewer, "audit", "Audit")
+    AUDIT.allow(viewer)
     kind = _filter(request, "kind")
     if kind and kind not in KINDS:
         raise InvalidParam(f"kind must be one of {', '.join(sorted(KINDS))}")
