@@ -1,0 +1,116 @@
+"""The console's administration pages over an in-memory runtime (auth off, no sockets): what
+each form stores, what it refuses, and the texts the permission table shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from accounts.directory import service
+from facades.console.views.admin import describe, rule_resource
+from lib.errors import InvalidParam
+from naming.operations import NamespaceInfo
+from node import runtime
+from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+
+C = "/nacos/console/"
+
+
+@pytest.fixture
+def node() -> Iterator[NodeRuntime]:
+    rt = in_memory_runtime(NodeConfig(port=8848))
+    runtime.install(rt)
+    try:
+        yield rt
+    finally:
+        runtime.install(None)
+        rt.stop()
+
+
+def _user(client: Client, name: str, password: str = "pass-word-1", repeat: str | None = None):
+    return client.post(
+        C + "users/create",
+        {"username": name, "password": password, "repeat": password if repeat is None else repeat},
+    )
+
+
+def test_create_user_checks_the_repeat_and_never_shows_a_hash(node: NodeRuntime, client: Client):
+    refused = _user(client, "alice", repeat="other-word-1")
+    assert refused.status_code == 400
+    assert b"the two passwords do not match" in refused.content
+    assert service().directory().user("alice") is None
+    assert _user(client, "a" * 300).status_code == 400
+    assert _user(client, "alice", "short").status_code == 400
+    created = _user(client, "alice")
+    assert created.status_code == 302
+    page = client.get(created["Location"])
+    assert b"user alice created" in page.content
+    assert b"pbkdf2" not in page.content
+    duplicate = _user(client, "alice")
+    assert (duplicate.status_code, b"already exist!" in duplicate.content) == (400, True)
+
+
+def test_roles_and_permissions_forms(node: NodeRuntime, client: Client):
+    _user(client, "bob")
+    admin = client.post(C + "roles/bind", {"role": "ROLE_ADMIN", "username": "bob"})
+    assert admin.status_code == 400
+    assert b"is not permitted to create!" in admin.content
+    assert client.post(C + "roles/bind", {"role": "ROLE_DEV", "username": "bob"}).status_code == 302
+    grant = {"role": "ROLE_DEV", "namespace": "public", "group": "", "action": "rw"}
+    assert client.post(C + "permissions/add", grant).status_code == 302
+    covered = client.post(C + "permissions/add", {**grant, "action": "r"})
+    assert covered.status_code == 400
+    assert b"duplicate permission" in covered.content
+    bad = client.post(C + "permissions/add", {**grant, "group": "a:b"})
+    assert bad.status_code == 400
+    assert b"malformed group" in bad.content
+    bad_action = client.post(C + "permissions/add", {**grant, "action": "x"})
+    assert bad_action.status_code == 400
+    assert service().directory().permissions() == [("ROLE_DEV", ":*:*", "rw")]
+    confirm = client.get(C + "permissions/delete", {"role": "ROLE_DEV", "resource": ":*:*"})
+    assert confirm.status_code == 400  # no action: nothing to confirm
+    asked = client.get(C + "roles/unbind", {"role": "ROLE_DEV", "username": "bob"})
+    assert b"the role&#x27;s permissions are deleted too" in asked.content
+    client.post(C + "roles/unbind", {"role": "ROLE_DEV", "username": "bob"})
+    assert service().directory().permissions() == []
+
+
+def test_a_refused_write_changes_nothing_and_a_get_cannot_write(node: NodeRuntime, client: Client):
+    assert client.get(C + "users/create").status_code == 405
+    before = service().directory().document
+    assert client.post(C + "users/delete", {"username": "nobody"}).status_code == 400
+    assert service().directory().document == before
+
+
+def test_pages_render_escaped(node: NodeRuntime, client: Client):
+    for page in ("users", "roles", "permissions", "cluster", "audit", "password"):
+        response = client.get(C + page, {"q": "<script>", "address": "<script>"})
+        assert response.status_code == 200, page
+        assert b"<script>" not in response.content.replace(b'<script src="', b"")
+    assert client.get(C + "audit", {"since": "soon"}).status_code == 400
+    assert client.get(C + "audit", {"kind": "bogus"}).status_code == 400
+    # Auth is off here: there is no own password to change.
+    assert client.post(C + "password", {"current": "x"}).status_code == 400
+
+
+def test_the_permission_texts():
+    dev = NamespaceInfo("dev-id", "dev", "", "custom", 0, 0, 0)
+    public = NamespaceInfo("public", "public", "", "public", 0, 0, 0)
+    known = {"dev-id": dev, "public": public}
+    whole = describe("dev-id:*:*", "r", known)
+    assert whole["scope"] == "dev (dev-id)"
+    assert whole["action_text"] == "read only (r)"
+    assert "including the service list" in whole["grants"]
+    group = describe(":GRP:*", "rw", known)
+    assert group["scope"] == "public (public), group GRP"
+    assert "not the namespace's service list" in group["grants"]
+    assert describe("gone:*:*", "w", known)["scope"] == "gone (no such namespace now)"
+    assert rule_resource("public", "") == ":*:*"
+    assert rule_resource("dev-id", "GRP.1") == "dev-id:GRP.1:*"
+    for group_text in ("*", "a b", "a:b"):
+        with pytest.raises(InvalidParam):
+            rule_resource("dev-id", group_text)
+    with pytest.raises(InvalidParam):
+        rule_resource("bad ns", "")
