@@ -86,11 +86,11 @@ def test_users_create_reset_delete(admin, console_node):
     expect(page.locator("#error")).to_have_text(f"user '{username}' already exist!")
     expect(page.locator("#users")).not_to_contain_text("pbkdf2")
     expect(_row(page, "users", "nacos").locator("td").nth(1)).to_have_text("yes")
+    shot(page, "users")
     # Search by name.
     page.get_by_label("Search by name").fill(username[:-1])
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#users tbody tr")).to_have_count(1)
-    shot(page, "users")
 
     # Reset the password: the repeat is required, then the new one works and the old not.
     _row(page, "users", username).get_by_role("link", name="Reset password").click()

@@ -114,3 +114,56 @@ def test_the_permission_texts():
             rule_resource("dev-id", group_text)
     with pytest.raises(InvalidParam):
         rule_resource("bad ns", "")
+
+
+def test_the_cluster_page_shows_each_state_as_a_tag_with_text(
+    node: NodeRuntime, client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    def member(address: str, state: str, ready: bool) -> dict[str, object]:
+        info = {"distroReady": ready, "lastRefreshTime": 1_700_000_000_000, "version": "v"}
+        return {"address": address, "state": state, "extendInfo": info}
+
+    members = [
+        member(node.address, "UP", True),
+        member("10.0.0.2:8848", "UP", True),
+        member("10.0.0.3:8848", "SUSPICIOUS", False),
+        member("10.0.0.4:8848", "DOWN", False),
+    ]
+    report = node.report
+    monkeypatch.setattr(report, "members", lambda: members)
+    monkeypatch.setattr(report, "raft", lambda: {"role": "FOLLOWER", "term": 7})
+    monkeypatch.setattr(report, "leader_http_address", lambda: "10.0.0.2:8848")
+    page = client.get(C + "cluster").content.decode()
+    assert '<span class="tag tag-suspicious">SUSPICIOUS</span>' in page
+    assert '<span class="tag tag-down">DOWN</span>' in page
+    assert "2023-11-14 22:13:20 UTC" in page
+    rows = page.split('<tr data-address="')[1:]
+    assert "LEADER" in rows[1] and ">7<" in rows[1]
+    assert "UNKNOWN" in rows[3] and "unknown" in rows[3]
+    only = client.get(C + "cluster", {"address": "10.0.0.3"}).content.decode()
+    assert only.count('<tr data-address="') == 1
+
+
+def test_the_audit_page_names_members_that_did_not_answer(
+    node: NodeRuntime, client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    from facades.console.views import admin
+    from facades.nacos_v1.audit import ClusterAudit
+    from naming.audit import AuditEntry
+
+    entry = AuditEntry(
+        1_700_000_000_000, "m1", "<b>eve</b>", "1.2.3.4", "api", "POST /x", "user", "user/x", "op"
+    )
+    asked = []
+
+    def trail(filters, page, size):
+        asked.append((filters, page, size))
+        return ClusterAudit(1, [entry], ["m1"], {"m2": "answered 503"})
+
+    monkeypatch.setattr(admin, "audit_trail", trail)
+    page = client.get(C + "audit", {"user": "eve", "since": "2023-11-14T22:00", "page": "9"})
+    body = page.content.decode()
+    assert "Not answering: m2 (answered 503)" in body
+    assert "&lt;b&gt;eve&lt;/b&gt;" in body
+    filters, page_no, size = asked[0]
+    assert (filters.user, filters.since_ms, page_no, size) == ("eve", 1_699_999_200_000, 9, 20)
