@@ -167,12 +167,16 @@ def naming_resource(params: Params) -> Resource:
 Caller = Identity | None
 """Who is calling: None when auth is off, on an unsecured endpoint, or for a signed forward
 from a peer (whose member authenticated the client)."""
-Result: TypeAlias = HttpResponse | Raw | str | Mapping[str, Any] | list[Any]
+Result: TypeAlias = HttpResponse | Raw | str | bool | Mapping[str, Any] | list[Any]
 P = ParamSpec("P")
 
 
 def nacos_api(
-    *methods: str, secured: bool = True, gated: bool = True, distro: bool = False
+    *methods: str,
+    secured: bool = True,
+    gated: bool = True,
+    distro: bool = False,
+    resource: Callable[[Params], Resource | None] = naming_resource,
 ) -> Callable[
     [Callable[Concatenate[HttpRequest, Params, Caller, P], Result]],
     Callable[Concatenate[HttpRequest, P], HttpResponse],
@@ -182,7 +186,9 @@ def nacos_api(
     (whose member authenticated the client; it is never forwarded again).
 
     The handler gets the parsed parameters and the caller's identity (``Caller``), already
-    authorized for reading (GET) or writing (other methods) through ``accounts.authorize``."""
+    authorized for reading (GET) or writing (other methods) through ``accounts.authorize`` on
+    ``resource(params)`` (the naming resource by default; a console endpoint names its own; None:
+    authenticated only, the handler decides, e.g. a list filtered to what the caller may read)."""
     allowed = frozenset(methods)
 
     def decorate(
@@ -203,9 +209,10 @@ def nacos_api(
                 else:
                     if secured:
                         caller = authenticate(node, request, params)
-                        if caller is not None:
+                        target = resource(params) if caller is not None else None
+                        if target is not None:
                             action = Action.READ if request.method == "GET" else Action.WRITE
-                            authorize(caller, action, naming_resource(params))
+                            authorize(caller, action, target)
                     if distro:
                         forwarded = forward_if_not_owner(node, request, params, caller)
                         if forwarded is not None:
@@ -255,6 +262,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     request: Request = context["request"]
     if isinstance(exc, NamingError):
         return error_response(exc, request)
+    if isinstance(exc, (drf.PermissionDenied, drf.NotAuthenticated)):
+        # Bare, as every other refusal of this edge: Nacos's UI matches these texts exactly.
+        return respond(str(exc.detail), 403)
     if isinstance(exc, drf.APIException):
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)

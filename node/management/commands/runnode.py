@@ -22,6 +22,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory
 from distro.sync import SyncSettings
+from lib.errors import ErrorCode, NamingError
 from lib.files import make_private_dir
 from lib.keys import node_keys
 from lib.limits import raise_fd_limit
@@ -172,7 +174,7 @@ class Command(BaseCommand):
                     naming.login_hash_nice,
                 ),
             )
-        if naming.auth_enabled:
+        if naming.auth_enabled and naming.admin_bootstrap:
             runtime.before_up.append(lambda: self._bootstrap_admin(runtime, naming.admin_password))
         node_runtime.install(runtime)
 
@@ -229,7 +231,21 @@ class Command(BaseCommand):
     def _bootstrap_admin(self, runtime: node_runtime.NodeRuntime, password: str) -> None:
         """The first admin, once the replicated accounts are loaded: a restarted member or a
         second member of a cluster finds it there and creates nothing."""
-        generated = runtime.accounts.ensure_admin(password, lambda: secrets.token_urlsafe(12))
+        for attempt in range(30):
+            try:
+                generated = runtime.accounts.ensure_admin(
+                    password, lambda: secrets.token_urlsafe(12)
+                )
+                break
+            except NamingError as exc:
+                if exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                # A leader election in progress: try again shortly.
+                log.info("bootstrap admin not written yet (%s), retrying", exc.message)
+                time.sleep(min(0.2 * (attempt + 1), 2.0))
+        else:
+            log.error("could not create the bootstrap admin: no raft leader accepted it")
+            return
         if generated:
             self.stdout.write(f"Initial admin user created: nacos / {generated}  (shown once)")
             self.stdout.flush()
