@@ -280,6 +280,7 @@ _ACCOUNT_KINDS = (
     ("role", "role"),
     ("namespace", "namespace"),
     ("user", "user"),
+    ("password", "user"),
     ("token", "user"),
 )
 
