@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -142,7 +143,8 @@ class AuditEntry:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
         """Read back what :meth:`to_json` wrote (the file, a peer's answer)."""
-        texts = {name: str(data.get(name, "")) for name in _TEXT_FIELDS}
+        # Interned: a reloaded trail repeats its members, users, reasons and services.
+        texts = {name: sys.intern(str(data.get(name, ""))) for name in _TEXT_FIELDS}
         return cls(
             time_ms=int(data["time"]), before=data.get("before"), after=data.get("after"), **texts
         )
@@ -289,7 +291,26 @@ def _public(namespace: str) -> str:
     return namespace or "public"
 
 
-def _summarise(record: _Record, member: str) -> AuditEntry:
+def _summarise(record: _Record, member: str, detail: bool = True) -> AuditEntry:
+    """The entry of a record; without ``detail``, no before/after (enough to filter on)."""
+    if record.entry is not None:
+        return record.entry
+    if not detail:
+        return _summarise_parts(record, member, _no_summary)
+    return _summarise_parts(record, member, _summary)
+
+
+def _summary(summarise: Callable[[Any], Any], value: Any) -> Any:
+    return summarise(value)
+
+
+def _no_summary(summarise: Callable[[Any], Any], value: Any) -> Any:
+    return None
+
+
+def _summarise_parts(
+    record: _Record, member: str, summary: Callable[[Callable[[Any], Any], Any], Any]
+) -> AuditEntry:
     actor = record.actor
     key = record.key
     change = record.change
@@ -326,8 +347,8 @@ def _summarise(record: _Record, member: str) -> AuditEntry:
                 service=service,
                 cluster=item.cluster,
                 instance=address,
-                before=_instance_summary(before),
-                after=_instance_summary(after),
+                before=summary(_instance_summary, before),
+                after=summary(_instance_summary, after),
                 **base,
             )
         # A whole instance list cleared (service deleted or auto-cleaned).
@@ -352,8 +373,8 @@ def _summarise(record: _Record, member: str) -> AuditEntry:
                 namespace=namespace,
                 service=service,
                 cluster=name,
-                before=_cluster_summary(record.before),
-                after=_cluster_summary(record.after),
+                before=summary(_cluster_summary, record.before),
+                after=summary(_cluster_summary, record.after),
                 **base,
             )
         action = "delete" if record.after is None else _ACTIONS.get(type_name, type_name)
@@ -363,8 +384,8 @@ def _summarise(record: _Record, member: str) -> AuditEntry:
             action=action,
             namespace=namespace,
             service=service,
-            before=_meta_summary(record.before),
-            after=_meta_summary(record.after),
+            before=summary(_meta_summary, record.before),
+            after=summary(_meta_summary, record.after),
             **base,
         )
     fields = change_fields(change)
@@ -546,12 +567,10 @@ class AuditLog:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def _entry(self, record: _Record) -> AuditEntry:
-        entry = record.entry
-        if entry is None:
-            entry = _summarise(record, self.member)
-            record.entry = entry  # a benign race: two threads compute the same value
-        return entry
+    def _entry(self, record: _Record, detail: bool = True) -> AuditEntry:
+        # Not cached on the record: a summary weighs about four times the references it is
+        # built from, and the ring holds 100,000 of them by default.
+        return _summarise(record, self.member, detail)
 
     def query(
         self, filters: AuditFilter | None = None, page_no: int = 1, page_size: int = 100
@@ -567,13 +586,12 @@ class AuditLog:
             # Writes of concurrent threads may land a millisecond out of order: no early stop.
             if record.ms < cutoff:
                 continue
-            if filters.user and record.actor.user != filters.user and record.entry is None:
+            if filters.user and record.actor.user != filters.user:
                 continue  # cheap reject before summarising
-            entry = self._entry(record)
-            if not filters.matches(entry):
+            if not filters.matches(self._entry(record, detail=False)):
                 continue
             if start <= total < end:
-                page.append(entry)
+                page.append(self._entry(record))
             total += 1
         return AuditPage(total, page)
 
