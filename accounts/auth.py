@@ -1,7 +1,8 @@
 """Authentication for the Nacos API: login, access tokens, per-request credentials.
 
-Users live in Django's auth tables. Tokens are HS256 JWTs (what Nacos issues) signed with a key
-generated at first start and kept in the data dir. Clients present, in Nacos's order: header
+Users live in the replicated accounts directory (``accounts.directory``). Tokens are HS256 JWTs
+(what Nacos issues) signed with a key derived from the cluster secret (standalone: generated at
+first start and kept in the data dir). Clients present, in Nacos's order: header
 ``Authorization: Bearer <t>``, parameter ``accessToken``, or ``username`` + ``password`` (the
 Node SDK sends these on every request). Password hashing is deliberately slow, so verified
 credentials are remembered for a minute under an HMAC of (username, password), never in clear.
@@ -15,10 +16,13 @@ Hostile clients (issue #8):
 * Failures are throttled (:class:`LoginThrottle`) per (user, source address) and per source
   address; a locked pair refuses even the right password from that address only, so the owner
   still logs in from elsewhere. Failed logins are logged, rate-limited.
-* Tokens carry ``gen``, the user's token generation (a counter in ``TokenGeneration``). A
+* Tokens carry ``gen``, the user's token generation (a counter in the replicated
+  accounts directory). A
   password change, a deletion or a logout bumps it, which revokes every token issued before.
 
-Every authenticated user may use the whole naming API (Nacos's RBAC roles are not modelled yet).
+Authorization (:func:`authorize`) follows Nacos's role model (console.md §2.3): ``ROLE_ADMIN``
+passes everything, ``console/...`` resources are admin-only, other roles need a permission whose
+resource pattern matches and whose action grants the letter asked for.
 """
 
 from __future__ import annotations
@@ -27,21 +31,18 @@ import hashlib
 import hmac
 import logging
 import os
-import secrets
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import jwt
-from django.contrib.auth import authenticate, get_user_model
-from django.db import transaction
-from django.db.models import F
 
-from accounts.models import TokenGeneration
+from accounts.directory import AccountsService, Directory, Permission
 from lib.errors import Forbidden, Unavailable
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ TOKEN_TTL_S = 18000
 CREDENTIAL_CACHE_S = 60.0
 USER_CACHE_S = 5.0
 MAX_CACHE_ENTRIES = 10000
-ADMIN_USERNAME = "nacos"
 T = TypeVar("T")
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -64,35 +64,26 @@ class Identity:
 
 
 class UserDirectory:
-    """The slow, Django-backed part, behind an interface so the cache logic is testable."""
+    """The users as the authenticator sees them: the replicated directory
+    (``accounts.directory``), behind an interface so the cache logic is testable."""
+
+    def __init__(self, accounts: AccountsService) -> None:
+        self._accounts = accounts
 
     def check_password(self, username: str, password: str) -> Identity | None:
-        user = authenticate(username=username, password=password)
-        if user is None or not user.is_active:
-            return None
-        return Identity(user.get_username(), bool(user.is_superuser), _generation(username))
-
-    def lookup(self, username: str) -> Identity | None:
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        user = self._accounts.directory().verify(username, password)
         if user is None:
             return None
-        return Identity(user.get_username(), bool(user.is_superuser), _generation(username))
+        return Identity(user.username, user.is_admin, user.generation)
+
+    def lookup(self, username: str) -> Identity | None:
+        user = self._accounts.directory().user(username)
+        if user is None:
+            return None
+        return Identity(user.username, user.is_admin, user.generation)
 
     def revoke_tokens(self, username: str) -> None:
-        revoke_tokens(username)
-
-
-def _generation(username: str) -> int:
-    row = TokenGeneration.objects.filter(username=username).values_list("generation").first()
-    return int(row[0]) if row is not None else 0
-
-
-def revoke_tokens(username: str) -> None:
-    """Bump the user's token generation: every token issued before stops working. The row
-    outlives the user, so a user re-created under the same name does not revive old tokens."""
-    with transaction.atomic():
-        TokenGeneration.objects.get_or_create(username=username)
-        TokenGeneration.objects.filter(username=username).update(generation=F("generation") + 1)
+        self._accounts.revoke_tokens(username)
 
 
 # -- the hashing pool -----------------------------------------------------------------------
@@ -427,6 +418,12 @@ class Authenticator:
                 cache.clear()  # crude but bounded; a miss only costs one verification
             cache[key] = value
 
+    def forget_all(self) -> None:
+        """The accounts changed somewhere in the cluster: identities read before are stale."""
+        with self._lock:
+            self._known_users.clear()
+            self._credentials.clear()
+
     def forget_user(self, username: str) -> None:
         with self._lock:
             self._known_users.pop(username, None)
@@ -455,52 +452,165 @@ class Authenticator:
         self.pool.close()
 
 
-def ensure_admin(password: str | None) -> str | None:
-    """Create the initial ``nacos`` superuser if missing; return the password when generated."""
-    model = get_user_model()
-    if model.objects.filter(username=ADMIN_USERNAME).exists():
-        return None
-    generated = None
-    if not password:
-        generated = password = secrets.token_urlsafe(12)
-    model.objects.create_superuser(ADMIN_USERNAME, email="", password=password)
-    return generated
-
-
 # ---------------------------------------------------------------------------------------------
 # The authenticator this process serves with, and the authorization seam every edge calls
 # ---------------------------------------------------------------------------------------------
 
 
 class Action(StrEnum):
-    """What a caller wants to do; roles and permissions (a later issue) are keyed by these."""
+    """What a caller wants to do (Nacos's ``r`` and ``w``, plus node administration)."""
 
-    READ = "read"
-    WRITE = "write"
+    READ = "r"
+    WRITE = "w"
     ADMIN = "admin"  # change how the node behaves for everyone (switches, push statistics)
 
 
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What a request touches, as Nacos names it (console.md §2.2):
+    ``<namespace>:<group>:naming/<service>`` with ``*`` for "every", or ``console/<page>``."""
+
+    text: str
+
+    @classmethod
+    def naming(cls, namespace: str, group: str = "*", service: str = "*") -> Resource:
+        # Public is the blank namespace in a resource, whatever the client sent (Nacos ≥ 1.4.1).
+        ns = "" if namespace.lower() == "public" else namespace
+        return cls(f"{ns}:{group or '*'}:naming/{service or '*'}")
+
+    @classmethod
+    def console(cls, page: str) -> Resource:
+        return cls(f"console/{page}")
+
+    @property
+    def admin_only(self) -> bool:
+        return self.text.startswith("console/")
+
+
 _installed: Authenticator | None = None
+_accounts: AccountsService | None = None
 
 
-def install(auth: Authenticator | None) -> None:
-    """Set by the composition root (``node``) once at start; None while auth is off."""
-    global _installed
+def install(auth: Authenticator | None, accounts: AccountsService | None = None) -> None:
+    """Set by the composition root (``node``) once at start; ``auth`` is None while auth is
+    off. Decisions are cached per (user, action, resource) until the accounts change."""
+    global _installed, _accounts
     _installed = auth
+    _accounts = accounts
+    _decisions.clear()
+    if accounts is not None:
+        accounts.listeners.append(_decisions.clear)
+        if auth is not None:
+            accounts.listeners.append(auth.forget_all)
 
 
 def installed() -> Authenticator | None:
     return _installed
 
 
-def authorize(identity: Identity | None, action: Action, resource: str) -> None:
+def _pattern(resource: str) -> re.Pattern[str]:
+    """A stored resource as a whole-string match where ``*`` means anything. Nacos turns the
+    stored text into a regex with only ``*`` replaced, so ``.`` and friends were live regex
+    syntax in a permission; here everything but ``*`` is literal."""
+    return re.compile(".*".join(re.escape(part) for part in resource.split("*")))
+
+
+def permits(permissions: Iterable[Permission], action: Action, resource: Resource) -> bool:
+    letter = action.value
+    return any(
+        letter in p.action and _pattern(p.resource).fullmatch(resource.text) for p in permissions
+    )
+
+
+class _Decisions:
+    """Per (user, action, resource) allow/deny, dropped whole on any accounts change (rare):
+    the hot path then costs one dict lookup per request."""
+
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], bool] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def decide(self, username: str, action: Action, resource: Resource) -> bool:
+        key = (username, action.value, resource.text)
+        found = self._cache.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        allowed = _decide(_directory(), username, action, resource)
+        with self._lock:
+            if len(self._cache) >= self.MAX:
+                self._cache.clear()
+            self._cache[key] = allowed
+        return allowed
+
+
+_decisions = _Decisions()
+
+
+def _directory() -> Directory:
+    if _accounts is None:
+        return Directory(None)
+    return _accounts.directory()
+
+
+def _decide(directory: Directory, username: str, action: Action, resource: Resource) -> bool:
+    user = directory.user(username)
+    if user is None:
+        return False
+    if user.is_admin:
+        return True
+    if action is Action.ADMIN or resource.admin_only:
+        return False
+    return permits(directory.permissions_of(user.roles), action, resource)
+
+
+def can(identity: Identity | None, action: Action, resource: Resource) -> bool:
+    if identity is None:
+        return True
+    if identity.global_admin:
+        return True
+    return _decisions.decide(identity.username, action, resource)
+
+
+def authorize(identity: Identity | None, action: Action, resource: Resource) -> None:
     """The one authorization decision every edge calls, after authentication.
 
-    ``identity`` is None when auth is off (everything is allowed, as in Nacos). For now every
-    authenticated identity may read and write every resource (as before this seam existed);
-    only node-wide operator changes need a global admin (Nacos: the console's admin role).
-    Roles and permissions plug in here. Raises :class:`Forbidden` when denied."""
-    if identity is None:
-        return
-    if action is Action.ADMIN and not identity.global_admin:
+    ``identity`` is None when auth is off (everything is allowed, as in Nacos). Raises
+    :class:`Forbidden` (``authorization failed!``, Nacos's message) when denied."""
+    if not can(identity, action, resource):
         raise Forbidden("authorization failed!")
+
+
+def readable_namespaces(identity: Identity | None, namespace_ids: Iterable[str]) -> list[str]:
+    """The namespaces a user may see: those where it can read every service, or some group
+    (a group-scoped rule shows the namespace; Nacos showed every namespace to everyone)."""
+    ids = list(namespace_ids)
+    if identity is None or identity.global_admin:
+        return ids
+    directory = _directory()
+    user = directory.user(identity.username)
+    if user is None:
+        return []
+    permissions = directory.permissions_of(user.roles)
+    visible = []
+    for namespace_id in ids:
+        ns = "" if namespace_id.lower() == "public" else namespace_id
+        if any(
+            "r" in p.action and _pattern(p.resource.split(":", 1)[0]).fullmatch(ns)
+            for p in permissions
+        ):
+            visible.append(namespace_id)
+    return visible
+
+
+def decision_stats() -> dict[str, int]:
+    return {"hits": _decisions.hits, "misses": _decisions.misses}

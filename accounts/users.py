@@ -9,24 +9,19 @@ hashes are never returned (Nacos returns them; we see no reason to).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db import transaction
 from rest_framework import exceptions, permissions, serializers
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.auth import ADMIN_USERNAME, Identity, installed, revoke_tokens
-from lib.errors import Forbidden, NotFound
+from accounts.auth import Identity, installed
+from accounts.directory import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
+from lib.errors import Forbidden
 from naming.parsing import JAVA_INT_MAX
-
-USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")  # RegexField searches: anchor it
-MIN_PASSWORD = 8
 
 
 class NacosAuthentication(BaseAuthentication):
@@ -49,10 +44,24 @@ class NacosAuthentication(BaseAuthentication):
 
 
 class IsGlobalAdmin(permissions.BasePermission):
+    """Users, roles and permissions are ``console/...`` resources: admin only (Nacos §2.3)."""
+
     message = "authorization failed!"
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.user, Identity) and request.user.global_admin
+
+
+class IsAdminOrSelf(IsGlobalAdmin):
+    """A password change: an admin for anyone, a user for itself (Nacos's resource
+    ``console/user/password`` then its "self or admin" check)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if super().has_permission(request, view):
+            return True
+        if request.method != "PUT" or not isinstance(request.user, Identity):
+            return False
+        return _fields(request).get("username") == request.user.username
 
 
 # Input-only serializers: they validate parameters and never wrap an instance (DRF's generic
@@ -68,13 +77,15 @@ class PageSerializer(InputSerializer):
 
 class NewUserSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
-    password = serializers.CharField(min_length=MIN_PASSWORD, max_length=128, trim_whitespace=False)
+    password = serializers.CharField(
+        min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, trim_whitespace=False
+    )
 
 
 class PasswordSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
     newPassword = serializers.CharField(
-        min_length=MIN_PASSWORD, max_length=128, trim_whitespace=False
+        min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, trim_whitespace=False
     )
 
 
@@ -82,15 +93,18 @@ class UsernameSerializer(InputSerializer):
     username = serializers.RegexField(USERNAME_RE)
 
 
-def _validated(serializer_class: type[InputSerializer], request: Request) -> dict[str, Any]:
+def _fields(request: Request) -> dict[str, Any]:
     body = request.data
     if not isinstance(body, Mapping):  # a JSON array or scalar body
         raise exceptions.ValidationError("request body must be form fields or a JSON object")
-    data = {
+    return {
         **request.query_params.dict(),
         **(body.dict() if hasattr(body, "dict") else dict(body)),
     }
-    serializer = serializer_class(data=data)
+
+
+def _validated(serializer_class: type[InputSerializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=_fields(request))
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
@@ -99,64 +113,169 @@ def _result(message: str) -> Response:
     return Response({"code": 200, "message": message, "data": None})
 
 
-class UsersView(APIView):
+class SearchSerializer(PageSerializer):
+    """Nacos 2.x list filters: ``search=accurate`` (exact) or ``blur`` (substring; ``*`` in
+    the text is ignored, as the 2.x UI wraps the text in ``*``)."""
+
+    search = serializers.ChoiceField(["accurate", "blur"], default="accurate")
+    username = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    role = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    resource = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    action = serializers.CharField(max_length=2, required=False, allow_blank=True)
+
+
+def _matches(value: str, wanted: str, blur: bool) -> bool:
+    if not wanted:
+        return True
+    wanted = wanted.strip("*") if blur else wanted
+    return wanted in value if blur else value == wanted
+
+
+def _page(items: list[dict[str, Any]], page: Mapping[str, Any]) -> Response:
+    total = len(items)
+    start = (page["pageNo"] - 1) * page["pageSize"]
+    return Response(
+        {
+            "totalCount": total,
+            "pageNumber": page["pageNo"],
+            "pagesAvailable": (total + page["pageSize"] - 1) // page["pageSize"],
+            "pageItems": items[start : start + page["pageSize"]],
+        }
+    )
+
+
+class PartSerializer(InputSerializer):
+    username = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    role = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class UserSearchView(APIView):
+    """``GET /nacos/v1/auth/users/search?username=<part>``: names for the role dialog."""
+
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsGlobalAdmin]
 
     def get(self, request: Request) -> Response:
-        page = _validated(PageSerializer, request)
-        users = get_user_model().objects.order_by("username")
-        total = users.count()
-        start = (page["pageNo"] - 1) * page["pageSize"]
+        part = _validated(PartSerializer, request).get("username", "")
+        return Response([n for n in service().directory().usernames() if part in n])
+
+
+class RoleSearchView(APIView):
+    """``GET /nacos/v1/auth/roles/search?role=<part>``: role names for the permission dialog."""
+
+    authentication_classes = [NacosAuthentication]
+    permission_classes = [IsGlobalAdmin]
+
+    def get(self, request: Request) -> Response:
+        part = _validated(PartSerializer, request).get("role", "")
+        return Response([r for r in service().directory().role_names() if part in r])
+
+
+class RoleSerializer(InputSerializer):
+    role = serializers.CharField(max_length=64)
+    username = serializers.CharField(max_length=64)
+
+
+class RoleRefSerializer(InputSerializer):
+    role = serializers.CharField(max_length=64)
+    username = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class RolesView(APIView):
+    authentication_classes = [NacosAuthentication]
+    permission_classes = [IsGlobalAdmin]
+
+    def get(self, request: Request) -> Response:
+        query = _validated(SearchSerializer, request)
+        blur = query["search"] == "blur"
         items = [
-            {"username": u.username, "globalAdmin": u.is_superuser}
-            for u in users[start : start + page["pageSize"]]
+            {"role": role, "username": user}
+            for role, user in service().directory().bindings()
+            if _matches(user, query.get("username", ""), blur)
+            and _matches(role, query.get("role", ""), blur)
         ]
-        return Response(
-            {
-                "totalCount": total,
-                "pageNumber": page["pageNo"],
-                "pagesAvailable": (total + page["pageSize"] - 1) // page["pageSize"],
-                "pageItems": items,
-            }
-        )
+        return _page(items, query)
+
+    def post(self, request: Request) -> Response:
+        data = _validated(RoleSerializer, request)
+        service().bind_role(data["role"], data["username"])
+        return _result("add role ok!")
+
+    def delete(self, request: Request) -> Response:
+        data = _validated(RoleRefSerializer, request)
+        service().unbind_role(data["role"], data.get("username") or None)
+        who = data.get("username") or "all users"
+        return _result(f"delete role of user {who} ok!")
+
+
+class PermissionSerializer(InputSerializer):
+    role = serializers.CharField(max_length=64)
+    resource = serializers.CharField(max_length=255)
+    action = serializers.CharField(max_length=2)
+
+
+class PermissionsView(APIView):
+    authentication_classes = [NacosAuthentication]
+    permission_classes = [IsGlobalAdmin]
+
+    def get(self, request: Request) -> Response:
+        query = _validated(SearchSerializer, request)
+        permissions_ = service().directory().permissions()
+        if query.get("resource") and query.get("action"):
+            # Nacos 2.x's duplicate check before adding: does an existing rule already cover
+            # this one (``rw`` covers ``r`` and ``w``)?
+            found = any(
+                p.role == query.get("role")
+                and p.resource == query["resource"]
+                and set(query["action"]) <= set(p.action)
+                for p in permissions_
+            )
+            return Response({"code": 200, "message": None, "data": found})
+        blur = query["search"] == "blur"
+        items = [
+            {"role": p.role, "resource": p.resource, "action": p.action}
+            for p in permissions_
+            if _matches(p.role, query.get("role", ""), blur)
+        ]
+        return _page(items, query)
+
+    def post(self, request: Request) -> Response:
+        data = _validated(PermissionSerializer, request)
+        service().add_permission(data["role"], data["resource"], data["action"])
+        return _result("add permission ok!")
+
+    def delete(self, request: Request) -> Response:
+        data = _validated(PermissionSerializer, request)
+        service().remove_permission(data["role"], data["resource"], data["action"])
+        return _result("delete permission ok!")
+
+
+class UsersView(APIView):
+    authentication_classes = [NacosAuthentication]
+    permission_classes = [IsAdminOrSelf]
+
+    def get(self, request: Request) -> Response:
+        query = _validated(SearchSerializer, request)
+        directory = service().directory()
+        blur = query["search"] == "blur"
+        items = [
+            {"username": name, "globalAdmin": directory.is_admin(name)}
+            for name in directory.usernames()
+            if _matches(name, query.get("username", ""), blur)
+        ]
+        return _page(items, query)
 
     def post(self, request: Request) -> Response:
         data = _validated(NewUserSerializer, request)
-        model = get_user_model()
-        with transaction.atomic():
-            if model.objects.filter(username=data["username"]).exists():
-                raise exceptions.ValidationError(f"user '{data['username']}' already exist!")
-            model.objects.create_user(data["username"], password=data["password"])
-        _forget(data["username"])  # a cached "no such user" must not outlive the creation
+        service().create_user(data["username"], data["password"])
         return _result("create user ok!")
 
     def put(self, request: Request) -> Response:
         data = _validated(PasswordSerializer, request)
-        user = get_user_model().objects.filter(username=data["username"]).first()
-        if user is None:
-            raise NotFound(f"user {data['username']} not exist!")
-        with transaction.atomic():
-            user.set_password(data["newPassword"])
-            user.save(update_fields=["password"])
-            revoke_tokens(data["username"])
-        _forget(data["username"])
+        service().set_password(data["username"], data["newPassword"])
         return _result("update user ok!")
 
     def delete(self, request: Request) -> Response:
         data = _validated(UsernameSerializer, request)
-        if data["username"] == ADMIN_USERNAME:
-            raise exceptions.ValidationError("cannot delete admin: nacos")
-        with transaction.atomic():
-            deleted, _ = get_user_model().objects.filter(username=data["username"]).delete()
-            if not deleted:
-                raise NotFound(f"user {data['username']} not exist!")
-            revoke_tokens(data["username"])
-        _forget(data["username"])
+        service().delete_user(data["username"])
         return _result("delete user ok!")
-
-
-def _forget(username: str) -> None:
-    auth = installed()
-    if auth is not None:
-        auth.forget_user(username)

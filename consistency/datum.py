@@ -26,6 +26,8 @@ class KeyKind(StrEnum):
     PERSISTENT_INSTANCES = "iplist"
     SERVICE_META = "meta"
     SWITCHES = "switches"
+    NAMESPACES = "namespaces"  # the registered namespaces (one document)
+    ACCOUNTS = "accounts"  # users, role bindings, permissions, token generations (one document)
 
 
 class ServiceRef(Protocol):
@@ -60,6 +62,14 @@ class DatumKey:
     @classmethod
     def switches(cls) -> DatumKey:
         return cls(KeyKind.SWITCHES)
+
+    @classmethod
+    def namespaces(cls) -> DatumKey:
+        return cls(KeyKind.NAMESPACES)
+
+    @classmethod
+    def accounts(cls) -> DatumKey:
+        return cls(KeyKind.ACCOUNTS)
 
     def encode(self) -> str:
         """``kind##namespace##service``; ``##`` cannot occur in a valid name."""
@@ -96,6 +106,20 @@ class ValueCodec(Protocol):
     def decode(self, data: Any) -> Any: ...
 
     def canonical(self, value: Any) -> Any: ...
+
+
+class DocumentCodec:
+    """For values that already are JSON documents (nested dicts and lists of plain data, never
+    mutated once stored): the stored form is the value itself."""
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+    def canonical(self, value: Any) -> Any:
+        return value
 
 
 class DatumCodec:

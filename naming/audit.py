@@ -40,7 +40,7 @@ from typing import Any
 
 from consistency.datum import Datum, DatumKey, KeyKind
 from lib.loops import PeriodicLoop
-from naming.domain import ClusterConfig, Instance, InstanceKey, ServiceMeta
+from naming.domain import ClusterConfig, Instance, InstanceKey, Namespace, ServiceMeta
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,12 @@ def _cluster_summary(config: ClusterConfig | None) -> dict[str, Any] | None:
     }
 
 
+def _namespace_summary(namespace: Namespace | None) -> dict[str, Any] | None:
+    if namespace is None:
+        return None
+    return {"name": _short(namespace.name), "description": _short(namespace.description)}
+
+
 def change_fields(change: Any) -> dict[str, Any]:
     """A change's encoded fields without its type and without anything secret.
 
@@ -430,6 +436,18 @@ def _summarise_parts(
             service=service,
             before=summary(_meta_summary, record.before),
             after=summary(_meta_summary, record.after),
+            **base,
+        )
+    if key.kind is KeyKind.NAMESPACES:
+        ns_id = str(record.item)
+        before, after = record.before, record.after
+        return AuditEntry(
+            kind="namespace",
+            object=f"namespace/{ns_id}",
+            action="create" if before is None else "delete" if after is None else "update",
+            namespace=ns_id,
+            before=summary(_namespace_summary, before),
+            after=summary(_namespace_summary, after),
             **base,
         )
     fields = change_fields(change)
@@ -602,8 +620,15 @@ class AuditLog:
                 return
             self._add(_Record(ms, actor, key, change, None, old, new))
             return
-        # Switches, namespaces, accounts: summarised from the change alone (an accounts
-        # document is large and holds password hashes: never kept here).
+        if key.kind is KeyKind.NAMESPACES:
+            ns = getattr(change, "namespace", None)
+            ns_id = ns.id if isinstance(ns, Namespace) else str(getattr(change, "namespace_id", ""))
+            was = old.get(ns_id) if old is not None else None
+            now = new.get(ns_id) if new is not None else None
+            self._add(_Record(ms, actor, key, change, ns_id, was, now))
+            return
+        # Switches and accounts: summarised from the change alone (the accounts document is
+        # large and holds password hashes: never kept here).
         self._add(_Record(ms, actor, key, change, None, None, None))
 
     def _add(self, record: _Record) -> None:

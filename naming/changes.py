@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from lib.errors import Conflict, InvalidParam, NotFound
 from naming.codec import (
@@ -29,6 +29,7 @@ from naming.domain import (
     IdGenerator,
     Instance,
     InstanceKey,
+    Namespace,
     Selector,
     ServiceMeta,
     Switches,
@@ -46,7 +47,8 @@ class Change:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Change.registry[cls.type_name] = cls
+        if "type_name" in cls.__dict__:  # not an abstract intermediate class
+            Change.registry[cls.type_name] = cls
 
     def apply(self, current: Value | None) -> Value | None:
         raise NotImplementedError
@@ -71,8 +73,8 @@ def _instances(current: Value | None) -> dict[InstanceKey, Instance]:
         return {}
     assert isinstance(current, Mapping)
     if isinstance(current, MappingProxyType):
-        return current.copy()  # a C-level dict copy; dict(proxy) walks the mapping protocol
-    return dict(current)
+        return cast("dict[InstanceKey, Instance]", current.copy())  # a C-level dict copy
+    return cast("dict[InstanceKey, Instance]", dict(current))
 
 
 def _frozen(instances: dict[InstanceKey, Instance]) -> InstanceSet:
@@ -464,3 +466,67 @@ class SetSwitch(Change):
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
         return cls(str(data["entry"]), str(data["value"]))
+
+
+# -- namespaces ---------------------------------------------------------------------------------
+
+
+def _namespaces(current: Value | None) -> dict[str, Namespace]:
+    if current is None:
+        return {}
+    assert isinstance(current, Mapping)
+    return cast("dict[str, Namespace]", dict(current))
+
+
+@dataclass(frozen=True, slots=True)
+class CreateNamespace(Change):
+    """The id is chosen (or generated) before the change: apply draws no random numbers."""
+
+    type_name: ClassVar[str] = "create_namespace"
+    namespace: Namespace
+
+    def apply(self, current: Value | None) -> Value | None:
+        namespaces = _namespaces(current)
+        if self.namespace.id in namespaces:
+            raise Conflict("namespaceId already exist")
+        namespaces[self.namespace.id] = self.namespace
+        return MappingProxyType(namespaces)
+
+    def _fields(self) -> dict[str, Any]:
+        ns = self.namespace
+        return {"id": ns.id, "name": ns.name, "description": ns.description}
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Change:
+        return cls(Namespace(str(data["id"]), str(data["name"]), str(data["description"])))
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNamespace(CreateNamespace):
+    type_name: ClassVar[str] = "update_namespace"
+
+    def apply(self, current: Value | None) -> Value | None:
+        namespaces = _namespaces(current)
+        if self.namespace.id not in namespaces:
+            raise NotFound(f"namespaceId [ {self.namespace.id} ] not exist")
+        namespaces[self.namespace.id] = self.namespace
+        return MappingProxyType(namespaces)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteNamespace(Change):
+    type_name: ClassVar[str] = "delete_namespace"
+    namespace_id: str
+
+    def apply(self, current: Value | None) -> Value | None:
+        namespaces = _namespaces(current)
+        if namespaces.pop(self.namespace_id, None) is None:
+            raise NotFound(f"namespaceId [ {self.namespace_id} ] not exist")
+        return MappingProxyType(namespaces)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"id": self.namespace_id}
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Change:
+        return cls(str(data["id"]))

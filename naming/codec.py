@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from consistency.datum import Datum, DatumCodec, DatumKey, KeyKind, ValueCodec
+from consistency.datum import Datum, DatumCodec, DatumKey, DocumentCodec, KeyKind, ValueCodec
 from naming.domain import (
     ClusterConfig,
     HealthChecker,
     Instance,
     InstanceKey,
+    Namespace,
     Selector,
     ServiceMeta,
     ServiceName,
@@ -26,7 +27,8 @@ from naming.domain import (
 )
 
 InstanceSet = Mapping[InstanceKey, Instance]
-Value = InstanceSet | ServiceMeta | Switches
+Namespaces = Mapping[str, Namespace]  # by id
+Value = InstanceSet | ServiceMeta | Switches | Namespaces
 
 EMPTY_INSTANCES: InstanceSet = MappingProxyType({})
 
@@ -143,12 +145,31 @@ class SwitchesCodec:
         return self.encode(value)
 
 
+class NamespacesCodec:
+    def encode(self, value: Namespaces) -> dict[str, Any]:
+        return {ns.id: {"name": ns.name, "description": ns.description} for ns in value.values()}
+
+    def decode(self, data: Any) -> Namespaces:
+        return MappingProxyType(
+            {
+                str(id_): Namespace(str(id_), str(v["name"]), str(v.get("description", "")))
+                for id_, v in data.items()
+            }
+        )
+
+    def canonical(self, value: Namespaces) -> dict[str, Any]:
+        return self.encode(value)
+
+
 VALUE_CODECS: Mapping[KeyKind, ValueCodec] = MappingProxyType(
     {
         KeyKind.EPHEMERAL_INSTANCES: InstancesCodec(),
         KeyKind.PERSISTENT_INSTANCES: InstancesCodec(),
         KeyKind.SERVICE_META: ServiceMetaCodec(),
         KeyKind.SWITCHES: SwitchesCodec(),
+        KeyKind.NAMESPACES: NamespacesCodec(),
+        # The accounts layer's document (``accounts.directory``): the core stores it opaquely.
+        KeyKind.ACCOUNTS: DocumentCodec(),
     }
 )
 DATUM_CODEC = DatumCodec(VALUE_CODECS)

@@ -93,6 +93,52 @@ class ServiceName:
         return f"{self.namespace}##{self.grouped}"
 
 
+# -- namespaces ---------------------------------------------------------------------------------
+
+# Nacos's rule for a custom namespace id (``NamespaceController``): ``[\w-]+``, at most 128.
+_NEW_NAMESPACE_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+# Nacos 2.x refuses these in a namespace name (``NamespaceController.NAMESPACE_NAME_PATTERN``).
+_NAMESPACE_NAME_FORBIDDEN = frozenset("@#$%^&*")
+MAX_NAMESPACE_NAME_CHARS = 128
+MAX_NAMESPACE_DESC_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A registered namespace: an id clients use plus a display name and description."""
+
+    id: str
+    name: str
+    description: str = ""
+
+
+def check_new_namespace_id(raw: str) -> str:
+    if len(raw) > MAX_NAMESPACE_CHARS:
+        raise InvalidParam(f"namespaceId length greater than {MAX_NAMESPACE_CHARS}")
+    if not _NEW_NAMESPACE_ID_RE.fullmatch(raw):
+        raise InvalidParam(
+            "namespaceId format is incorrect: only letters, digits, '_' and '-' are allowed"
+        )
+    if raw.lower() == DEFAULT_NAMESPACE:
+        raise InvalidParam("namespaceId 'public' is reserved")
+    return raw
+
+
+def check_namespace_text(name: str, description: str) -> tuple[str, str]:
+    name = name.strip()
+    if not name:
+        raise InvalidParam("namespaceName is required")
+    if len(name) > MAX_NAMESPACE_NAME_CHARS:
+        raise InvalidParam(f"namespaceName longer than {MAX_NAMESPACE_NAME_CHARS} characters")
+    if len(description) > MAX_NAMESPACE_DESC_CHARS:
+        raise InvalidParam(f"namespaceDesc longer than {MAX_NAMESPACE_DESC_CHARS} characters")
+    for text, what in ((name, "namespaceName"), (description, "namespaceDesc")):
+        bad = sorted(set(text) & _NAMESPACE_NAME_FORBIDDEN)
+        if bad:
+            raise InvalidParam(f"{what} must not contain {''.join(bad)}")
+    return name, description
+
+
 def namespace_or_default(raw: str | None) -> str:
     """Blank means ``public``. Nacos does not check namespace ids in naming; we hold them to the
     config module's rule (word characters, ``.`` and ``-``, at most 128) so a key can never

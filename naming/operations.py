@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
-from lib.errors import InvalidParam, NotFound
+from lib.errors import Conflict, InvalidParam, NotFound
 from naming import audit
 from naming import commands as s
 from naming.changes import (
     ClearValue,
+    CreateNamespace,
     CreateService,
+    DeleteNamespace,
     EnsureService,
     PatchInstance,
     RemoveInstances,
@@ -29,23 +33,48 @@ from naming.changes import (
     SetSwitch,
     UpdateInstance,
     UpdateMetadata,
+    UpdateNamespace,
     UpdateService,
     UpsertCluster,
     UpsertInstance,
 )
 from naming.domain import (
+    DEFAULT_NAMESPACE,
     CheckType,
     ClusterConfig,
     Instance,
     InstanceKey,
+    Namespace,
     PreservedKey,
     ServiceName,
     Switches,
     apply_switch,
+    check_namespace_text,
+    check_new_namespace_id,
 )
 from naming.health import BeatTable
 from naming.parsing import parse_json
 from naming.registry import Registry, ServiceView
+
+
+class NamespaceKind:
+    PUBLIC = "public"
+    CUSTOM = "custom"  # registered through the namespace API or the console
+    IMPLICIT = "implicit"  # not registered: it exists because a client registered into it
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    id: str
+    name: str
+    description: str
+    kind: str
+    service_count: int
+    instance_count: int
+    healthy_instance_count: int
+
+
+PUBLIC_NAMESPACE = Namespace(DEFAULT_NAMESPACE, "public", "Public Namespace")
 
 
 class NamingOperations:
@@ -309,6 +338,88 @@ class NamingOperations:
                 continue
             views.append(view)
         return views
+
+    # -- namespaces ---------------------------------------------------------------------------
+
+    def namespaces(self) -> list[NamespaceInfo]:
+        """Public first, then the registered ones and those that exist only because data is in
+        them (Nacos lists only the registered ones, so those were invisible), by name."""
+        registered = self.registry.registered_namespaces
+        ids = set(registered) | set(self.registry.namespaces())
+        ids.discard(DEFAULT_NAMESPACE)
+        found = [self._namespace_info(i) for i in ids]
+        found.sort(key=lambda n: (n.name.lower(), n.id))
+        return [self._namespace_info(DEFAULT_NAMESPACE), *found]
+
+    def get_namespace(self, namespace_id: str) -> NamespaceInfo:
+        if (
+            namespace_id != DEFAULT_NAMESPACE
+            and namespace_id not in self.registry.registered_namespaces
+            and not self.registry.services(namespace_id)
+        ):
+            raise NotFound(f"namespaceId [ {namespace_id} ] not exist")
+        return self._namespace_info(namespace_id)
+
+    def namespace_exists(self, namespace_id: str) -> bool:
+        return (
+            namespace_id == DEFAULT_NAMESPACE or namespace_id in self.registry.registered_namespaces
+        )
+
+    def _namespace_info(self, namespace_id: str) -> NamespaceInfo:
+        views = self.registry.services(namespace_id)
+        if namespace_id == DEFAULT_NAMESPACE:
+            ns, kind = PUBLIC_NAMESPACE, NamespaceKind.PUBLIC
+        else:
+            registered = self.registry.registered_namespaces.get(namespace_id)
+            if registered is not None:
+                ns, kind = registered, NamespaceKind.CUSTOM
+            else:
+                ns, kind = Namespace(namespace_id, namespace_id, ""), NamespaceKind.IMPLICIT
+        return NamespaceInfo(
+            ns.id,
+            ns.name,
+            ns.description,
+            kind,
+            len(views),
+            sum(v.instance_count for v in views),
+            sum(v.healthy_count() for v in views),
+        )
+
+    def create_namespace(self, namespace_id: str, name: str, description: str) -> NamespaceInfo:
+        """A blank id gets a generated one (a UUID, as Nacos); an implicit namespace (data
+        already in it) can be registered under its id, which gives it a name."""
+        name, description = check_namespace_text(name, description)
+        namespace_id = check_new_namespace_id(namespace_id) if namespace_id else str(uuid.uuid4())
+        if namespace_id in self.registry.registered_namespaces:
+            raise Conflict("namespaceId already exist")
+        self.consistency.submit(
+            DatumKey.namespaces(), CreateNamespace(Namespace(namespace_id, name, description))
+        )
+        return self._namespace_info(namespace_id)
+
+    def update_namespace(self, namespace_id: str, name: str, description: str) -> NamespaceInfo:
+        if namespace_id == DEFAULT_NAMESPACE:
+            raise InvalidParam("the public namespace cannot be edited")
+        name, description = check_namespace_text(name, description)
+        self.consistency.submit(
+            DatumKey.namespaces(), UpdateNamespace(Namespace(namespace_id, name, description))
+        )
+        return self._namespace_info(namespace_id)
+
+    def delete_namespace(self, namespace_id: str) -> None:
+        """Refused while services remain (Nacos deletes the row and leaves them orphaned,
+        alibaba/nacos#8602): delete the services first."""
+        if namespace_id == DEFAULT_NAMESPACE:
+            raise InvalidParam("the public namespace cannot be deleted")
+        if namespace_id not in self.registry.registered_namespaces:
+            raise NotFound(f"namespaceId [ {namespace_id} ] not exist")
+        services = len(self.registry.services(namespace_id))
+        if services:
+            raise Conflict(
+                f"namespace {namespace_id} still holds {services} service"
+                f"{'s' if services != 1 else ''}: delete them first"
+            )
+        self.consistency.submit(DatumKey.namespaces(), DeleteNamespace(namespace_id))
 
     # -- clusters and switches ---------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, KeyKind
@@ -29,6 +30,7 @@ from naming.domain import (
     ClusterConfig,
     Instance,
     InstanceKey,
+    Namespace,
     ServiceMeta,
     ServiceName,
     Switches,
@@ -152,6 +154,7 @@ class Registry:
         )  # only guards the counters and indexes against readers' copies
         self.instance_count = 0
         self.switches = Switches()
+        self.registered_namespaces: Mapping[str, Namespace] = MappingProxyType({})
         # Isolated and counted: ``naming_listener_*{source="registry"}`` at ``/metrics``.
         self.listeners: ListenerList[ServiceView] = ListenerList("registry")
 
@@ -162,6 +165,14 @@ class Registry:
             value = datum.value
             self.switches = value if isinstance(value, Switches) else Switches()
             return
+        if datum.key.kind is KeyKind.NAMESPACES:
+            value = datum.value
+            self.registered_namespaces = (
+                value if isinstance(value, Mapping) else MappingProxyType({})
+            )
+            return
+        if datum.key.kind is KeyKind.ACCOUNTS:
+            return  # not the registry's: the accounts layer listens for it
         self.rebuild(service_of(datum.key))
 
     def rebuild(self, name: ServiceName) -> ServiceView | None:

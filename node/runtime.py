@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import accounts.auth
+import accounts.directory
 import distro.http
 from accounts.auth import Authenticator
-from consistency.datum import DatumKey
+from accounts.directory import AccountsService
+from consistency.datum import Datum, DatumKey, KeyKind
 from consistency.notifier import Notifier
 from consistency.service import ConsistencyService, DelegateConsistencyService
 from distro.membership import MemberState
@@ -124,6 +126,10 @@ class NodeRuntime:
         self.registry = Registry(self.consistency.value)
         notifier.add_listener("registry", self.registry.on_datum)
         self.beats = BeatTable()
+        # Users, roles and permissions: replicated like every persistent value; caches of
+        # identities and decisions drop when a new version lands on this member.
+        self.accounts = AccountsService(self.consistency)
+        notifier.add_listener("accounts", self._accounts_changed)
         self.operations = NamingOperations(self.consistency, self.registry, self.beats)
         # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
         self.push = PushService(config.host, render_push)
@@ -140,10 +146,16 @@ class NodeRuntime:
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self.auth: Authenticator | None = None  # when auth is on (set by the builder)
+        # Run once persistent data is loaded, before the node reports UP (the bootstrap admin).
+        self.before_up: list[Callable[[], None]] = []
         self.peer_verifier: Verifier | None = None  # in cluster mode
         self.report = StatusReport(self)
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)
+
+    def _accounts_changed(self, datum: Datum) -> None:
+        if datum.key.kind is KeyKind.ACCOUNTS:
+            self.accounts.changed()
 
     @property
     def address(self) -> str:
@@ -225,9 +237,12 @@ class NodeRuntime:
             # Everything replayed or loaded reaches the registry before we serve.
             ticket = self.notifier.notify_barrier()
             self.notifier.wait_processed(ticket, 60.0)
-        switches = self.consistency.get(DatumKey.switches())
-        if switches is not None:
-            self.registry.on_datum(switches)
+        for key in (DatumKey.switches(), DatumKey.namespaces()):
+            datum = self.consistency.get(key)
+            if datum is not None:
+                self.registry.on_datum(datum)
+        for hook in self.before_up:
+            hook()
         self.health.start()
         self.push.start()
         self.status = NodeStatus.UP
@@ -338,7 +353,11 @@ def install(runtime: NodeRuntime | None) -> None:
     global _current
     _current = runtime
     nacos_v1.install(runtime)
-    accounts.auth.install(runtime.auth if runtime is not None else None)
+    accounts.auth.install(
+        runtime.auth if runtime is not None else None,
+        runtime.accounts if runtime is not None else None,
+    )
+    accounts.directory.install(runtime.accounts if runtime is not None else None)
     peers = None
     if runtime is not None and runtime.cluster is not None and runtime.peer_verifier is not None:
         peers = distro.http.Peers(runtime.cluster, runtime.peer_verifier)

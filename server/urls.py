@@ -3,7 +3,13 @@ second resolver level on every request (measured in issue #2's note)."""
 
 from django.urls import path
 
-from accounts.users import UsersView
+from accounts.users import (
+    PermissionsView,
+    RoleSearchView,
+    RolesView,
+    UserSearchView,
+    UsersView,
+)
 from distro import views as peer
 from facades.nacos_v1 import audit
 from facades.nacos_v1 import handlers as views
@@ -18,6 +24,10 @@ urlpatterns = [
     path("nacos/v1/auth/users/login", views.login),
     path("nacos/v1/auth/logout", views.logout),
     path("nacos/v1/auth/users", UsersView.as_view()),
+    path("nacos/v1/auth/users/search", UserSearchView.as_view()),
+    path("nacos/v1/auth/roles", RolesView.as_view()),
+    path("nacos/v1/auth/roles/search", RoleSearchView.as_view()),
+    path("nacos/v1/auth/permissions", PermissionsView.as_view()),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
     path("nacos/v1/console/audit", audit.audit),
     path("nacos/v1/core/cluster/report", peer.report),

@@ -252,6 +252,34 @@ class NodeProcess:
             method, "/nacos/v1/ns" + path, {**(params or {}), "accessToken": self.token()}, **kwargs
         )
 
+    def admin_call(self, method: str, path: str, params: dict[str, Any]) -> HttpResult:
+        """An admin's call to ``/nacos/v1/auth`` + path, parameters in the query string."""
+        return self.request(
+            method, "/nacos/v1/auth" + path, {**params, "accessToken": self.token()}
+        )
+
+    def create_user(
+        self,
+        username: str,
+        password: str,
+        grants: tuple[tuple[str, str], ...] = ((":*:*", "rw"),),
+        role: str | None = None,
+    ) -> None:
+        """A user with a role of its own (``ROLE_<username>``) holding ``grants``
+        ((resource, action) pairs; by default read and write on the public namespace)."""
+        result = self.admin_call("POST", "/users", {"username": username, "password": password})
+        assert result.status == 200, result.text
+        if not grants:
+            return
+        role = role or f"ROLE_{username}"
+        result = self.admin_call("POST", "/roles", {"role": role, "username": username})
+        assert result.status == 200, result.text
+        for resource, action in grants:
+            result = self.admin_call(
+                "POST", "/permissions", {"role": role, "resource": resource, "action": action}
+            )
+            assert result.status == 200, result.text
+
     def client(self, **kwargs: Any) -> Any:
         import nacos
 

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.request import Request
 
-from accounts.auth import Action, Identity, authorize
+from accounts.auth import Action, Identity, Resource, authorize
 from distro import signing
 from distro.http import verify_peer
 from facades.nacos_v1.actor import acting_for
@@ -37,6 +37,7 @@ from lib.errors import (
     Unavailable,
 )
 from lib.http import JSON, error_response, respond
+from naming.domain import DEFAULT_GROUP, GROUP_SEPARATOR
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,27 @@ def authenticate(node: Node, request: HttpRequest, params: Params) -> Identity |
 
 
 def require_global_admin(request: HttpRequest, params: Params, resource: str) -> Identity | None:
-    """For node-wide operator changes: any user may use the naming API, only an admin may
-    change how the node behaves for everyone (Nacos: the console's admin role)."""
+    """For node-wide operator changes: only an admin may change how the node behaves for
+    everyone (Nacos: the console's admin role)."""
     identity = authenticate(current(), request, params)
-    authorize(identity, Action.ADMIN, resource)
+    authorize(identity, Action.ADMIN, Resource.console(resource))
     return identity
+
+
+def naming_resource(params: Params) -> Resource:
+    """What a naming request touches, as Nacos's ``NamingResourceParser`` names it: the
+    namespace (blank and ``public`` are the same), the group (``groupName``, else the prefix of
+    a grouped ``serviceName``, else the default group) and the service without its group; no
+    service name means every service of the namespace (``<ns>:*:naming/*``)."""
+    namespace = params.raw("namespaceId") or ""
+    service = params.raw("serviceName") or ""
+    if not service:
+        return Resource.naming(namespace)
+    group = params.raw("groupName") or ""
+    if GROUP_SEPARATOR in service:
+        prefix, _, service = service.partition(GROUP_SEPARATOR)
+        group = group or prefix
+    return Resource.naming(namespace, group or DEFAULT_GROUP, service)
 
 
 Caller = Identity | None
@@ -188,7 +205,7 @@ def nacos_api(
                         caller = authenticate(node, request, params)
                         if caller is not None:
                             action = Action.READ if request.method == "GET" else Action.WRITE
-                            authorize(caller, action, request.path)
+                            authorize(caller, action, naming_resource(params))
                     if distro:
                         forwarded = forward_if_not_owner(node, request, params, caller)
                         if forwarded is not None:

@@ -441,6 +441,15 @@ def test_java_client_put_is_a_strict_update(node: NodeProcess, svc: str):
     assert absent.status == 400 and "instance not exist" in absent.text
 
 
+def nacos_refuses(node: NodeProcess, user: str, password: str, svc: str) -> bool:
+    listed = node.request(
+        "GET",
+        "/nacos/v1/ns/instance/list",
+        {"serviceName": svc, "username": user, "password": password},
+    )
+    return listed.status == 403 and "authorization failed!" in listed.text
+
+
 def test_admin_manages_users_and_a_new_user_can_use_the_sdk(node: NodeProcess, svc: str):
     user, password = "dev-" + svc[-6:], "correct-horse-1"
     created = node.request(
@@ -455,6 +464,14 @@ def test_admin_manages_users_and_a_new_user_can_use_the_sdk(node: NodeProcess, s
         {"username": user, "password": password, "accessToken": node.token()},
     )
     assert again.status == 400 and "already exist" in again.text
+    # A new user may do nothing until a role with a permission is bound to it.
+    assert nacos_refuses(node, user, password, svc)
+    for path, params in (
+        ("/roles", {"role": "ROLE_DEV", "username": user}),
+        ("/permissions", {"role": "ROLE_DEV", "resource": ":*:*", "action": "rw"}),
+    ):
+        granted = node.admin_call("POST", path, params)
+        assert granted.status == 200, granted.text
 
     dev = nacos.NacosClient(node.address, username=user, password=password)
     assert dev.add_naming_instance(svc, "10.0.9.1", 80, cluster_name="DEFAULT")

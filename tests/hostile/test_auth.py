@@ -75,8 +75,7 @@ def node_call(
 
 def new_user(node: NodeProcess) -> tuple[str, str]:
     username, password = f"u{secrets.token_hex(4)}", secrets.token_hex(8)
-    status, body = admin(node, "POST", {"username": username, "password": password})
-    assert status == 200, body
+    node.create_user(username, password)
     return username, password
 
 
@@ -257,7 +256,11 @@ def test_deleting_a_user_revokes_tokens_even_if_the_name_is_reused(auth_node: No
     assert read_with(auth_node, old)[0] == 403
     assert admin(auth_node, "POST", {"username": username, "password": password})[0] == 200
     assert read_with(auth_node, old) == (403, "token invalid!")
-    assert read_with(auth_node, token_of(auth_node, username, password))[0] == 200
+    # The new user is authenticated but inherits none of the old user's roles (issue #10).
+    fresh = token_of(auth_node, username, password)
+    assert read_with(auth_node, fresh) == (403, "authorization failed!")
+    roles = auth_node.admin_call("GET", "/roles", {"username": username}).json()
+    assert roles["totalCount"] == 0
 
 
 def test_logout_revokes_every_token_of_the_caller_only(auth_node: NodeProcess):

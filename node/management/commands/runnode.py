@@ -17,10 +17,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory, ensure_admin
+from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory
 from distro.sync import SyncSettings
+from lib.errors import ErrorCode, NamingError
 from lib.files import make_private_dir
 from lib.keys import node_keys
 from lib.limits import raise_fd_limit
@@ -120,11 +123,6 @@ class Command(BaseCommand):
 
         lock = self._lock_data_dir(data_dir)
         call_command("migrate", verbosity=0, interactive=False)
-        generated = ensure_admin(naming.admin_password)
-        if generated:
-            self.stdout.write(f"Initial admin user created: nacos / {generated}  (shown once)")
-            self.stdout.flush()
-
         keys = node_keys(naming.cluster_secret, data_dir, clustered=cluster)
         config = NodeConfig(
             host=opts["host"],
@@ -162,7 +160,7 @@ class Command(BaseCommand):
             # clients fail over); a standalone node's is generated once in its data dir.
             runtime.auth = Authenticator(
                 keys.token_key,
-                UserDirectory(),
+                UserDirectory(runtime.accounts),
                 naming.token_ttl_s,
                 limits=LoginLimits(
                     max_failures=naming.login_max_failures,
@@ -176,6 +174,8 @@ class Command(BaseCommand):
                     naming.login_hash_nice,
                 ),
             )
+        if naming.auth_enabled:
+            runtime.before_up.append(lambda: self._bootstrap_admin(runtime, naming.admin_password))
         node_runtime.install(runtime)
 
         # Every idle client holds a descriptor; the usual soft limit of 1,024 is far too low.
@@ -227,6 +227,28 @@ class Command(BaseCommand):
             log.info("node stopped")
             sys.stdout.flush()
         exit_now()
+
+    def _bootstrap_admin(self, runtime: node_runtime.NodeRuntime, password: str) -> None:
+        """The first admin, once the replicated accounts are loaded: a restarted member or a
+        second member of a cluster finds it there and creates nothing."""
+        for attempt in range(30):
+            try:
+                generated = runtime.accounts.ensure_admin(
+                    password, lambda: secrets.token_urlsafe(12)
+                )
+                break
+            except NamingError as exc:
+                if exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                # A leader election in progress: try again shortly.
+                log.info("bootstrap admin not written yet (%s), retrying", exc.message)
+                time.sleep(min(0.2 * (attempt + 1), 2.0))
+        else:
+            log.error("could not create the bootstrap admin: no raft leader accepted it")
+            return
+        if generated:
+            self.stdout.write(f"Initial admin user created: nacos / {generated}  (shown once)")
+            self.stdout.flush()
 
     def _lock_data_dir(self, data_dir: Path) -> Any:
         handle = open(data_dir / "node.lock", "w")  # noqa: SIM115 - held for the process lifetime
