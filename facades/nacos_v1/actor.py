@@ -8,7 +8,6 @@ read only from a request whose signature was verified.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from urllib.parse import parse_qsl, urlencode
 
 from django.http import HttpRequest
@@ -32,7 +31,7 @@ def actor_header(caller: Identity | None, request: HttpRequest) -> dict[str, str
 
 def acting_for(
     request: HttpRequest, caller: Identity | None, sender: str = ""
-) -> AbstractContextManager[audit.Actor]:
+) -> audit.ActingScope:
     """The actor of this request: its caller, or, for a verified forward from ``sender``, the
     caller that member authenticated."""
     reason = f"{request.method} {request.path}"

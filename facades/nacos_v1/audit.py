@@ -167,7 +167,7 @@ def audit(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any
     if peer:
         verify_peer(request)  # a member merging the cluster's trail: its own entries only
     else:
-        require_global_admin(request, params, "console/audit")
+        require_global_admin(request, params, "audit")
     scope = params.raw("scope") or "cluster"
     if scope not in ("cluster", "local"):
         raise InvalidParam("scope must be cluster or local")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from django.test import Client
 
-from consistency.datum import Datum, DatumKey
+from consistency.datum import Datum, DatumKey, KeyKind
 from distro.signing import ACTOR, Verifier, sign
 from lib.errors import Forbidden
 from lib.keys import peer_key as derive_key
@@ -240,10 +239,6 @@ def test_entries_are_persisted_and_reloaded_with_rotation(tmp_path: Path):
 # -- no password hash, ever -----------------------------------------------------------------
 
 
-class FakeKind(StrEnum):
-    ACCOUNTS = "accounts"
-
-
 @dataclass(frozen=True)
 class FakeAccountChange:
     type_name: ClassVar[str] = "create_user"
@@ -268,7 +263,7 @@ def test_account_changes_never_keep_a_hash(tmp_path: Path):
     nested = SetSwitch("x", "y")
     assert change_fields(nested) == {"entry": "x", "value": "y"}
     log = AuditLog("m", data_dir=tmp_path)
-    key = DatumKey(FakeKind.ACCOUNTS)  # a kind this module has no specific summary for
+    key = DatumKey(KeyKind.ACCOUNTS)
     with acting("admin", "10.0.0.1", audit.VIA_CONSOLE, "create user"):
         log.on_write(key, FakeAccountChange("alice", HASH), None, Datum(key, {"x": HASH}, 1))
     entry = log.query().entries[0]
@@ -345,3 +340,35 @@ def test_bad_audit_queries_are_400(node: NodeRuntime, client: Client, query: str
 def test_an_entry_round_trips_through_json():
     entry = AuditEntry(5, "m", "u", "a", "api", "r", "instance", "o", "register", before={"x": 1})
     assert AuditEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+
+
+def test_real_account_changes_are_summarised_without_their_hashes(node: NodeRuntime):
+    with acting("nacos", "10.0.0.1", audit.VIA_CONSOLE, "create user"):
+        node.accounts.create_user("alice", "secret-password")
+        node.accounts.set_password("alice", "other-password")
+        node.accounts.bind_role("ROLE_DEV", "alice")
+        node.accounts.add_permission("ROLE_DEV", "dev:*:*", "rw")
+    entries = node.audit.query(AuditFilter(user="nacos")).entries
+    assert [(e.kind, e.object, e.action) for e in entries] == [
+        ("permission", "permission/ROLE_DEV/dev:*:*/rw", "add_permission"),
+        ("role", "role/ROLE_DEV/alice", "bind_role"),
+        ("user", "user/alice", "set_password"),
+        ("user", "user/alice", "create_user"),
+    ]
+    assert entries[2].after == {"username": "alice", "password": "changed"}
+    dumped = json.dumps([e.to_json() for e in entries])
+    assert "pbkdf2" not in dumped and "password_hash" not in dumped
+
+
+def test_namespace_changes_keep_before_and_after(node: NodeRuntime):
+    node.operations.create_namespace("dev", "Dev", "first")
+    node.operations.update_namespace("dev", "Development", "second")
+    node.operations.delete_namespace("dev")
+    entries = node.audit.query(AuditFilter(kind="namespace")).entries
+    assert [(e.action, e.object, e.namespace) for e in entries] == [
+        ("delete", "namespace/dev", "dev"),
+        ("update", "namespace/dev", "dev"),
+        ("create", "namespace/dev", "dev"),
+    ]
+    assert entries[1].before == {"name": "Dev", "description": "first"}
+    assert entries[1].after == {"name": "Development", "description": "second"}
