@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from facades.console.views import admin, naming, session, static
+from facades.console.views import admin, namespaces, naming, session, static
 
 P = "nacos/console/"
 
@@ -27,6 +27,10 @@ console_patterns = [
     path(P + "instance/enable", naming.instance_enable),
     path(P + "instance/delete", naming.instance_delete),
     path(P + "subscribers", naming.subscribers),
+    path(P + "namespaces", namespaces.namespaces),
+    path(P + "namespace/create", namespaces.namespace_create),
+    path(P + "namespace/edit", namespaces.namespace_edit),
+    path(P + "namespace/delete", namespaces.namespace_delete),
     path(P + "users", admin.users),
     path(P + "users/create", admin.user_create),
     path(P + "users/reset", admin.user_reset),

@@ -32,12 +32,22 @@ from django.views.decorators.csrf import csrf_protect
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from accounts.auth import Action, Identity, Resource, authorize, installed
+from accounts.auth import (
+    Action,
+    Identity,
+    Resource,
+    authorize,
+    can,
+    installed,
+)
+from accounts.auth import (
+    readable_namespaces as readable_ids,
+)
 from facades.nacos_v1.context import current
 from lib.errors import Forbidden, NamingError
 from naming import audit
-from naming.domain import DEFAULT_NAMESPACE, namespace_or_default
-from naming.operations import NamingOperations
+from naming.domain import namespace_or_default
+from naming.operations import NamespaceInfo, NamingOperations
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +109,22 @@ def viewer_of(request: HttpRequest) -> Viewer:
 # -- the one authorization seam and the one audit seam ------------------------------------------
 
 
-def naming_resource(namespace: str, group: str = "*", service: str = "*") -> Resource:
-    """Nacos's resource ``<ns>:<group>:naming/<service>`` (public renders as "")."""
-    return Resource.naming(namespace, group, service)
-
-
 def allow(
     viewer: Viewer, action: Action, namespace: str, group: str = "*", service: str = "*"
 ) -> None:
     """Raises Forbidden (403 on the page) when the viewer may not act on the resource."""
-    authorize(viewer.identity, action, naming_resource(namespace, group, service))
+    authorize(viewer.identity, action, Resource.naming(namespace, group, service))
 
 
 def may(
     viewer: Viewer, action: Action, namespace: str, group: str = "*", service: str = "*"
 ) -> bool:
-    try:
-        allow(viewer, action, namespace, group, service)
-    except Forbidden:
-        return False
-    return True
+    return can(viewer.identity, action, Resource.naming(namespace, group, service))
+
+
+def allow_console(viewer: Viewer, page: str) -> None:
+    """The admin-only pages and their writes (Nacos's ``console/<page>`` resources)."""
+    authorize(viewer.identity, Action.WRITE, Resource.console(page))
 
 
 @contextlib.contextmanager
@@ -185,15 +191,40 @@ def render_page(
 
 
 def namespace_label(namespace: str) -> str:
-    """The namespace's display name (its id until namespaces carry names)."""
+    """The namespace's display name (its id for an implicit one)."""
+    for info in ops().namespaces():
+        if info.id == namespace:
+            return info.name
     return namespace
 
 
-def readable_namespaces(viewer: Viewer) -> list[tuple[str, str]]:
-    """(id, display name) of every namespace the viewer may read, public first: the switcher
-    offers only these (Nacos lists every namespace to everyone)."""
-    ids = [DEFAULT_NAMESPACE, *(n for n in ops().registry.namespaces() if n != DEFAULT_NAMESPACE)]
-    return [(ns, namespace_label(ns)) for ns in ids if may(viewer, Action.READ, ns)]
+def visible_namespaces(viewer: Viewer) -> list[NamespaceInfo]:
+    """Every namespace the viewer may read, public first: the switcher and the namespace page
+    offer only these (Nacos listed every namespace to everyone)."""
+    infos = ops().namespaces()
+    shown = set(readable_ids(viewer.identity, [i.id for i in infos]))
+    return [i for i in infos if i.id in shown]
+
+
+def confirm_page(
+    request: HttpRequest,
+    viewer: Viewer,
+    namespace: str | None,
+    question: str,
+    action: str,
+    hidden: Mapping[str, str],
+    cancel: str,
+) -> HttpResponse:
+    """A question before a delete: a page of its own, so it works without JavaScript."""
+    context: dict[str, Any] = {
+        "question": question,
+        "action": action,
+        "hidden": sorted(hidden.items()),
+        "cancel": cancel,
+    }
+    if namespace is not None:
+        context["namespace"] = namespace
+    return render_page(request, viewer, "console/confirm.html", context)
 
 
 def error_page(request: HttpRequest, viewer: Viewer | None, exc: NamingError) -> HttpResponse:
@@ -207,12 +238,16 @@ def error_page(request: HttpRequest, viewer: Viewer | None, exc: NamingError) ->
 
 def to_login(request: HttpRequest, expired: bool) -> HttpResponse:
     query: dict[str, str] = {}
-    if request.method == "GET":
+    htmx = getattr(request, "htmx", None)
+    if htmx:
+        # A refresh of part of a page: come back to the page, not to the fragment.
+        query["next"] = htmx.current_url_abs_path or HOME
+    elif request.method == "GET":
         query["next"] = request.get_full_path()
     if expired:
         query["expired"] = "1"
     target = url(LOGIN, query)
-    if getattr(request, "htmx", False):
+    if htmx:
         return HttpResponseClientRedirect(target)
     return HttpResponseRedirect(target)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,23 @@ def browser() -> Iterator[Any]:
 def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node of its own: the login tests count failed logins, which must not lock anyone
     out of the node the other end-to-end tests share."""
-    with running_node(Path(tmp_path_factory.mktemp("console-node"))) as node:
+    env = {
+        # Two failures lock a (user, address) pair: the throttle test stays short (each
+        # failed login costs a deliberately slow password hash).
+        "NAMING_LOGIN_MAX_FAILURES": "2",
+        "NAMING_LOGIN_HASH_NICE": "0",
+    }
+    with running_node(Path(tmp_path_factory.mktemp("console-node")), env) as node:
         yield node
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture
@@ -65,8 +73,20 @@ def page(
     context.set_default_timeout(TIMEOUT_MS)
     opened = context.new_page()
     dialogs: list[str] = []
-    opened.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    opened.on("dialog", on_dialog)
     opened.dialogs = dialogs  # an XSS test asserts that no dialog ever fired
+    # What the browser blocked under the CSP (an inline style or script somewhere).
+    blocked: list[str] = []
+    opened.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    opened.csp_violations = blocked
     try:
         yield opened
     finally:
@@ -97,11 +117,21 @@ def login(
     page.get_by_role("button", name="Log in").click()
 
 
+_admin_cookies: list[Any] = []
+
+
 @pytest.fixture
 def admin(page: Any, console_node: NodeProcess) -> Any:
-    """A page signed in as the admin user."""
+    """A page signed in as the admin user. The session cookie of the last login is reused (a
+    login through the form costs a password hash); a test that revoked it gets a new one."""
+    if _admin_cookies:
+        page.context.add_cookies(_admin_cookies)
+        page.goto("/nacos/console/services")
+        if "/login" not in page.url:
+            return page
     login(page, console_node)
     page.wait_for_url(re.compile(r"/nacos/console/services"))
+    _admin_cookies[:] = page.context.cookies()
     return page
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
-from accounts.auth import Action, Resource, authorize, installed
+from accounts.auth import installed
 from accounts.directory import ADMIN_ROLE, AccountsService, check_password_text, service
 from facades.console.web import (
     PAGE_SIZES,
@@ -28,6 +28,7 @@ from facades.console.web import (
     Viewer,
     acting,
     address_of,
+    allow_console,
     console_view,
     ops,
     render_page,
@@ -132,7 +133,7 @@ class _Section:
     def allow(self, viewer: Viewer) -> None:
         """ROLE_ADMIN only, whatever permissions a role has (Nacos §2.3)."""
         try:
-            authorize(viewer.identity, Action.WRITE, Resource.console(self.resource))
+            allow_console(viewer, self.resource)
         except Forbidden:
             raise Forbidden(
                 f"authorization failed! The {self.title} page is for administrators "

@@ -23,13 +23,14 @@ from facades.console.web import (
     Viewer,
     acting,
     allow,
+    confirm_page,
     console_view,
     may,
     namespace_of,
     ops,
-    readable_namespaces,
     render_page,
     url,
+    visible_namespaces,
 )
 from facades.nacos_v1 import params as s
 from facades.nacos_v1.context import current
@@ -116,8 +117,8 @@ def _pager(request: HttpRequest, total: int) -> tuple[int, int, int]:
 
 def _switcher(viewer: Viewer, namespace: str) -> list[dict[str, Any]]:
     return [
-        {"id": ns_id, "label": label, "current": ns_id == namespace}
-        for ns_id, label in readable_namespaces(viewer)
+        {"id": info.id, "label": info.name, "current": info.id == namespace}
+        for info in visible_namespaces(viewer)
     ]
 
 
@@ -299,29 +300,6 @@ def service_edit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     return HttpResponseRedirect(_detail_url(service))
 
 
-def _confirm(
-    request: HttpRequest,
-    viewer: Viewer,
-    namespace: str,
-    question: str,
-    action: str,
-    hidden: Mapping[str, str],
-    cancel: str,
-) -> HttpResponse:
-    return render_page(
-        request,
-        viewer,
-        "console/confirm.html",
-        {
-            "namespace": namespace,
-            "question": question,
-            "action": action,
-            "hidden": sorted(hidden.items()),
-            "cancel": cancel,
-        },
-    )
-
-
 @console_view("GET", "POST")
 def service_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """GET asks (a page, so it works without JavaScript), POST deletes."""
@@ -329,7 +307,7 @@ def service_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
     if request.method == "GET":
         view = ops().require_service(service)
-        return _confirm(
+        return confirm_page(
             request,
             viewer,
             service.namespace,
@@ -520,12 +498,17 @@ def _instance_of(request: HttpRequest, view: ServiceView) -> Instance:
     return inst
 
 
+def _writable_instance(request: HttpRequest, viewer: Viewer) -> tuple[ServiceName, Instance]:
+    """The instance a write names, after the viewer's write permission on its service."""
+    service = _service_of(request)
+    allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
+    return service, _instance_of(request, ops().require_service(service))
+
+
 @console_view("POST")
 def instance_enable(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """Offline / online: an offline (disabled) instance leaves the clients' lists but stays here."""
-    service = _service_of(request)
-    allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
-    inst = _instance_of(request, ops().require_service(service))
+    service, inst = _writable_instance(request, viewer)
     enabled = _field(request, "enabled") == "true"
     with acting(request, viewer, "online instance" if enabled else "offline instance"):
         ops().patch_instance(
@@ -535,11 +518,19 @@ def instance_enable(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     return HttpResponseRedirect(_detail_url(service, done=f"{inst.ip}:{inst.port} is {state}"))
 
 
+def _instance_form(
+    request: HttpRequest, viewer: Viewer, context: dict[str, Any], exc: NamingError | None = None
+) -> HttpResponse:
+    """The add/edit form, again with the submitted values and the message after an error."""
+    if exc is None:
+        return render_page(request, viewer, "console/instance_form.html", context)
+    context["error"] = exc.message
+    return render_page(request, viewer, "console/instance_form.html", context, status=exc.status)
+
+
 @console_view("GET", "POST")
 def instance_edit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    service = _service_of(request)
-    allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
-    inst = _instance_of(request, ops().require_service(service))
+    service, inst = _writable_instance(request, viewer)
     context: dict[str, Any] = {
         "namespace": service.namespace,
         "service": service,
@@ -553,7 +544,7 @@ def instance_edit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             "enabled": inst.enabled,
             "metadata": _metadata_text(inst.metadata),
         }
-        return render_page(request, viewer, "console/instance_form.html", context)
+        return _instance_form(request, viewer, context)
     enabled = request.POST.get("enabled") == "on"
     context["v"] = {
         "weight": request.POST.get("weight", ""),
@@ -579,10 +570,7 @@ def instance_edit(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         with acting(request, viewer, "edit instance"):
             ops().patch_instance(command)
     except NamingError as exc:
-        context["error"] = exc.message
-        return render_page(
-            request, viewer, "console/instance_form.html", context, status=exc.status
-        )
+        return _instance_form(request, viewer, context, exc)
     return HttpResponseRedirect(_detail_url(service, done=f"{inst.ip}:{inst.port} saved"))
 
 
@@ -600,7 +588,7 @@ def instance_create(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     }
     if request.method == "GET":
         context["v"] = {"cluster": DEFAULT_CLUSTER, "weight": "1", "enabled": True}
-        return render_page(request, viewer, "console/instance_form.html", context)
+        return _instance_form(request, viewer, context)
     enabled = request.POST.get("enabled") == "on"
     context["v"] = {
         **{k: request.POST.get(k, "") for k in ("ip", "port", "cluster", "weight", "metadata")},
@@ -627,10 +615,7 @@ def instance_create(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         with acting(request, viewer, "add instance"):
             ops().register_instance(command)
     except NamingError as exc:
-        context["error"] = exc.message
-        return render_page(
-            request, viewer, "console/instance_form.html", context, status=exc.status
-        )
+        return _instance_form(request, viewer, context, exc)
     inst = command.instance
     return HttpResponseRedirect(_detail_url(service, done=f"{inst.ip}:{inst.port} added"))
 
@@ -638,16 +623,14 @@ def instance_create(request: HttpRequest, viewer: Viewer) -> HttpResponse:
 @console_view("GET", "POST")
 def instance_delete(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """Persistent instances only: an ephemeral one would re-register at its client's next beat."""
-    service = _service_of(request)
-    allow(viewer, Action.WRITE, service.namespace, service.group, service.name)
-    inst = _instance_of(request, ops().require_service(service))
+    service, inst = _writable_instance(request, viewer)
     if inst.ephemeral:
         raise InvalidParam(
             "ephemeral instances cannot be deleted here: their client re-registers them at its "
             "next beat (deregister from the client, or take the instance offline)"
         )
     if request.method == "GET":
-        return _confirm(
+        return confirm_page(
             request,
             viewer,
             service.namespace,

@@ -23,9 +23,12 @@ from lib.errors import NamingError
 EXPIRED = "session expired, please log in again"
 
 
-def root(request: HttpRequest) -> HttpResponse:
+def _root(request: HttpRequest) -> HttpResponse:
     """``/nacos/`` (and ``/nacos``): the service list, or the login page first."""
     return HttpResponseRedirect(HOME)
+
+
+root = protect(_root)
 
 
 def _login(request: HttpRequest) -> HttpResponse:
