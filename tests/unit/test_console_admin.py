@@ -3,8 +3,6 @@ each form stores, what it refuses, and the texts the permission table shows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.test import Client
 
@@ -12,21 +10,9 @@ from accounts.directory import service
 from facades.console.views.admin import describe, rule_resource
 from lib.errors import InvalidParam
 from naming.operations import NamespaceInfo
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+from node.runtime import NodeRuntime
 
 C = "/nacos/console/"
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
 
 
 def _user(client: Client, name: str, password: str = "pass-word-1", repeat: str | None = None):
