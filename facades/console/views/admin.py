@@ -350,7 +350,12 @@ def _renew_session(request: HttpRequest, username: str, password: str) -> None:
     if auth is None:
         return
     auth.forget_user(username)  # the identity cache must not hold the old generation
-    token, _identity = auth.login(username, password, address_of(request))
+    try:
+        token, _identity = auth.login(username, password, address_of(request))
+    except NamingError:
+        # The password did change; without a fresh token the next page asks for a login.
+        request.session.flush()
+        return
     request.session.cycle_key()
     request.session[TOKEN] = token
 
