@@ -8,6 +8,7 @@ answers ``ok`` is visible to the next read on this node.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +16,9 @@ from typing import Any, Protocol
 from consistency.datum import Datum, DatumKey, Value
 from consistency.notifier import Notifier
 from lib.errors import Unavailable
+from lib.ratelimit import LogThrottle
+
+log = logging.getLogger(__name__)
 
 # How long a writer waits for its change to reach the registry before answering anyway.
 VISIBILITY_TIMEOUT_S = 5.0
@@ -54,6 +58,18 @@ class ConsistencyService(Protocol):
     def status(self) -> Mapping[str, Any]: ...
 
 
+class WriteObserver(Protocol):
+    """Told of every write submitted on this member, once applied (the audit trail).
+
+    Runs on the writer's thread, inside its request: it must do O(1) work and never block.
+    ``before`` is the datum read just before the submit (under concurrent writes to one key it
+    may be one revision older than the change's real predecessor); ``after`` is the result."""
+
+    def on_write(
+        self, key: DatumKey, change: Change, before: Datum | None, after: Datum
+    ) -> None: ...
+
+
 class DelegateConsistencyService:
     def __init__(
         self, ephemeral: ConsistencyService, persistent: ConsistencyService, notifier: Notifier
@@ -61,12 +77,34 @@ class DelegateConsistencyService:
         self.ephemeral = ephemeral
         self.persistent = persistent
         self.notifier = notifier
+        self._observers: tuple[WriteObserver, ...] = ()
+        self.observer_errors = 0  # approximate under concurrency: a metric
+        self._observer_log = LogThrottle(10.0)
+
+    def add_observer(self, observer: WriteObserver) -> None:
+        self._observers = (*self._observers, observer)
+
+    def _observe(self, key: DatumKey, change: Change, before: Datum | None, after: Datum) -> None:
+        for observer in self._observers:
+            try:
+                observer.on_write(key, change, before, after)
+            except Exception:
+                # An observer's bug must never fail (or half-fail) a write that is stored.
+                self.observer_errors += 1
+                suppressed = self._observer_log.admit()
+                if suppressed is not None:
+                    log.exception("write observer %r failed (%d more since)", observer, suppressed)
 
     def route(self, key: DatumKey) -> ConsistencyService:
         return self.ephemeral if key.ephemeral else self.persistent
 
     def submit(self, key: DatumKey, change: Change, timeout: float = 5.0) -> Datum:
-        applied = self.route(key).submit(key, change, timeout)
+        store = self.route(key)
+        observed = bool(self._observers)
+        before = store.get(key) if observed else None
+        applied = store.submit(key, change, timeout)
+        if observed:
+            self._observe(key, change, before, applied.datum)
         if not self.notifier.wait_processed(applied.ticket, VISIBILITY_TIMEOUT_S):
             # The write is stored; only its visibility lags. Say so rather than pretend.
             raise Unavailable("write stored but not yet visible, notifier is lagging")

@@ -4,10 +4,12 @@ A peer request carries ``X-Naming-Node`` (the sender's address), ``X-Naming-Rece
 member it is addressed to), ``X-Naming-Timestamp`` (unix seconds), ``X-Naming-Nonce`` and
 ``X-Naming-Signature``: HMAC-SHA256, under a key derived from ``NAMING_CLUSTER_SECRET``, over the
 method, the path with its query, the SHA-256 of the body, the timestamp, the node, the receiver
-and the nonce. A receiver accepts it only when addressed to itself, inside a time window and only
-once (nonces seen in the window are remembered), so a captured request cannot be replayed, to
-this member or to another one (each remembers only its own nonces), or altered. No header such
-as ``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
+and the nonce, and ``X-Naming-Actor`` when present (who a forwarded write is for: the receiver
+records it in its audit trail, so it must not be altered, added or stripped in transit). A
+receiver accepts it only when addressed to itself, inside a time window and only once (nonces
+seen in the window are remembered), so a captured request cannot be replayed, to this member or
+to another one (each remembers only its own nonces), or altered. No header such as
+``User-Agent: Nacos-Server`` grants anything (CVE-2021-29441).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ RECEIVER = "X-Naming-Receiver"
 TIMESTAMP = "X-Naming-Timestamp"
 NONCE = "X-Naming-Nonce"
 SIGNATURE = "X-Naming-Signature"
+ACTOR = "X-Naming-Actor"
 WINDOW_S = 30.0
 MAX_REMEMBERED = 100_000
 LOG_INTERVAL_S = 10.0
@@ -41,10 +44,21 @@ class Unsigned(Unauthorized):
 
 
 def _message(
-    method: str, path: str, body: bytes, timestamp: str, node: str, receiver: str, nonce: str
+    method: str,
+    path: str,
+    body: bytes,
+    timestamp: str,
+    node: str,
+    receiver: str,
+    nonce: str,
+    actor: str = "",
 ) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((method.upper(), path, digest, timestamp, node, receiver, nonce)).encode()
+    parts = [method.upper(), path, digest, timestamp, node, receiver, nonce]
+    if actor:
+        # A request without the header signs exactly as before; one with it cannot lose it.
+        parts.append(actor)
+    return "\n".join(parts).encode()
 
 
 def sign(
@@ -55,18 +69,23 @@ def sign(
     node: str,
     receiver: str,
     now: float | None = None,
+    actor: str = "",
 ) -> dict[str, str]:
+    """The signature headers; ``actor`` (an ``X-Naming-Actor`` value) is covered when given."""
     timestamp = str(int(now if now is not None else time.time()))
     nonce = secrets.token_hex(12)
-    message = _message(method, path, body, timestamp, node, receiver, nonce)
+    message = _message(method, path, body, timestamp, node, receiver, nonce, actor)
     mac = hmac.new(key, message, hashlib.sha256)
-    return {
+    headers = {
         NODE: node,
         RECEIVER: receiver,
         TIMESTAMP: timestamp,
         NONCE: nonce,
         SIGNATURE: mac.hexdigest(),
     }
+    if actor:
+        headers[ACTOR] = actor
+    return headers
 
 
 class Verifier:
@@ -104,7 +123,9 @@ class Verifier:
             raise Forbidden("peer request is outside the time window")
         expected = hmac.new(
             self._key,
-            _message(method, path, body, timestamp, node, self._receiver, nonce),
+            _message(
+                method, path, body, timestamp, node, self._receiver, nonce, headers.get(ACTOR, "")
+            ),
             hashlib.sha256,
         ).hexdigest()
         if not hmac.compare_digest(expected, signature):

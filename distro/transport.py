@@ -106,10 +106,12 @@ class HttpPeerTransport:
         headers: Mapping[str, str] | None = None,
         timeout: float = 2.0,
     ) -> PeerResponse:
+        headers = headers or {}
+        actor = headers.get(signing.ACTOR, "")
         signed = {
             "User-Agent": PEER_AGENT,
-            **(headers or {}),
-            **signing.sign(self._key, method, path, body, self.local, peer),
+            **headers,
+            **signing.sign(self._key, method, path, body, self.local, peer, actor=actor),
             "Content-Length": str(len(body)),
         }
         for _ in range(2):

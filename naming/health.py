@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from consistency.datum import DatumKey
 from lib.errors import NamingError
 from lib.loops import PeriodicLoop
+from naming import audit
 from naming.changes import Change, ClearValue, RemoveInstances, SetHealth
 from naming.domain import CheckType, Instance, InstanceKey, ServiceName
 from naming.registry import Registry, ServiceView
@@ -248,9 +249,10 @@ class HealthServices:
     def _probed_views(self) -> Iterable[ServiceView]:
         return [v for v in self._registry.views() if self._is_prober(v.name)]
 
-    def _safe_submit(self, key: DatumKey, change: Change) -> None:
+    def _safe_submit(self, key: DatumKey, change: Change, reason: str) -> None:
         try:
-            self._submit(key, change)
+            with audit.acting(via=audit.VIA_SYSTEM, reason=reason):
+                self._submit(key, change)
         except NamingError as exc:  # e.g. no quorum: try again next round
             self.stats.errors += 1
             self.stats.last_error = f"submit {key}: {exc.message}"
@@ -297,10 +299,14 @@ class HealthServices:
             key = DatumKey.instances(view.name, True)
             if expiry.unhealthy:
                 self.stats.expired_unhealthy += len(expiry.unhealthy)
-                self._safe_submit(key, SetHealth(tuple((k, False) for k in expiry.unhealthy)))
+                self._safe_submit(
+                    key,
+                    SetHealth(tuple((k, False) for k in expiry.unhealthy)),
+                    audit.HEARTBEAT_EXPIRY,
+                )
             if expiry.removed:
                 self.stats.expired_removed += len(expiry.removed)
-                self._safe_submit(key, RemoveInstances(expiry.removed))
+                self._safe_submit(key, RemoveInstances(expiry.removed), audit.HEARTBEAT_EXPIRY)
         self._beats.prune(self._registry.get)
 
     def _restart_grace_of_regained(self, owned: set[ServiceName], known: set[ServiceName]) -> None:
@@ -345,7 +351,7 @@ class HealthServices:
                     DatumKey.instances(view.name, False),
                     DatumKey.meta(view.name),
                 ):
-                    self._safe_submit(key, ClearValue())
+                    self._safe_submit(key, ClearValue(), audit.AUTO_CLEAN)
         for name in [n for n in self._finalize if n not in seen]:
             self._finalize.pop(name, None)
 
@@ -403,7 +409,9 @@ class HealthServices:
             self.stats.counters.pop(key, None)
         for name, changes in verdicts.items():
             self.stats.check_verdicts += len(changes)
-            self._safe_submit(DatumKey.instances(name, False), SetHealth(tuple(changes)))
+            self._safe_submit(
+                DatumKey.instances(name, False), SetHealth(tuple(changes)), audit.HEALTH_CHECK
+            )
 
     def _probe(self, inst: Instance, kind: CheckType, port: int, path: str, expected: int) -> bool:
         timeout = self.settings.check_timeout_s

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
 from lib.errors import Conflict, InvalidParam, NotFound
+from naming import audit
 from naming import commands as s
 from naming.changes import (
     ClearValue,
@@ -188,13 +189,15 @@ class NamingOperations:
                 metadata=cmd.info.metadata,
                 ephemeral=cmd.info.ephemeral,
             )
-            self.register_instance(s.RegisterInstance(cmd.service, inst))
+            with audit.because(audit.BEAT):
+                self.register_instance(s.RegisterInstance(cmd.service, inst))
         elif inst.ephemeral:
             self.beats.touch(cmd.service, inst.key)
             if not inst.healthy and not inst.marked:
-                self.consistency.submit(
-                    DatumKey.instances(cmd.service, True), SetHealth(((inst.key, True),))
-                )
+                with audit.because(audit.BEAT):
+                    self.consistency.submit(
+                        DatumKey.instances(cmd.service, True), SetHealth(((inst.key, True),))
+                    )
         interval = switches.clientBeatInterval
         if PreservedKey.HEART_BEAT_INTERVAL in inst.metadata:
             interval = inst.heartbeat_interval_ms

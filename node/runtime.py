@@ -34,6 +34,7 @@ from distro.transport import HttpPeerTransport
 from facades.nacos_v1 import context as nacos_v1
 from facades.nacos_v1.push import PushService
 from facades.nacos_v1.render import render_push
+from naming.audit import DEFAULT_MAX_AGE_H, DEFAULT_MAX_ENTRIES, AuditLog
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
@@ -75,6 +76,8 @@ class NodeConfig:
     redis_url: str = ""  # Distro sync through Celery on Redis when set; in-process otherwise
     distro: SyncSettings = field(default_factory=SyncSettings)
     report_interval_s: float = 2.0
+    audit_max_entries: int = DEFAULT_MAX_ENTRIES
+    audit_max_age_h: float = DEFAULT_MAX_AGE_H
 
     @property
     def address(self) -> str:
@@ -102,6 +105,7 @@ class NodeRuntime:
         persistent: ConsistencyService,
         syncobj: Any = None,
         distro: DistroCluster | None = None,
+        persist_audit: bool = False,
     ) -> None:
         self.config = config
         self.started_at = time.time()
@@ -111,6 +115,14 @@ class NodeRuntime:
         self.syncobj = syncobj
         self.cluster = distro  # Distro membership, sync and verify; None when standalone
         self.consistency = DelegateConsistencyService(ephemeral, persistent, notifier)
+        # The audit trail of the writes submitted here (<data_dir>/audit.jsonl when persisted).
+        self.audit = AuditLog(
+            config.address,
+            config.audit_max_entries,
+            config.audit_max_age_h,
+            config.data_dir if persist_audit else None,
+        )
+        self.consistency.add_observer(self.audit)
         self.registry = Registry(self.consistency.value)
         notifier.add_listener("registry", self.registry.on_datum)
         self.beats = BeatTable()
@@ -199,6 +211,7 @@ class NodeRuntime:
     def start_background(self) -> None:
         """Start the threads that do not need readiness (the notifier replays the journal;
         membership reports say STARTING; peer syncs arrive while we load)."""
+        self.audit.start()
         self.notifier.start()
         if self.cluster is not None:
             self.cluster.start()
@@ -254,6 +267,7 @@ class NodeRuntime:
             except Exception:  # shutting down: log and continue with the rest
                 log.exception("raft shutdown failed")
         self.notifier.stop()
+        self.audit.stop()
 
 
 def in_memory_runtime(config: NodeConfig | None = None) -> NodeRuntime:
@@ -286,7 +300,13 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
         distro if distro is not None else DistroStore(notifier, DATUM_CODEC)
     )
     runtime = NodeRuntime(
-        config, notifier, ephemeral, RaftConsistencyService(state, syncobj), syncobj, distro
+        config,
+        notifier,
+        ephemeral,
+        RaftConsistencyService(state, syncobj),
+        syncobj,
+        distro,
+        persist_audit=True,
     )
     # distro_cluster() above already refused a cluster without a peer key.
     if config.cluster and config.peer_key is not None:

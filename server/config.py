@@ -150,6 +150,14 @@ class NamingSettings:
     # Fault injection for tests only: every Distro sync is lost, so only verify replicates.
     fault_drop_sync: bool = field(default=False, metadata=_env("NAMING_FAULT_DROP_SYNC"))
 
+    # The audit trail's retention (naming.audit): whichever bound is reached first.
+    audit_max_entries: int = field(
+        default=100_000, metadata=_env("NAMING_AUDIT_MAX_ENTRIES", minimum=100, maximum=10_000_000)
+    )
+    audit_max_age_h: float = field(
+        default=168.0, metadata=_env("NAMING_AUDIT_MAX_AGE_H", minimum=0.01, maximum=87_600.0)
+    )
+
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:

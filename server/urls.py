@@ -13,7 +13,7 @@ from accounts.users import (
 )
 from distro import views as peer
 from facades.console.urls import console_patterns
-from facades.nacos_v1 import console
+from facades.nacos_v1 import audit, console
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
 from node import prometheus
@@ -36,6 +36,7 @@ urlpatterns = [
     path("nacos/v1/console/health/liveness", console.liveness),
     path("nacos/v1/console/health/readiness", console.readiness),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
+    path("nacos/v1/console/audit", audit.audit),
     path("nacos/v1/core/cluster/report", peer.report),
     path(NS + "distro/datum", peer.datum),
     path(NS + "distro/datums", peer.datums),

@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from facades.console.views import namespaces, naming, session, static
+from facades.console.views import admin, namespaces, naming, session, static
 
 P = "nacos/console/"
 
@@ -31,4 +31,17 @@ console_patterns = [
     path(P + "namespace/create", namespaces.namespace_create),
     path(P + "namespace/edit", namespaces.namespace_edit),
     path(P + "namespace/delete", namespaces.namespace_delete),
+    path(P + "users", admin.users),
+    path(P + "users/create", admin.user_create),
+    path(P + "users/reset", admin.user_reset),
+    path(P + "users/delete", admin.user_delete),
+    path(P + "roles", admin.roles),
+    path(P + "roles/bind", admin.role_bind),
+    path(P + "roles/unbind", admin.role_unbind),
+    path(P + "permissions", admin.permissions),
+    path(P + "permissions/add", admin.permission_add),
+    path(P + "permissions/delete", admin.permission_delete),
+    path(P + "password", admin.password),
+    path(P + "cluster", admin.cluster),
+    path(P + "audit", admin.audit),
 ]

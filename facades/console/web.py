@@ -45,6 +45,7 @@ from accounts.auth import (
 )
 from facades.nacos_v1.context import current
 from lib.errors import Forbidden, NamingError
+from naming import audit
 from naming.domain import namespace_or_default
 from naming.operations import NamespaceInfo, NamingOperations
 
@@ -128,12 +129,14 @@ def allow_console(viewer: Viewer, page: str) -> None:
 
 @contextlib.contextmanager
 def acting(request: HttpRequest, viewer: Viewer, action: str) -> Iterator[None]:
-    """Every core write of the console runs inside this: the audit trail's actor.
-
-    TODO(lead): connect to ``naming.audit.acting(user=viewer.username, address=address_of(
-    request), via="console", reason=f"console: {action}")`` when naming/audit.py lands.
-    """
-    yield
+    """Every core write of the console runs inside this: the audit trail's actor."""
+    with audit.acting(
+        user=viewer.username or "anonymous",
+        address=address_of(request),
+        via=audit.VIA_CONSOLE,
+        reason=f"console: {action}",
+    ):
+        yield
 
 
 def ops() -> NamingOperations:

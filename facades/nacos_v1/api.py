@@ -25,6 +25,7 @@ from rest_framework.request import Request
 from accounts.auth import Action, Identity, Resource, authorize
 from distro import signing
 from distro.http import verify_peer
+from facades.nacos_v1.actor import acting_for
 from facades.nacos_v1.context import Node, current
 from facades.nacos_v1.forward import forward_if_not_owner
 from facades.nacos_v1.params import Params
@@ -247,8 +248,9 @@ def nacos_api(
                     gate(node, request)
                 params = params_of(request)
                 caller: Caller = None
+                sender = ""  # a verified forward's member (audit: whose client it was)
                 if distro and node.cluster is not None and SIGNED in request.META:
-                    verify_peer(request)
+                    sender = verify_peer(request)
                 else:
                     if secured:
                         caller = authenticate(node, request, params)
@@ -260,10 +262,11 @@ def nacos_api(
                                 )
                                 authorize(caller, wanted, touched)
                     if distro:
-                        forwarded = forward_if_not_owner(node, request, params)
+                        forwarded = forward_if_not_owner(node, request, params, caller)
                         if forwarded is not None:
                             return forwarded
-                return to_response(handler(request, params, caller, *args, **kwargs))
+                with acting_for(request, caller, sender):
+                    return to_response(handler(request, params, caller, *args, **kwargs))
             except NamingError as exc:
                 return error_response(exc, request)
             except RequestDataTooBig:

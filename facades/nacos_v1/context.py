@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from accounts.auth import Authenticator
 from distro.service import DistroCluster
 from facades.nacos_v1.push import PushService
+from naming.audit import AuditLog
 from naming.domain import ServiceName
 from naming.operations import NamingOperations
 from naming.registry import Registry
@@ -50,6 +51,9 @@ class Node(Protocol):
 
     @property
     def report(self) -> NodeStatusSource: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     @property
     def address(self) -> str: ...

@@ -13,9 +13,11 @@ import logging
 
 from django.http import HttpRequest, HttpResponse
 
+from accounts.auth import Identity
 from distro.http import signed_target
 from distro.transport import PeerUnreachable
 from facades.nacos_v1 import params as s
+from facades.nacos_v1.actor import actor_header
 from facades.nacos_v1.context import Node
 from facades.nacos_v1.params import Params
 from lib.errors import NamingError, Unavailable
@@ -37,7 +39,9 @@ def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: boo
     return True
 
 
-def forward_if_not_owner(node: Node, request: HttpRequest, params: Params) -> HttpResponse | None:
+def forward_if_not_owner(
+    node: Node, request: HttpRequest, params: Params, caller: Identity | None = None
+) -> HttpResponse | None:
     cluster = node.cluster
     if cluster is None:
         return None
@@ -51,6 +55,7 @@ def forward_if_not_owner(node: Node, request: HttpRequest, params: Params) -> Ht
         return None
     owner = cluster.owner(grouped)
     headers = {h: v for h in _PASSED_HEADERS if (v := request.headers.get(h))}
+    headers.update(actor_header(caller, request))  # the owner audits the client, not us
     try:
         answer = cluster.transport.call(
             owner,

@@ -62,6 +62,7 @@ def test_logout_then_back_shows_no_data(admin, console_node: NodeProcess):
     page.goto("/nacos/console/services?hideEmpty=0")
     expect(page.locator("#services")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
+    console_node._token = None  # the logout revoked the harness's cached admin token too
     expect(page).to_have_url(re.compile(r"/nacos/console/login\?out=1"))
     expect(page.get_by_role("status")).to_have_text("you are logged out")
     console_node._token = None  # the logout revoked the harness's cached admin token too
