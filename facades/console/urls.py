@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from facades.console.views import admin, namespaces, naming, session, static
+from facades.console.views import admin, bulk, namespaces, naming, session, static
 
 P = "nacos/console/"
 
@@ -26,6 +26,8 @@ console_patterns = [
     path(P + "instance/edit", naming.instance_edit),
     path(P + "instance/enable", naming.instance_enable),
     path(P + "instance/delete", naming.instance_delete),
+    path(P + "instances/bulk", bulk.instances_bulk),
+    path(P + "init", session.first_admin),
     path(P + "subscribers", naming.subscribers),
     path(P + "namespaces", namespaces.namespaces),
     path(P + "namespace/create", namespaces.namespace_create),

@@ -139,8 +139,10 @@ def services(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     allow(viewer, Action.READ, namespace)
     name = request.GET.get("name", "").strip()[:MAX_FILTER_CHARS]
     group = request.GET.get("group", "").strip()[:MAX_FILTER_CHARS]
+    # An instance's ``ip`` or ``ip:port``: which services of the namespace hold it (nacos#1319).
+    instance = request.GET.get("instance", "").strip()[:MAX_FILTER_CHARS]
     hide_empty = _hide_empty(request)
-    views = ops().catalog_services(namespace, name, group, "", hide_empty)
+    views = ops().catalog_services(namespace, name, group, instance, hide_empty)
     page, size, pages = _pager(request, len(views))
     rows = []
     for view in views[(page - 1) * size : page * size]:
@@ -151,6 +153,7 @@ def services(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         "namespace": namespace,
         "name": name,
         "group": group,
+        "instance": instance,
         "hideEmpty": "1" if hide_empty else "0",
         "size": str(size),
     }
@@ -165,6 +168,7 @@ def services(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             "switch_path": CONSOLE + "services",
             "name": name,
             "group": group,
+            "instance": instance,
             "hide_empty": hide_empty,
             "rows": rows,
             "total": len(views),

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from accounts.auth import installed
+from accounts.directory import ADMIN_USERNAME
+from accounts.directory import service as accounts
 from facades.console.web import (
     HOME,
     LOGIN,
+    ROOT,
     TOKEN,
     LoginNeeded,
+    Viewer,
+    acting,
     address_of,
     protect,
     render_page,
@@ -18,14 +25,21 @@ from facades.console.web import (
     viewer_of,
     with_htmx,
 )
-from lib.errors import NamingError
+from lib.errors import ErrorCode, NamingError
 
 EXPIRED = "session expired, please log in again"
+INIT = ROOT + "init"
+
+
+def _admin_missing() -> bool:
+    """Auth is on and nobody holds ROLE_ADMIN (started with NAMING_ADMIN_BOOTSTRAP=false)."""
+    return installed() is not None and not accounts().directory().has_admin()
 
 
 def _root(request: HttpRequest) -> HttpResponse:
-    """``/nacos/`` (and ``/nacos``): the service list, or the login page first."""
-    return HttpResponseRedirect(HOME)
+    """``/nacos/`` (and ``/nacos``): the service list, or the login page first (or, before
+    there is an admin, the first-run page)."""
+    return HttpResponseRedirect(INIT if _admin_missing() else HOME)
 
 
 root = protect(_root)
@@ -38,6 +52,8 @@ def _login(request: HttpRequest) -> HttpResponse:
     if auth is None:
         return HttpResponseRedirect(target)  # auth off: nothing to log in to
     if request.method == "GET":
+        if _admin_missing():
+            return HttpResponseRedirect(INIT)
         try:
             viewer_of(request)
             return HttpResponseRedirect(target)  # already signed in
@@ -96,3 +112,46 @@ def _logout(request: HttpRequest) -> HttpResponse:
 
 
 logout = protect(_logout)
+
+
+def _first_admin(request: HttpRequest) -> HttpResponse:
+    """``/nacos/console/init`` (Nacos 2.4+, nacos#11957): the ``nacos`` admin's password, while
+    nobody holds ROLE_ADMIN; a blank password is generated and shown this once. Open to anyone
+    then, as the API's ``POST /nacos/v1/auth/users/admin`` is; once an admin exists the page is
+    gone (404), and of two people racing, the replicated change lets only one win."""
+    with_htmx(request)
+    if not _admin_missing():
+        return _init_gone(request)
+    if request.method not in ("GET", "POST"):
+        return render_page(request, None, "console/init.html", {"error": "use the form"}, 405)
+    if request.method == "GET":
+        return render_page(request, None, "console/init.html")
+    password = request.POST.get("password", "")
+    if password != request.POST.get("repeat", ""):
+        context = {"error": "the two passwords differ"}
+        return render_page(request, None, "console/init.html", context, status=400)
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(12)
+    try:
+        with acting(request, Viewer(None, address_of(request)), "first admin"):
+            accounts().create_admin(password)
+    except NamingError as exc:
+        if exc.code is ErrorCode.CONFLICT:  # someone else was first
+            return _init_gone(request)
+        context = {"error": exc.message}
+        return render_page(request, None, "console/init.html", context, status=exc.status)
+    context: dict[str, object] = {
+        "done": True,
+        "username": ADMIN_USERNAME,
+        "generated": password if generated else "",
+    }
+    return render_page(request, None, "console/init.html", context)
+
+
+def _init_gone(request: HttpRequest) -> HttpResponse:
+    context = {"error": "the administrator is already set up: log in instead", "gone": True}
+    return render_page(request, None, "console/init.html", context, status=404)
+
+
+first_admin = protect(_first_admin)
