@@ -128,8 +128,8 @@ def _first_admin(request: HttpRequest) -> HttpResponse:
         return render_page(request, None, "console/init.html")
     password = request.POST.get("password", "")
     if password != request.POST.get("repeat", ""):
-        context = {"error": "the two passwords differ"}
-        return render_page(request, None, "console/init.html", context, status=400)
+        differ = {"error": "the two passwords differ"}
+        return render_page(request, None, "console/init.html", differ, status=400)
     generated = not password
     if generated:
         password = secrets.token_urlsafe(12)
@@ -139,8 +139,8 @@ def _first_admin(request: HttpRequest) -> HttpResponse:
     except NamingError as exc:
         if exc.code is ErrorCode.CONFLICT:  # someone else was first
             return _init_gone(request)
-        context = {"error": exc.message}
-        return render_page(request, None, "console/init.html", context, status=exc.status)
+        refused = {"error": exc.message}
+        return render_page(request, None, "console/init.html", refused, status=exc.status)
     context: dict[str, object] = {
         "done": True,
         "username": ADMIN_USERNAME,
