@@ -108,7 +108,9 @@ def test_resolve_takes_rows_and_whole_clusters_once_and_reports_the_missing():
         EMPTY_INSTANCES,
         1,
     )
-    targets = bulk.parse_targets([sel("10.0.0.1", 80), sel("10.0.0.9", 80), sel("10.0.0.3", 80, "B")])
+    targets = bulk.parse_targets(
+        [sel("10.0.0.1", 80), sel("10.0.0.9", 80), sel("10.0.0.3", 80, "B")]
+    )
     chosen, errors = bulk.resolve(view, targets, ["B", "nope"])
     assert sorted(i.ip for i in chosen) == ["10.0.0.1", "10.0.0.3"]
     assert errors == [
@@ -183,9 +185,7 @@ def test_bulk_metadata_set_and_remove(node, browser):
     register(browser, "s", "10.0.0.1", metadata="keep=1")
     register(browser, "s", "10.0.0.2")
     chosen = [sel("10.0.0.1", 80, ephemeral=False), sel("10.0.0.2", 80, ephemeral=False)]
-    done = bulk_post(
-        browser, {"action": "metadata", "selected": chosen, "metadata": "zone=a\nv=2"}
-    )
+    done = bulk_post(browser, {"action": "metadata", "selected": chosen, "metadata": "zone=a\nv=2"})
     assert "metadata+set+on+2+instances" in done.headers["Location"]
     hosts = instances(browser)
     assert hosts["10.0.0.1:80"]["metadata"] == {"keep": "1", "zone": "a", "v": "2"}
