@@ -18,7 +18,7 @@ from naming.registry import ServiceView
 from node import runtime
 from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
 
-from .test_console import post_form
+from .test_console import post_form, token_of
 
 
 def sel(ip: str, port: int, cluster: str = "DEFAULT", ephemeral: bool = True) -> str:
@@ -163,7 +163,8 @@ def instances(browser: Client, service: str = "s") -> dict[str, dict]:
 
 
 def bulk_post(browser: Client, form: dict[str, object]):
-    return post_form(browser, DETAIL, {**SERVICE, **form}, BULK)
+    token = token_of(browser.get(DETAIL).content.decode())
+    return browser.post(BULK, {**SERVICE, **form, "csrfmiddlewaretoken": token})
 
 
 def test_bulk_offline_then_online(node, browser):

@@ -31,11 +31,20 @@ document.addEventListener("change", function (event) {
 });
 
 // The instance tables refresh every 2 s by replacing them: while anything is selected the
-// refresh waits, so a selection is never wiped out under the user's pointer.
-document.addEventListener("htmx:beforeRequest", function (event) {
+// refresh waits (and one already under way is dropped), so a selection is never wiped out
+// under the user's pointer.
+function selectionPending(event) {
   var target = event.detail && event.detail.elt;
-  if (target && target.id === "instances" &&
-      target.querySelector('input[form="bulk"]:checked')) {
+  return Boolean(target && target.id === "instances" &&
+    target.querySelector('input[form="bulk"]:checked'));
+}
+document.addEventListener("htmx:beforeRequest", function (event) {
+  if (selectionPending(event)) {
     event.preventDefault();
+  }
+});
+document.addEventListener("htmx:beforeSwap", function (event) {
+  if (selectionPending(event)) {
+    event.detail.shouldSwap = false;
   }
 });
