@@ -120,7 +120,7 @@ def test_first_run_admin_page(browser, bare_node: NodeProcess):
         page.get_by_label("Password", exact=True).fill("first-admin-pw")
         page.get_by_label("Repeat password").fill("other-text-pw")
         page.get_by_role("button", name="Set up the administrator").click()
-        expect(page.get_by_role("alert")).to_have_text("the two passwords differ")
+        expect(page.get_by_role("alert")).to_have_text("the two passwords do not match")
 
         page.get_by_label("Password", exact=True).fill("first-admin-pw")
         page.get_by_label("Repeat password").fill("first-admin-pw")

@@ -4,7 +4,6 @@ search of the service list."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
 from django.test import Client
@@ -15,8 +14,6 @@ from naming.codec import EMPTY_INSTANCES, instance_set
 from naming.domain import MAX_METADATA_CHARS, MAX_METADATA_ENTRIES, Instance, InstanceKey
 from naming.domain import ServiceName as Name
 from naming.registry import ServiceView
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
 
 from .test_console import post_form, token_of
 
@@ -126,17 +123,6 @@ def test_merge_too_large_counts_the_union_of_keys():
 
 
 # -- the view, in-process (auth off) -------------------------------------------------------------
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
 
 
 @pytest.fixture

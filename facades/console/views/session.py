@@ -128,7 +128,7 @@ def _first_admin(request: HttpRequest) -> HttpResponse:
         return render_page(request, None, "console/init.html")
     password = request.POST.get("password", "")
     if password != request.POST.get("repeat", ""):
-        differ = {"error": "the two passwords differ"}
+        differ = {"error": "the two passwords do not match"}
         return render_page(request, None, "console/init.html", differ, status=400)
     generated = not password
     if generated:
