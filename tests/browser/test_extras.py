@@ -32,15 +32,24 @@ def hosts(node: NodeProcess, service: str) -> dict[str, dict[str, Any]]:
     return {f"{h['ip']}:{h['port']}": h for h in listed.json()["hosts"]}
 
 
-def test_bulk_offline_online_and_metadata(admin, console_node: NodeProcess, sdk):
+def register(node: NodeProcess, service: str, ip: str, port: int, **extra: str) -> None:
+    """Through the v1 API as a client would (the SDK's fixture logs in with a 3 s timeout,
+    which a loaded machine can outlast)."""
+    answer = node.api(
+        "POST",
+        "/instance",
+        {"serviceName": service, "ip": ip, "port": port, "clusterName": "DEFAULT", **extra},
+    )
+    assert answer.status == 200, answer.text
+
+
+def test_bulk_offline_online_and_metadata(admin, console_node: NodeProcess):
     page = admin
     service = fresh("bulk")
     ips = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
     for ip in ips:
         # Persistent: the test may outlast an unbeaten ephemeral instance's 30 s.
-        assert sdk.add_naming_instance(
-            service, ip, 8080, cluster_name="DEFAULT", metadata={"keep": "1"}, ephemeral=False
-        )
+        register(console_node, service, ip, 8080, metadata="keep=1", ephemeral="false")
     page.goto(f"/nacos/console/service?namespace=public&group=DEFAULT_GROUP&name={service}")
 
     # Nothing selected: a visible message, nothing changes.
@@ -81,12 +90,12 @@ def test_bulk_offline_online_and_metadata(admin, console_node: NodeProcess, sdk)
     assert page.csp_violations == []
 
 
-def test_service_search_by_instance_ip(admin, console_node: NodeProcess, sdk):
+def test_service_search_by_instance_ip(admin, console_node: NodeProcess):
     page = admin
     holder, other = fresh("holder"), fresh("other")
     ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
-    assert sdk.add_naming_instance(holder, ip, 9001, cluster_name="DEFAULT")
-    assert sdk.add_naming_instance(other, "10.255.255.1", 9001, cluster_name="DEFAULT")
+    register(console_node, holder, ip, 9001, ephemeral="false")
+    register(console_node, other, "10.255.255.1", 9001, ephemeral="false")
     page.goto("/nacos/console/services?namespace=public")
     page.get_by_label("Instance (ip or ip:port)").fill(f"{ip}:9001")
     page.get_by_role("button", name="Search").click()
