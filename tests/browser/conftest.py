@@ -64,8 +64,12 @@ def sdk(console_node: NodeProcess) -> Any:
     import nacos
 
     console_node.create_user("sdk-user", "sdk-password-1")
-    client = nacos.NacosClient(console_node.address, username="sdk-user", password="sdk-password-1")
+    # Built without credentials, so that its first login (made at construction otherwise)
+    # already runs with the longer timeout.
+    client = nacos.NacosClient(console_node.address)
     client.set_options(default_timeout=20)
+    client.username, client.password = "sdk-user", "sdk-password-1"
+    client.get_access_token()
     return client
 
 
