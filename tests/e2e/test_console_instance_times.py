@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from testkit.harness import NodeProcess, running_node, wait_for
+from tests.cluster.test_console_cluster import console_login
 
 C = "/nacos/console/"
-CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +27,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 def console(node: NodeProcess) -> requests.Session:
     session = requests.Session()
-    login = node.base + C + "login"
-    found = CSRF.search(session.get(login, timeout=10).text)
-    assert found is not None
-    answer = session.post(
-        login,
-        data={
-            "csrfmiddlewaretoken": found.group(1),
-            "username": "nacos",
-            "password": node.admin_password,
-        },
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert answer.status_code == 302, answer.text
+    console_login(session, node)
     return session
 
 
