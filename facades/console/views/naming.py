@@ -409,9 +409,7 @@ def _clusters(view: ServiceView) -> list[dict[str, Any]]:
                     "metadata": sorted(inst.metadata.items()),
                     "registered": _moment(inst.registered_ms),
                     "last_beat": _ago(now - last) if last is not None else "",
-                    "last_check": None
-                    if inst.ephemeral
-                    else _last_check(view, inst, prober_note),
+                    "last_check": None if inst.ephemeral else _last_check(view, inst, prober_note),
                     "query": _instance_query(view.name, inst),
                 }
             )
