@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
-import pytest
 from django.test import Client
 
 from consistency.datum import Datum, DatumKey
 from distro.store import datum_checksum
-from naming.changes import Change, PatchInstance, SetHealth, UpdateInstance, UpsertInstance
+from naming.changes import (
+    Change,
+    PatchInstance,
+    RemoveInstances,
+    SetHealth,
+    UpdateInstance,
+    UpsertInstance,
+)
 from naming.codec import DATUM_CODEC, decode_instance, encode_instance
 from naming.commands import RegisterInstance
 from naming.domain import (
@@ -22,8 +27,6 @@ from naming.domain import (
     InstanceKey,
     ServiceName,
 )
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
 
 SVC = "DEFAULT_GROUP@@svc"
 NAME = ServiceName("public", SVC)
@@ -61,8 +64,6 @@ def test_an_unknown_registration_time_stays_unknown_on_re_register():
 
 
 def test_re_registering_after_removal_is_a_new_registration():
-    from naming.changes import RemoveInstances
-
     value = upsert(None, Instance("10.0.0.1", 1), T0)
     value = RemoveInstances((KEY,)).apply(value)
     assert upsert(value, Instance("10.0.0.1", 1), T0 + 9)[KEY].registered_ms == T0 + 9
@@ -100,17 +101,6 @@ def test_members_applying_the_same_change_have_equal_checksums():
 
 
 # -- through the node: operations, the prober and the console (in process) ---------------------
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
 
 
 def closed_port() -> int:
