@@ -94,38 +94,58 @@ class UpsertInstance(Change):
     """Register (or PY-style PUT): add or replace by (cluster, ip, port).
 
     As in Nacos ``Cluster.updateIps``, an instance that already exists keeps its instance id and
-    its health flag unless the new one is ``marked``.
+    its health flag unless the new one is ``marked``; it also keeps its registration time (a
+    re-register or a PUT is not a new registration). ``registered_ms`` is the operation's wall
+    clock, read before the change was submitted, so every member applies the same value; it is
+    set in the one ``replace`` apply makes anyway (no extra copy on the register path).
     """
 
     type_name: ClassVar[str] = "upsert_instance"
     instance: Instance
     grouped_service: str
+    registered_ms: int = 0  # 0 in changes logged before registration times were kept
 
     def apply(self, current: Value | None) -> Value | None:
         instances = _instances(current)
         new = self.instance
         old = instances.get(new.key)
         if old is not None:
-            changes: dict[str, Any] = {"instance_id": old.instance_id}
+            changes: dict[str, Any] = {
+                "instance_id": old.instance_id,
+                "registered_ms": old.registered_ms,
+            }
             if not new.marked:
                 changes["healthy"] = old.healthy
             new = replace(new, **changes)
         elif new.id_generator == IdGenerator.SNOWFLAKE:
-            new = replace(new, instance_id=_next_snowflake_id(instances))
+            new = replace(
+                new,
+                instance_id=_next_snowflake_id(instances),
+                registered_ms=self.registered_ms,
+            )
         else:
             new = replace(
                 new,
                 instance_id=simple_instance_id(new.ip, new.port, new.cluster, self.grouped_service),
+                registered_ms=self.registered_ms,
             )
         instances[new.key] = new
         return _frozen(instances)
 
     def _fields(self) -> dict[str, Any]:
-        return {"instance": encode_instance(self.instance), "service": self.grouped_service}
+        return {
+            "instance": encode_instance(self.instance),
+            "service": self.grouped_service,
+            "registeredMs": self.registered_ms,
+        }
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
-        return cls(decode_instance(data["instance"]), str(data["service"]))
+        return cls(
+            decode_instance(data["instance"]),
+            str(data["service"]),
+            int(data.get("registeredMs", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +163,7 @@ class UpdateInstance(Change):
                 f"instance not exist: {self.instance.ip}:{self.instance.port} "
                 f"in cluster {self.instance.cluster}"
             )
-        new = replace(self.instance, instance_id=old.instance_id)
+        new = replace(self.instance, instance_id=old.instance_id, registered_ms=old.registered_ms)
         if not new.marked:
             new = replace(new, healthy=old.healthy)
         instances[new.key] = new

@@ -51,6 +51,7 @@ def encode_instance(inst: Instance) -> dict[str, Any]:
         "instanceId": inst.instance_id,
         "app": inst.app,
         "marked": inst.marked,
+        "registeredMs": inst.registered_ms,
     }
 
 
@@ -67,6 +68,7 @@ def decode_instance(data: Mapping[str, Any]) -> Instance:
         instance_id=str(data.get("instanceId", "")),
         app=str(data.get("app", "DEFAULT")),
         marked=bool(data.get("marked", False)),
+        registered_ms=int(data.get("registeredMs", 0)),
     )
 
 

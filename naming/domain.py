@@ -295,6 +295,8 @@ class Instance:
     instance_id: str = ""
     app: str = "DEFAULT"
     marked: bool = False
+    # Wall-clock ms of the registration that created it (0: unknown, stored before it was kept).
+    registered_ms: int = 0
 
     @property
     def key(self) -> InstanceKey:

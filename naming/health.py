@@ -10,7 +10,8 @@ shared Event and joining):
 - ``beat-sweeper``: every ``sweep_interval_s`` marks ephemeral instances unhealthy or removes them;
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
-  bounded thread pool and submits only health *changes*.
+  bounded thread pool and submits only health *changes*; the time and result of each instance's
+  last check stay in this member's :class:`CheckTable` (shown by the console).
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ class BeatTable:
             # list(): request threads insert beats while we walk the keys.
             for key in [k for k in list(beats) if k not in present]:
                 beats.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class LastCheck:
+    at_ms: int  # wall clock, for display (the probe rounds themselves run on the monotonic one)
+    ok: bool
+
+
+class CheckTable:
+    """The time and result of the last active check of each persistent instance, on the member
+    that probes them (the Raft leader). Not replicated: a verdict that does not change health is
+    not a write. Bounded: each round replaces the whole table with the instances it probed, so a
+    member that stops probing (no longer leader) holds none. Written by the ``health-check``
+    loop only; readers (the console) get the table of one round at a time."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[ServiceName, InstanceKey], LastCheck] = {}
+
+    def replace_round(self, checks: dict[tuple[ServiceName, InstanceKey], LastCheck]) -> None:
+        self._last = checks
+
+    def last(self, service: ServiceName, key: InstanceKey) -> LastCheck | None:
+        return self._last.get((service, key))
+
+    def __len__(self) -> int:
+        return len(self._last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +200,8 @@ class HealthServices:
         settings: HealthSettings,
         clock: Clock = time.monotonic,
         is_prober: IsResponsible | None = None,
+        checks: CheckTable | None = None,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._registry = registry
         self._beats = beats
@@ -183,6 +212,8 @@ class HealthServices:
         self._is_prober = is_prober or is_responsible
         self.settings = settings
         self._clock = clock
+        self.checks = checks if checks is not None else CheckTable()
+        self._wall_ms = wall_ms
         self._stop = threading.Event()
         self.loops: list[PeriodicLoop] = []
         self._finalize: dict[ServiceName, int] = {}
@@ -382,11 +413,19 @@ class HealthServices:
                 port = inst.port if cfg.use_instance_port else cfg.check_port
                 jobs.append((view, inst, checker.type, port, checker.path, checker.expected_code))
         if not jobs:
+            self.checks.replace_round({})
             return
         with ThreadPoolExecutor(
             max_workers=self.settings.check_workers, thread_name_prefix="probe"
         ) as pool:
             results = list(pool.map(lambda job: self._probe(*job[1:]), jobs))
+        checked_ms = self._wall_ms()
+        self.checks.replace_round(
+            {
+                (view.name, inst.key): LastCheck(checked_ms, ok)
+                for (view, inst, *_), ok in zip(jobs, results, strict=True)
+            }
+        )
         verdicts: dict[ServiceName, list[tuple[InstanceKey, bool]]] = {}
         threshold = max(1, self._registry.switches.checkTimes)
         live = set()

@@ -52,7 +52,7 @@ from naming.domain import (
     check_namespace_text,
     check_new_namespace_id,
 )
-from naming.health import BeatTable
+from naming.health import BeatTable, CheckTable
 from naming.parsing import parse_json
 from naming.registry import Registry, ServiceView
 
@@ -84,10 +84,13 @@ class NamingOperations:
         registry: Registry,
         beats: BeatTable,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        checks: CheckTable | None = None,
     ) -> None:
         self.consistency = consistency
         self.registry = registry
         self.beats = beats
+        # Last active checks, filled by the prober (``HealthServices``) on this member.
+        self.checks = checks if checks is not None else CheckTable()
         self._wall_ms = wall_ms
         self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
 
@@ -123,9 +126,10 @@ class NamingOperations:
             if view is None or view.meta is None:
                 # A persistent registration persists its service (Nacos writes its meta).
                 self.consistency.submit(DatumKey.meta(cmd.service), EnsureService())
+        # The clock is read here, before the change: apply must give every member the same value.
         self.consistency.submit(
             DatumKey.instances(cmd.service, inst.ephemeral),
-            UpsertInstance(inst, cmd.service.grouped),
+            UpsertInstance(inst, cmd.service.grouped, self._wall_ms()),
         )
         if inst.ephemeral:
             self.beats.touch(cmd.service, inst.key)

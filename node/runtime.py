@@ -38,7 +38,7 @@ from naming.audit import DEFAULT_MAX_AGE_H, DEFAULT_MAX_ENTRIES, AuditLog
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
-from naming.health import BeatTable, HealthServices, HealthSettings
+from naming.health import BeatTable, CheckTable, HealthServices, HealthSettings
 from naming.operations import NamingOperations
 from naming.registry import Registry
 from node.status import StatusReport
@@ -130,7 +130,10 @@ class NodeRuntime:
         # identities and decisions drop when a new version lands on this member.
         self.accounts = AccountsService(self.consistency)
         notifier.add_listener("accounts", self._accounts_changed)
-        self.operations = NamingOperations(self.consistency, self.registry, self.beats)
+        self.checks = CheckTable()  # last active checks: written by self.health, read by console
+        self.operations = NamingOperations(
+            self.consistency, self.registry, self.beats, checks=self.checks
+        )
         # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
         self.push = PushService(config.host, render_push)
         self.registry.listeners.add("push", self.push.on_service_changed)
@@ -141,6 +144,7 @@ class NodeRuntime:
             self.is_responsible,
             config.health,
             is_prober=self.is_leader,
+            checks=self.checks,
         )
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()

@@ -66,6 +66,11 @@ def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
     instance = row(page, "10.0.0.7", 8080)
     expect(instance).to_be_visible()
     expect(instance.locator(".weight")).to_have_text("1.0")
+    # The registration time in the browser's local time (console.js), the UTC ISO in its title.
+    registered = instance.locator(".registered time")
+    expect(registered).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z$"))
+    expect(registered).not_to_contain_text("UTC")
+    expect(instance.locator(".last-seen")).to_contain_text("beat: ")
     # Metadata with markup is text: shown literally, never executed.
     expect(instance.locator(".meta")).to_contain_text("note=" + SCRIPT)
     assert page.dialogs == []
@@ -73,6 +78,7 @@ def test_a_service_registered_by_the_sdk_shows_on_the_list_and_detail_pages(
     shot(page, "service-detail")
     page.wait_for_timeout(2500)  # one htmx refresh of the instance tables
     expect(instance.locator(".meta")).to_contain_text("note=" + SCRIPT)
+    expect(registered).not_to_contain_text("UTC")  # the refreshed table is localized too
     assert page.dialogs == []
     assert page.csp_violations == []
 

@@ -9,6 +9,7 @@ refreshes the instance tables.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import time
@@ -347,13 +348,58 @@ def _ago(seconds: float) -> str:
     return f"{int(seconds)} s ago"
 
 
+def _moment(ms: int) -> dict[str, str] | None:
+    """A wall-clock time as the templates show it: UTC text that ``console.js`` turns into the
+    browser's local time, with the ISO form for ``datetime`` and ``title``."""
+    if ms <= 0:
+        return None
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return {
+        "iso": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "text": moment.strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def _prober_note() -> str | None:
+    """None when this member runs the active checks (standalone, or the Raft leader); else who
+    does, for the persistent rows (their last checks are kept only where they run)."""
+    node = current()
+    if node.cluster is None:
+        return None
+    leader = node.report.leader_http_address()
+    if leader == node.address:
+        return None
+    return f"checked by the leader {leader}" if leader else "checked by the leader (none elected)"
+
+
+def _last_check(view: ServiceView, inst: Instance, prober_note: str | None) -> dict[str, Any]:
+    if inst.marked or view.cluster_config(inst.cluster).health_checker.type not in (
+        CheckType.TCP,
+        CheckType.HTTP,
+    ):
+        return {"text": "not checked (no active check)"}
+    if prober_note is not None:
+        return {"text": prober_note}
+    last = ops().checks.last(view.name, inst.key)
+    if last is None:
+        return {"text": "not checked yet"}
+    age = max(0.0, (ops().wall_ms() - last.at_ms) / 1000)
+    return {
+        "text": f"{_ago(age)}: {'passed' if last.ok else 'failed'}",
+        "ok": last.ok,
+        "at": _moment(last.at_ms),
+    }
+
+
 def _clusters(view: ServiceView) -> list[dict[str, Any]]:
     """Per cluster: its health-check settings and its instances, as the templates show them.
 
-    What is recorded per instance: the last beat of an ephemeral instance, on the member that
-    owns the service (monotonic, so shown as an age); registration time and the time of the
-    last health check of a persistent instance are not recorded by this server."""
+    Per instance: its registration time (replicated with it: 0 for instances stored before it
+    was kept); the last beat of an ephemeral instance, on the member that owns the service
+    (monotonic, so shown as an age); the last active check of a persistent one, on the member
+    that probes (the Raft leader)."""
     beats = ops().beats.service_beats(view.name) if view.ephemeral else {}
+    prober_note = _prober_note() if view.persistent else None
     now = time.monotonic()
     clusters = []
     for name, members in sorted(view.clusters.items()):
@@ -365,7 +411,9 @@ def _clusters(view: ServiceView) -> list[dict[str, Any]]:
                 {
                     "inst": inst,
                     "metadata": sorted(inst.metadata.items()),
+                    "registered": _moment(inst.registered_ms),
                     "last_beat": _ago(now - last) if last is not None else "",
+                    "last_check": None if inst.ephemeral else _last_check(view, inst, prober_note),
                     "query": _instance_query(view.name, inst),
                 }
             )
