@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.audited import Audited
 from accounts.auth import Identity, installed
 from accounts.directory import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
 from lib.errors import Forbidden
@@ -181,7 +182,7 @@ class RoleRefSerializer(InputSerializer):
     username = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 
-class RolesView(APIView):
+class RolesView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsGlobalAdmin]
 
@@ -214,7 +215,7 @@ class PermissionSerializer(InputSerializer):
     action = serializers.CharField(max_length=2)
 
 
-class PermissionsView(APIView):
+class PermissionsView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsGlobalAdmin]
 
@@ -250,7 +251,7 @@ class PermissionsView(APIView):
         return _result("delete permission ok!")
 
 
-class UsersView(APIView):
+class UsersView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsAdminOrSelf]
 
