@@ -27,6 +27,7 @@ resource pattern matches and whose action grants the letter asked for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -36,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -468,15 +469,23 @@ class Action(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Resource:
     """What a request touches, as Nacos names it (console.md §2.2):
-    ``<namespace>:<group>:naming/<service>`` with ``*`` for "every", or ``console/<page>``."""
+    ``<namespace>:<group>:naming/<service>`` with ``*`` for "every", or ``console/<page>``.
+
+    A naming resource also keeps its three components (``parts``): groups and service names may
+    contain ``:``, so the text alone cannot say where the group ends, and a stored pattern is
+    matched component by component (:func:`permits`)."""
 
     text: str
+    parts: tuple[str, str, str] | None = field(default=None, compare=False)
 
     @classmethod
     def naming(cls, namespace: str, group: str = "*", service: str = "*") -> Resource:
-        # Public is the blank namespace in a resource, whatever the client sent (Nacos ≥ 1.4.1).
-        ns = "" if namespace.lower() == "public" else namespace
-        return cls(f"{ns}:{group or '*'}:naming/{service or '*'}")
+        # Public is the blank namespace in a resource (Nacos ≥ 1.4.1). Only the exact id: the
+        # core keeps ``PUBLIC`` as a namespace of its own, so the resource must not merge them.
+        ns = "" if namespace == "public" else namespace
+        group = group or "*"
+        tail = f"naming/{service or '*'}"
+        return cls(f"{ns}:{group}:{tail}", (ns, group, tail))
 
     @classmethod
     def console(cls, page: str) -> Resource:
@@ -508,6 +517,7 @@ def installed() -> Authenticator | None:
     return _installed
 
 
+@functools.lru_cache(maxsize=1024)  # decisions are cached too; this only speeds the misses
 def _pattern(resource: str) -> re.Pattern[str]:
     """A stored resource as a whole-string match where ``*`` means anything. Nacos turns the
     stored text into a regex with only ``*`` replaced, so ``.`` and friends were live regex
@@ -515,11 +525,37 @@ def _pattern(resource: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in resource.split("*")))
 
 
+def _full(pattern: str, text: str) -> bool:
+    return _pattern(pattern).fullmatch(text) is not None
+
+
+def matches(stored: str, resource: Resource) -> bool:
+    """Whether a stored resource pattern covers ``resource``.
+
+    Nacos matches the whole string, so a ``*`` in the group slot also ate ``:``: a rule on group
+    ``A`` (``dev:A:*``) covered group ``A:B`` too. Here the stored pattern must split into
+    namespace, group and rest with each part matching its component (namespace ids hold no
+    ``:``; a group may, hence trying each split). A pattern without ``:`` (``*``) is matched
+    against the whole text, as in Nacos."""
+    parts = resource.parts
+    if parts is None or ":" not in stored:
+        return _full(stored, resource.text)
+    namespace, _, rest = stored.partition(":")
+    if not _full(namespace, parts[0]):
+        return False
+    split = rest.find(":")
+    while split >= 0:
+        if _full(rest[:split], parts[1]) and _full(rest[split + 1 :], parts[2]):
+            return True
+        split = rest.find(":", split + 1)
+    return False
+
+
 def permits(permissions: Iterable[Permission], action: Action, resource: Resource) -> bool:
+    """Any permission whose action holds the letter asked for (``rw`` grants both; Nacos's
+    "contains" test) and whose pattern covers the resource."""
     letter = action.value
-    return any(
-        letter in p.action and _pattern(p.resource).fullmatch(resource.text) for p in permissions
-    )
+    return any(letter in p.action and matches(p.resource, resource) for p in permissions)
 
 
 class _Decisions:
@@ -603,7 +639,7 @@ def readable_namespaces(identity: Identity | None, namespace_ids: Iterable[str])
     permissions = directory.permissions_of(user.roles)
     visible = []
     for namespace_id in ids:
-        ns = "" if namespace_id.lower() == "public" else namespace_id
+        ns = "" if namespace_id == "public" else namespace_id
         if any(
             "r" in p.action and _pattern(p.resource.split(":", 1)[0]).fullmatch(ns)
             for p in permissions

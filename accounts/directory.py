@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from django.contrib.auth.hashers import check_password, make_password
@@ -66,7 +66,9 @@ class Permission(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     username: str
-    password_hash: str  # never rendered: the directory's readers show names and roles only
+    # Never rendered: the directory's readers show names and roles only, and repr leaves it out
+    # (a logged record or a test failure must not print it).
+    password_hash: str = field(repr=False)
     generation: int
     roles: frozenset[str]
 
@@ -265,10 +267,12 @@ class CreateUser(AccountsChange):
 
     def apply(self, current: Value | None) -> Value | None:
         doc = _doc(current)
-        if self.username in doc["users"]:
-            raise Conflict(f"user '{self.username}' already exist!")
+        # The admin check first: members racing for the first admin all name ``nacos``, and
+        # the losers must hear Nacos's answer, not that the name is taken.
         if self.admin and _admin_holders(doc):
             raise Conflict("have admin user cannot use it")
+        if self.username in doc["users"]:
+            raise Conflict(f"user '{self.username}' already exist!")
         doc["users"][self.username] = {"password": self.password_hash}
         # A re-created name must not revive the old user's tokens: its generation moves on.
         _bump(doc, self.username)
@@ -491,6 +495,15 @@ class AccountsService:
             RemovePermission(check_role(role), normalize_resource(resource), check_action(action))
         )
 
+    def create_admin(self, password: str) -> None:
+        """The first admin through the API (Nacos 2.x ``POST /v1/auth/users/admin``). Refused
+        with :class:`Conflict` once anyone holds ``ROLE_ADMIN``: checked here for a quick answer
+        and again inside ``apply``, so of two callers racing for an empty cluster one wins."""
+        check_password_text(password)
+        if self.directory().has_admin():
+            raise Conflict("have admin user cannot use it")
+        self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
+
     def ensure_admin(self, password: str | None, generate: Callable[[], str]) -> str | None:
         """Create the ``nacos`` admin if nobody holds ``ROLE_ADMIN``; return the password when
         it was generated here. Members starting together race: the first change wins, the
@@ -503,11 +516,11 @@ class AccountsService:
         try:
             self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
         except NamingError as exc:
-            # Refused by the leader's apply, it comes back rebuilt from its wire form: the
-            # code, not the class, says another member won the race.
-            if exc.code is ErrorCode.CONFLICT:
-                return None
-            raise
+            # On a follower the leader's refusal comes back rebuilt from the wire, not as
+            # the Conflict class: its code is what says another member won the race.
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            return None
         return generated
 
 

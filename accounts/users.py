@@ -9,6 +9,7 @@ hashes are never returned (Nacos returns them; we see no reason to).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +21,16 @@ from rest_framework.views import APIView
 
 from accounts.audited import Audited
 from accounts.auth import Identity, installed
-from accounts.directory import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE, service
-from lib.errors import Forbidden
+from accounts.directory import (
+    ADMIN_USERNAME,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    USERNAME_RE,
+    check_action,
+    normalize_resource,
+    service,
+)
+from lib.errors import ErrorCode, Forbidden, NamingError
 from naming.parsing import JAVA_INT_MAX
 
 
@@ -224,11 +233,14 @@ class PermissionsView(Audited):
         permissions_ = service().directory().permissions()
         if query.get("resource") and query.get("action"):
             # Nacos 2.x's duplicate check before adding: does an existing rule already cover
-            # this one (``rw`` covers ``r`` and ``w``)?
+            # this one (``rw`` covers ``r`` and ``w``)? Compared in the stored form, so
+            # ``public:*:*`` finds ``:*:*``.
+            resource = normalize_resource(query["resource"])
+            action = check_action(query["action"])
             found = any(
                 p.role == query.get("role")
-                and p.resource == query["resource"]
-                and set(query["action"]) <= set(p.action)
+                and p.resource == resource
+                and set(action) <= set(p.action)
                 for p in permissions_
             )
             return Response({"code": 200, "message": None, "data": found})
@@ -280,3 +292,35 @@ class UsersView(Audited):
         data = _validated(UsernameSerializer, request)
         service().delete_user(data["username"])
         return _result("delete user ok!")
+
+
+class AdminPasswordSerializer(InputSerializer):
+    password = serializers.CharField(
+        max_length=MAX_PASSWORD, required=False, allow_blank=True, trim_whitespace=False
+    )
+
+
+class AdminView(APIView):
+    """``POST /nacos/v1/auth/users/admin`` (Nacos 2.4+): the first admin, for a cluster started
+    without one (``NAMING_ADMIN_BOOTSTRAP=false``). Open to anyone while nobody holds
+    ``ROLE_ADMIN``, as in Nacos: whoever reaches the console first sets the password, so an
+    operator who leaves the bootstrap off must claim it before exposing the port. The password
+    is the caller's, or a generated one when blank; the answer shows it this once. Later calls
+    get Nacos's HTTP 200 with code 409, and cost no hashing (refused before the hash)."""
+
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes = [permissions.AllowAny]
+
+    def post(self, request: Request) -> Response:
+        password = _validated(AdminPasswordSerializer, request).get("password") or (
+            secrets.token_urlsafe(12)
+        )
+        try:
+            service().create_admin(password)
+        except NamingError as exc:
+            # A race lost on another member comes back rebuilt from the leader's answer: the
+            # code, not the class, says an admin exists.
+            if exc.code is not ErrorCode.CONFLICT:
+                raise
+            return Response({"code": 409, "message": None, "data": exc.message})
+        return Response({"username": ADMIN_USERNAME, "password": password})

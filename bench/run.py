@@ -5,6 +5,11 @@ Starts a real node (auth on, as shipped) on a free loopback port and drives it w
 Django view on the same server in the same run, because the load generator and the node share
 this machine's two cores and absolute numbers move with everything else running.
 
+The load runs as a user without the admin role holding ``rw`` on the public namespace
+(``--caller user``, the default), so every request takes the authorization path a real client
+takes (decision cache included); ``--caller admin`` uses the admin, whom authorization passes
+at once.
+
 Bounded: each wrk run lasts ``--seconds`` (default 10) and is repeated ``--rounds`` times (median
 reported); the memory phase registers exactly ``--instances`` instances. The node is stopped by
 its PID at the end.
@@ -136,6 +141,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--caller",
+        choices=("user", "admin"),
+        default="user",
+        help="who drives the load: a user with rw on public (RBAC path) or the admin",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -152,6 +163,14 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     try:
         token = node.token()
+        if args.caller == "user":
+            password = "bench-user-pass"
+            node.create_user("bench", password, ((":*:*", "rw"),))
+            login = node.request(
+                "POST", "/nacos/v1/auth/login", {"username": "bench", "password": password}
+            )
+            assert login.status == 200, login.text
+            token = str(login.json()["accessToken"])
         base = node.base
         # Fixtures: a 100-instance service to list and 1,000 instances to beat.
         client = node.client()

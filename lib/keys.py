@@ -40,6 +40,12 @@ def token_key(cluster_secret: str) -> bytes:
     return _derive(cluster_secret, b"token-signing")
 
 
+def session_key(cluster_secret: str) -> str:
+    """Django's ``SECRET_KEY`` for a cluster member: the console's signed-cookie sessions and
+    their CSRF tokens must validate on every member (a browser fails over like a client)."""
+    return _derive(cluster_secret, b"console-sessions").hex()
+
+
 @dataclass(frozen=True, slots=True)
 class NodeKeys:
     """The keys one node runs with (repr hides them: they may end up in a log line)."""

@@ -71,6 +71,9 @@ class NamingSettings:
     token_ttl_s: int = field(default=18000, metadata=_env("NAMING_TOKEN_TTL_S", minimum=60))
     # repr=False: a logged or printed settings object must not carry a secret.
     admin_password: str = field(default="", repr=False, metadata=_env("NAMING_ADMIN_PASSWORD"))
+    # Off: no admin is created at start; the first POST /nacos/v1/auth/users/admin (open while
+    # nobody holds ROLE_ADMIN) creates it, as Nacos 2.4+ does.
+    admin_bootstrap: bool = field(default=True, metadata=_env("NAMING_ADMIN_BOOTSTRAP"))
     # Password checks (PBKDF2, ~0.25 s each) run on this many threads with at most QUEUE
     # waiting; more concurrent attempts are refused with a 503 (issue #8).
     login_hash_workers: int = field(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.files import read_or_create_secret
+from lib.keys import session_key
 from server.config import NamingSettings, django_flag, from_environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -20,7 +21,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 NAMING: NamingSettings = from_environ()
 DATA_DIR = NAMING.data_dir
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or read_or_create_secret(DATA_DIR / "django.key")
+# Signs the console's cookie sessions and CSRF tokens. With a cluster secret it is derived from
+# it, so a session opened on one member is valid on every member; a standalone node without a
+# secret keeps one generated in its data dir.
+SECRET_KEY = (
+    os.environ.get("DJANGO_SECRET_KEY")
+    or (session_key(NAMING.cluster_secret) if NAMING.cluster_secret else None)
+    or read_or_create_secret(DATA_DIR / "django.key")
+)
 DEBUG = django_flag("DJANGO_DEBUG")
 ALLOWED_HOSTS = ["*"]  # clients address nodes by IP; the API authenticates every call
 
@@ -31,11 +39,40 @@ INSTALLED_APPS = [
     "rest_framework",
     "accounts",
     "node",
+    "django_htmx",
+    "csp",
+    "facades.console",
 ]
 
-# No session/CSRF middleware: the API and the console authenticate with tokens, never cookies,
-# and every middleware layer costs on the hot endpoints (measured in issue #2's note).
+# No middleware at all: every layer costs on the hot endpoints (measured in issue #2's note).
+# The API authenticates with tokens, never cookies; the console applies sessions, CSRF, CSP and
+# no-store per view (``facades.console.web.console_view``), so ``/nacos/v1/*`` pays nothing.
 MIDDLEWARE: list[str] = []
+
+# The console (facades/console): signed-cookie sessions holding the user's access token (no
+# table; the token is re-validated on every request, so a logout or a password change ends the
+# session on every member), CSRF tokens kept in the session, a CSP without inline code.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_NAME = "nacos_session"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_PATH = "/nacos/"
+SESSION_COOKIE_AGE = NAMING.token_ttl_s
+CSRF_USE_SESSIONS = True
+CSRF_FAILURE_VIEW = "facades.console.web.csrf_failure"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "server.urls"
 WSGI_APPLICATION = "server.wsgi.application"
@@ -62,7 +99,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 USE_TZ = True
 TIME_ZONE = "UTC"
-STATIC_URL = "static/"
+# Served by the console itself (facades.console.views.static): no web server in front.
+STATIC_URL = "/nacos/console/static/"
 
 # Bodies are small (query-string clients); a large one is refused before it is parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

@@ -4,6 +4,7 @@ second resolver level on every request (measured in issue #2's note)."""
 from django.urls import path
 
 from accounts.users import (
+    AdminView,
     PermissionsView,
     RoleSearchView,
     RolesView,
@@ -11,7 +12,8 @@ from accounts.users import (
     UsersView,
 )
 from distro import views as peer
-from facades.nacos_v1 import audit
+from facades.console.urls import console_patterns
+from facades.nacos_v1 import audit, console
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
 from node import prometheus
@@ -25,9 +27,14 @@ urlpatterns = [
     path("nacos/v1/auth/logout", views.logout),
     path("nacos/v1/auth/users", UsersView.as_view()),
     path("nacos/v1/auth/users/search", UserSearchView.as_view()),
+    path("nacos/v1/auth/users/admin", AdminView.as_view()),
     path("nacos/v1/auth/roles", RolesView.as_view()),
     path("nacos/v1/auth/roles/search", RoleSearchView.as_view()),
     path("nacos/v1/auth/permissions", PermissionsView.as_view()),
+    path("nacos/v1/console/namespaces", console.namespaces),
+    path("nacos/v1/console/server/state", console.server_state),
+    path("nacos/v1/console/health/liveness", console.liveness),
+    path("nacos/v1/console/health/readiness", console.readiness),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
     path("nacos/v1/console/audit", audit.audit),
     path("nacos/v1/core/cluster/report", peer.report),
@@ -38,6 +45,7 @@ urlpatterns = [
     path("bench/empty", views.empty),
     path("metrics", prometheus.metrics),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
+    *console_patterns,
 ]
 
 handler404 = "facades.nacos_v1.api.not_found"

@@ -148,31 +148,79 @@ def require_global_admin(request: HttpRequest, params: Params, resource: str) ->
     return identity
 
 
-def naming_resource(params: Params) -> Resource:
+def naming_resource(params: Params, service: str | None = None) -> Resource:
     """What a naming request touches, as Nacos's ``NamingResourceParser`` names it: the
-    namespace (blank and ``public`` are the same), the group (``groupName``, else the prefix of
-    a grouped ``serviceName``, else the default group) and the service without its group; no
-    service name means every service of the namespace (``<ns>:*:naming/*``)."""
+    namespace (blank and ``public`` are the same), the group and the service without its group;
+    no service name means every service of the namespace (``<ns>:*:naming/*``).
+
+    The group is read exactly as the core folds the name (``params.service_name``): the prefix
+    of a grouped ``serviceName`` wins over ``groupName``, or a rule on one group would let a
+    request name that group while writing to another."""
     namespace = params.raw("namespaceId") or ""
-    service = params.raw("serviceName") or ""
+    service = service or params.raw("serviceName") or params.raw("dom") or ""
     if not service:
         return Resource.naming(namespace)
-    group = params.raw("groupName") or ""
     if GROUP_SEPARATOR in service:
-        prefix, _, service = service.partition(GROUP_SEPARATOR)
-        group = group or prefix
-    return Resource.naming(namespace, group or DEFAULT_GROUP, service)
+        group, _, service = service.partition(GROUP_SEPARATOR)
+    else:
+        group = params.raw("groupName") or DEFAULT_GROUP
+    return Resource.naming(namespace, group, service)
+
+
+def namespace_resource(params: Params) -> Resource:
+    """Every service of the namespace (``<ns>:*:naming/*``), for the list endpoints: a stray
+    ``serviceName`` must not narrow a list down to one service a group-scoped rule covers."""
+    return Resource.naming(params.raw("namespaceId") or "")
+
+
+def beat_resource(params: Params) -> Resource:
+    """A beat may name its service only inside the ``beat`` JSON (an RsInfo's ``serviceName``);
+    the parameter wins when both are present, as in the core."""
+    if params.raw("serviceName") or params.raw("dom"):
+        return naming_resource(params)
+    raw = params.raw("beat")
+    named = None
+    if raw is not None:
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = None  # the handler answers the 400; until then it is "every service"
+        if isinstance(info, dict) and isinstance(info.get("serviceName"), str):
+            named = info["serviceName"].strip()
+    return naming_resource(params, named)
+
+
+def status_key_resource(params: Params) -> Resource:
+    """``/instance/statuses?key=<ns>##<group>@@<service>`` (the namespace may be left out)."""
+    key = params.raw("key") or ""
+    namespace, sep, grouped = key.partition("##")
+    if not sep:
+        namespace, grouped = "", key
+    group, sep, service = grouped.partition(GROUP_SEPARATOR)
+    if not sep:
+        group, service = DEFAULT_GROUP, grouped
+    return Resource.naming(namespace, group, service)
+
+
+def operator_resource(page: str) -> Callable[[Params], Resource]:
+    resource = Resource.console(page)
+    return lambda params: resource
 
 
 Caller = Identity | None
 """Who is calling: None when auth is off, on an unsecured endpoint, or for a signed forward
 from a peer (whose member authenticated the client)."""
-Result: TypeAlias = HttpResponse | Raw | str | Mapping[str, Any] | list[Any]
+Result: TypeAlias = HttpResponse | Raw | str | bool | Mapping[str, Any] | list[Any]
 P = ParamSpec("P")
 
 
 def nacos_api(
-    *methods: str, secured: bool = True, gated: bool = True, distro: bool = False
+    *methods: str,
+    secured: bool = True,
+    gated: bool = True,
+    distro: bool = False,
+    action: Action | None = None,
+    resource: Callable[[Params], Resource | None] = naming_resource,
 ) -> Callable[
     [Callable[Concatenate[HttpRequest, Params, Caller, P], Result]],
     Callable[Concatenate[HttpRequest, P], HttpResponse],
@@ -182,7 +230,10 @@ def nacos_api(
     (whose member authenticated the client; it is never forwarded again).
 
     The handler gets the parsed parameters and the caller's identity (``Caller``), already
-    authorized for reading (GET) or writing (other methods) through ``accounts.authorize``."""
+    authorized through ``accounts.authorize`` for ``action`` (default: reading for GET, writing
+    otherwise; endpoints that only read whatever the method say READ) on ``resource(params)``
+    (default :func:`naming_resource`; None leaves the decision to the handler, which filters).
+    A refusal is 403 ``authorization failed!``."""
     allowed = frozenset(methods)
 
     def decorate(
@@ -204,8 +255,12 @@ def nacos_api(
                     if secured:
                         caller = authenticate(node, request, params)
                         if caller is not None:
-                            action = Action.READ if request.method == "GET" else Action.WRITE
-                            authorize(caller, action, naming_resource(params))
+                            touched = resource(params)
+                            if touched is not None:
+                                wanted = action or (
+                                    Action.READ if request.method == "GET" else Action.WRITE
+                                )
+                                authorize(caller, wanted, touched)
                     if distro:
                         forwarded = forward_if_not_owner(node, request, params, caller)
                         if forwarded is not None:
@@ -255,6 +310,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     request: Request = context["request"]
     if isinstance(exc, NamingError):
         return error_response(exc, request)
+    if isinstance(exc, (drf.PermissionDenied, drf.NotAuthenticated)):
+        # Bare, as every other refusal of this edge: Nacos's UI matches these texts exactly.
+        return respond(str(exc.detail), 403)
     if isinstance(exc, drf.APIException):
         detail = exc.detail
         message = json.dumps(detail) if isinstance(detail, (dict, list)) else str(detail)

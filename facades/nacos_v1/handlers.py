@@ -13,15 +13,20 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from accounts.auth import Action, Resource, can
 from facades.nacos_v1 import params as s
 from facades.nacos_v1 import render
 from facades.nacos_v1.api import (
     Caller,
     Raw,
     authenticate,
+    beat_resource,
     by_method,
     nacos_api,
+    namespace_resource,
+    operator_resource,
     require_global_admin,
+    status_key_resource,
 )
 from facades.nacos_v1.clients import client_of
 from facades.nacos_v1.context import current
@@ -136,7 +141,7 @@ def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw:
     )
 
 
-@nacos_api("PUT", "POST", distro=True)
+@nacos_api("PUT", "POST", distro=True, resource=beat_resource)
 def instance_beat(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     result = _ops().beat(s.beat(params))
     if not result.found:
@@ -149,7 +154,8 @@ def instance_beat(request: HttpRequest, params: Params, caller: Caller) -> dict[
 
 
 # Nacos leaves this unsecured for its peers; ours never call it, and it lists every instance.
-@nacos_api("GET", "POST", "PUT", "DELETE")
+# Whatever the method, it only reads.
+@nacos_api("GET", "POST", "PUT", "DELETE", action=Action.READ, resource=status_key_resource)
 def instance_statuses(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     view = _ops().statuses(s.status_key(params))
     return {"ips": [f"{i.ip}:{i.port}_{str(i.healthy).lower()}" for i in view.instances()]}
@@ -206,7 +212,7 @@ def get_service(request: HttpRequest, params: Params, caller: Caller) -> dict[st
 service = by_method(POST=create_service, DELETE=delete_service, PUT=update_service, GET=get_service)
 
 
-@nacos_api("GET")
+@nacos_api("GET", resource=namespace_resource)
 def service_list(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     page = s.page(params)
     group = params.optional("groupName", DEFAULT_GROUP)
@@ -217,11 +223,24 @@ def service_list(request: HttpRequest, params: Params, caller: Caller) -> dict[s
     return {"count": len(names), "doms": page.slice(names)}
 
 
-@nacos_api("GET", "POST", "PUT")
+def _names_resource(params: Params) -> Resource | None:
+    return None if params.raw("namespaceId") is None else namespace_resource(params)
+
+
+@nacos_api("GET", "POST", "PUT", action=Action.READ, resource=_names_resource)
 def service_names(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    """A blank namespace spans every namespace: the answer then holds only the namespaces
+    whose service list the caller may read (``<ns>:*:naming/*``), the rest left out rather
+    than the whole call refused (Nacos refuses unless the caller may read the public list)."""
     raw_ns = params.raw("namespaceId")
     namespace = namespace_or_default(raw_ns) if raw_ns else ""  # blank: every namespace
     names = _ops().service_names(namespace, params.optional("expr"))
+    if not raw_ns:
+        names = {
+            ns: found
+            for ns, found in names.items()
+            if can(caller, Action.READ, Resource.naming(ns))
+        }
     return {"services": names, "count": len(names)}
 
 
@@ -245,7 +264,8 @@ def service_subscribers(request: HttpRequest, params: Params, caller: Caller) ->
     return {"subscribers": page.slice(subscribers), "count": len(subscribers)}
 
 
-@nacos_api("PUT", "POST")  # unsecured in Nacos; it tells whether a service exists
+# Unsecured in Nacos; it tells whether a service exists, so it needs READ whatever the method.
+@nacos_api("PUT", "POST", action=Action.READ)
 def service_checksum(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     name = s.service_name(params)
     view = _ops().require_service(name, f"serviceName not found: {name.grouped}")
@@ -260,7 +280,7 @@ def catalog_service(request: HttpRequest, params: Params, caller: Caller) -> dic
     return render.catalog_service_json(_ops().require_service(s.service_name(params)))
 
 
-@nacos_api("GET", "POST", "PUT", "DELETE")
+@nacos_api("GET", "POST", "PUT", "DELETE", action=Action.READ)
 def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     name = s.service_name(params)
     cluster = params.required("clusterName")
@@ -272,7 +292,7 @@ def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> d
     }
 
 
-@nacos_api("GET")
+@nacos_api("GET", resource=namespace_resource)
 def catalog_services(request: HttpRequest, params: Params, caller: Caller) -> Any:
     namespace = namespace_or_default(params.raw("namespaceId"))
     page = s.page(params, default_size=10)
@@ -340,14 +360,13 @@ def get_switches(request: HttpRequest, params: Params, caller: Caller) -> dict[s
     return current().registry.switches.to_json()
 
 
-@nacos_api("PUT")
+@nacos_api("PUT", action=Action.ADMIN, resource=operator_resource("operator/switches"))
 def put_switches(request: HttpRequest, params: Params, caller: Caller) -> str:
-    require_global_admin(request, params, "operator/switches")
     current().operations.set_switch(params.required("entry"), params.required("value"))
     return OK
 
 
-# GET is not secured in Nacos; PUT is (and needs a global admin).
+# GET is not secured in Nacos; PUT is (and needs a global admin: console.md §2.3).
 operator_switches = by_method(GET=get_switches, PUT=put_switches)
 
 

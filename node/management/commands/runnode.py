@@ -174,7 +174,7 @@ class Command(BaseCommand):
                     naming.login_hash_nice,
                 ),
             )
-        if naming.auth_enabled:
+        if naming.auth_enabled and naming.admin_bootstrap:
             runtime.before_up.append(lambda: self._bootstrap_admin(runtime, naming.admin_password))
         node_runtime.install(runtime)
 
