@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.audited import Audited
 from accounts.auth import Identity, installed
 from accounts.directory import (
     ADMIN_USERNAME,
@@ -190,7 +191,7 @@ class RoleRefSerializer(InputSerializer):
     username = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
 
-class RolesView(APIView):
+class RolesView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsGlobalAdmin]
 
@@ -223,7 +224,7 @@ class PermissionSerializer(InputSerializer):
     action = serializers.CharField(max_length=2)
 
 
-class PermissionsView(APIView):
+class PermissionsView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsGlobalAdmin]
 
@@ -262,7 +263,7 @@ class PermissionsView(APIView):
         return _result("delete permission ok!")
 
 
-class UsersView(APIView):
+class UsersView(Audited):
     authentication_classes = [NacosAuthentication]
     permission_classes = [IsAdminOrSelf]
 

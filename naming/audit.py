@@ -296,6 +296,8 @@ def change_fields(change: Any) -> dict[str, Any]:
 
 
 def _type_name(change: Any) -> str:
+    if isinstance(change, str):
+        return change  # a record that kept only its change's type name
     return str(getattr(change, "type_name", type(change).__name__))
 
 
@@ -495,9 +497,8 @@ def _account_object(key: DatumKey, type_name: str, fields: Mapping[str, Any]) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _affected_instances(change: Any, after: Any) -> Sequence[InstanceKey]:
+def _affected_instances(change: Any, type_name: str, after: Any) -> Sequence[InstanceKey]:
     """Only the keys a change names: never a diff of two whole instance sets."""
-    type_name = _type_name(change)
     if type_name in ("upsert_instance", "update_instance"):
         return (change.instance.key,)
     if type_name == "patch_instance":
@@ -598,34 +599,37 @@ class AuditLog:
         actor = _actor.get()
         old = _value(before)
         new: Any = after.value
+        # Records of instances, services and namespaces keep the change's type name only (a
+        # shared string): the change object would pin a second copy of the instance.
+        type_name = _type_name(change)
         if key.kind is KeyKind.EPHEMERAL_INSTANCES or key.kind is KeyKind.PERSISTENT_INSTANCES:
-            if new is None or _type_name(change) == "clear":
+            if new is None or type_name == "clear":
                 if old is not None:
-                    self._add(_Record(ms, actor, key, change, None, len(old), 0))
+                    self._add(_Record(ms, actor, key, type_name, None, len(old), 0))
                 return
-            for item in _affected_instances(change, new):
+            for item in _affected_instances(change, type_name, new):
                 was = old.get(item) if old is not None else None
                 now = new.get(item)
                 if was is not now:  # the same object: nothing changed (a no-op verdict)
-                    self._add(_Record(ms, actor, key, change, item, was, now))
+                    self._add(_Record(ms, actor, key, type_name, item, was, now))
             return
         if key.kind is KeyKind.SERVICE_META:
             if old is new:
                 return  # e.g. ensure_service on an existing service
-            if _type_name(change) == "upsert_cluster":
+            if type_name == "upsert_cluster":
                 name = change.config.name
                 was = old.clusters.get(name) if old is not None else None
                 now = new.clusters.get(name) if new is not None else None
-                self._add(_Record(ms, actor, key, change, name, was, now))
+                self._add(_Record(ms, actor, key, type_name, name, was, now))
                 return
-            self._add(_Record(ms, actor, key, change, None, old, new))
+            self._add(_Record(ms, actor, key, type_name, None, old, new))
             return
         if key.kind is KeyKind.NAMESPACES:
             ns = getattr(change, "namespace", None)
             ns_id = ns.id if isinstance(ns, Namespace) else str(getattr(change, "namespace_id", ""))
             was = old.get(ns_id) if old is not None else None
             now = new.get(ns_id) if new is not None else None
-            self._add(_Record(ms, actor, key, change, ns_id, was, now))
+            self._add(_Record(ms, actor, key, type_name, ns_id, was, now))
             return
         # Switches and accounts: summarised from the change alone (the accounts document is
         # large and holds password hashes: never kept here).

@@ -8,6 +8,7 @@ read only from a request whose signature was verified.
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import parse_qsl, urlencode
 
 from django.http import HttpRequest
@@ -34,9 +35,10 @@ def acting_for(
 ) -> audit.ActingScope:
     """The actor of this request: its caller, or, for a verified forward from ``sender``, the
     caller that member authenticated."""
-    reason = f"{request.method} {request.path}"
+    # Interned: the audit ring keeps one actor per write, and clients repeat both strings.
+    reason = sys.intern(f"{request.method} {request.path}")
     if not sender:
-        address = str(request.META.get("REMOTE_ADDR", ""))
+        address = sys.intern(str(request.META.get("REMOTE_ADDR", "")))
         return audit.acting(user_of(caller), address, audit.VIA_API, reason)
     raw = request.headers.get(signing.ACTOR)
     if raw is None:  # a peer's own call, not a client's forwarded write

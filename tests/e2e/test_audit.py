@@ -82,3 +82,17 @@ def test_the_trail_survives_a_restart(tmp_path: Path, svc: str):
         node.restart()
         entries = trail(node, object=svc, user="nacos")
         assert [e["action"] for e in entries] == ["register"]
+
+
+def test_user_management_is_recorded_with_the_admin_and_no_hash(fast_node: NodeProcess):
+    token = {"accessToken": fast_node.token()}
+    created = fast_node.request(
+        "POST", "/nacos/v1/auth/users", {**token, "username": "auditee", "password": "pw-123456"}
+    )
+    assert created.status == 200, created.text
+    entries = trail(fast_node, object="user/auditee")
+    assert [(e["action"], e["user"], e["reason"]) for e in entries] == [
+        ("create_user", "nacos", "POST /nacos/v1/auth/users")
+    ]
+    assert entries[0]["after"] == {"username": "auditee", "admin": False, "password": "changed"}
+    assert "pbkdf2" not in json.dumps(entries)
