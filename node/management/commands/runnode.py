@@ -36,6 +36,7 @@ from lib.errors import ErrorCode, NamingError
 from lib.files import make_private_dir
 from lib.keys import node_keys
 from lib.limits import raise_fd_limit
+from naming.audit import acting
 from naming.health import HealthSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
@@ -233,9 +234,10 @@ class Command(BaseCommand):
         second member of a cluster finds it there and creates nothing."""
         for attempt in range(30):
             try:
-                generated = runtime.accounts.ensure_admin(
-                    password, lambda: secrets.token_urlsafe(12)
-                )
+                with acting(reason="bootstrap admin"):
+                    generated = runtime.accounts.ensure_admin(
+                        password, lambda: secrets.token_urlsafe(12)
+                    )
                 break
             except NamingError as exc:
                 if exc.code is not ErrorCode.UNAVAILABLE:
