@@ -236,6 +236,30 @@ def test_entries_are_persisted_and_reloaded_with_rotation(tmp_path: Path):
     assert (newest.instance, newest.user, newest.address) == ("10.0.0.139:80", "u", "10.9.9.9")
 
 
+def test_a_reloaded_instance_entry_equals_the_live_one(tmp_path: Path):
+    """Instance writes are persisted in their compact form; read back, they summarise exactly as
+    the live record did (before and after, metadata included)."""
+    log = AuditLog("m", data_dir=tmp_path)
+    key = DatumKey.instances(SVC, True)
+    old = Instance(ip="10.1.1.1", port=80, weight=2.0, metadata={"zone": "a"})
+    new = Instance(ip="10.1.1.1", port=80, weight=3.0, healthy=False, metadata={"zone": "b"})
+    with acting("alice", "10.9.9.9", audit.VIA_CONSOLE, "console: edit instance"):
+        log.on_write(
+            key,
+            UpsertInstance(new, SVC.grouped),
+            Datum(key, {old.key: old}, 1),
+            Datum(key, {new.key: new}, 2),
+        )
+    live = log.query().entries
+    log.flush()
+    line = (tmp_path / "audit.jsonl").read_text().splitlines()[0]
+    assert json.loads(line)[0] == 1  # the compact form
+    reloaded = AuditLog("m", data_dir=tmp_path)
+    reloaded.load()
+    assert reloaded.query().entries == live
+    assert live[0].before["metadata"] == {"zone": "a"} and live[0].after["weight"] == 3.0
+
+
 # -- no password hash, ever -----------------------------------------------------------------
 
 
