@@ -217,11 +217,18 @@ class NodeProcess:
 
     def token(self) -> str:
         if self._token is None:
-            result = self.request(
-                "POST",
-                "/nacos/v1/auth/login",
-                {"username": "nacos", "password": self.admin_password},
-            )
+            # A member that has just (re)started answers 503 until it has the replicated
+            # accounts (they come with its first contact with the Raft leader).
+            deadline = time.monotonic() + 60
+            while True:
+                result = self.request(
+                    "POST",
+                    "/nacos/v1/auth/login",
+                    {"username": "nacos", "password": self.admin_password},
+                )
+                if result.status != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert result.status == 200, result.text
             self._token = str(result.json()["accessToken"])
         return self._token

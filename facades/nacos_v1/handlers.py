@@ -14,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from accounts.auth import Action, Resource, can
+from accounts.directory import service as accounts
 from facades.nacos_v1 import params as s
 from facades.nacos_v1 import render
 from facades.nacos_v1.api import (
@@ -32,7 +33,7 @@ from facades.nacos_v1.clients import client_of
 from facades.nacos_v1.context import current
 from facades.nacos_v1.params import Params
 from facades.nacos_v1.push import eligible
-from lib.errors import MissingParam
+from lib.errors import MissingParam, Unavailable
 from lib.http import JSON, respond
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.operations import NamingOperations
@@ -474,6 +475,13 @@ def login(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse:
             separators=(",", ":"),
         )
         return respond(body, 200, JSON)
+    if node.effective_status() == "STARTING" and not accounts().directory().usernames():
+        # A restarted member learns the replicated accounts once it reaches the leader: until
+        # then every user is unknown here, which is not the caller's fault (and must not count
+        # as a failed login against its address).
+        raise Unavailable(
+            "server is STARTING now, accounts not loaded yet, please try again later!"
+        )
     token, identity = node.auth.login(username, password, request.META.get("REMOTE_ADDR", ""))
     payload = {
         "accessToken": token,

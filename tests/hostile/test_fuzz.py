@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from facades.console.urls import console_patterns
 from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
 from testkit.harness import NodeProcess, running_node
@@ -50,9 +51,25 @@ PATHS = [
     "/nacos/v1/auth/users/login",
     "/nacos/v1/auth/logout",
     "/nacos/v1/auth/users",
+    "/nacos/v1/auth/users/search",
+    "/nacos/v1/auth/users/admin",
+    "/nacos/v1/auth/roles",
+    "/nacos/v1/auth/roles/search",
+    "/nacos/v1/auth/permissions",
+    "/nacos/v1/console/namespaces",
+    "/nacos/v1/console/server/state",
+    "/nacos/v1/console/health/liveness",
+    "/nacos/v1/console/health/readiness",
+    "/nacos/v1/console/audit",
     "/nacos/v1/core/cluster/nodes",
     "/metrics",
     NS + "no/such/api",  # the catch-all route of naming/urls.py
+    # The console's pages: without a session every one redirects to the login page or refuses
+    # a POST without its CSRF token; what a session can send is checked in process
+    # (tests/unit/test_console*.py) and in the browser tests.
+    *("/" + p.pattern._route for p in console_patterns if "<" not in p.pattern._route),
+    "/nacos/console/static/console/console.css",
+    "/nacos/console/static/../../server/settings.py",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
@@ -65,6 +82,9 @@ PARAM_NAMES = [
     "useInstancePort4Check", "healthChecker", "entry", "value", "username", "password",
     "newPassword", "accessToken", "detail", "reset", "keyword", "serviceNameParam",
     "groupNameParam", "instance", "hasIpCount", "withInstances", "dom", "valid", "tenant",
+    "role", "resource", "action", "search", "customNamespaceId", "namespaceName",
+    "namespaceDesc", "namespaceShowName", "namespace", "show", "checkNamespaceIdExist",
+    "object", "user", "kind", "since", "until", "scope", "name", "group", "page", "size",
 ]  # fmt: skip
 
 ADVERSARIAL = [
@@ -193,6 +213,14 @@ BY_NAME: dict[str, st.SearchStrategy[str]] = {
     "username": st.sampled_from(["fzuser1", "fzuser2", "nacos", "a b", ""]) | GENERIC,
     "consistencyType": st.sampled_from(["ephemeral", "persist", ""]) | GENERIC,
     "key": st.sampled_from(["public##DEFAULT_GROUP@@fz-a", "DEFAULT_GROUP@@fz-a", "##"]) | GENERIC,
+    "role": st.sampled_from(["ROLE_FZ", "ROLE_ADMIN", "", "a b"]) | GENERIC,
+    "resource": st.sampled_from(["fz-ns:*:*", ":*:*", "public:G1:*", "a", "::", "x" * 300])
+    | GENERIC,
+    "action": st.sampled_from(["r", "w", "rw", "wr", "x", ""]) | GENERIC,
+    "customNamespaceId": st.sampled_from(["fz-ns2", "", "a b", "x" * 200, "public"]) | GENERIC,
+    "since": NUMBERS,
+    "until": NUMBERS,
+    "scope": st.sampled_from(["cluster", "local", "x"]) | GENERIC,
 }
 BOOL_PARAMS = [
     "healthy", "enabled", "enable", "ephemeral", "healthyOnly", "isCheck", "detail", "reset",
@@ -227,6 +255,10 @@ VALID: dict[str, st.SearchStrategy[str]] = {
     "username": st.sampled_from(["fzuser1", "fzuser2"]),
     "password": st.just("fz-password-1"),
     "newPassword": st.just("fz-password-2"),
+    "role": st.just("ROLE_FZ"),
+    "resource": st.just("fz-ns:*:*"),
+    "action": st.just("rw"),
+    "namespaceName": st.just("fuzz namespace"),
 }
 
 # What each route reads, so a request usually carries the whole set (one of them hostile).
@@ -257,6 +289,19 @@ CORE_BY_ROUTE: dict[str, list[str]] = {
 for _route in ("auth/login", "auth/users/login"):
     CORE_BY_ROUTE[_route] = ["username", "password"]
 CORE_BY_ROUTE["auth/users"] = ["username", "password", "newPassword", "pageNo", "pageSize"]
+CORE_BY_ROUTE["auth/roles"] = ["role", "username", "pageNo", "pageSize", "search"]
+CORE_BY_ROUTE["auth/permissions"] = ["role", "resource", "action", "pageNo", "pageSize"]
+CORE_BY_ROUTE["console/namespaces"] = [
+    "customNamespaceId",
+    "namespaceName",
+    "namespaceDesc",
+    "namespace",
+    "namespaceShowName",
+    "namespaceId",
+    "show",
+    "checkNamespaceIdExist",
+]
+CORE_BY_ROUTE["console/audit"] = ["object", "user", "kind", "since", "until", "scope", "pageNo"]
 
 
 def _value(name: str) -> st.SearchStrategy[str]:
@@ -437,6 +482,10 @@ def _allowed(method: str, status: int, body: bytes) -> bool:
 
 def _send(sender: Sender, node: NodeProcess, req: dict[str, Any]) -> tuple[int, bytes]:
     params: dict[str, str] = req["params"]
+    if req["path"].endswith("/auth/users") and params.get("username") == "nacos":
+        # Changing (or trying to delete) the admin the fuzz authenticates as would end the
+        # run's admin requests; another user's name exercises the same code.
+        params = {**params, "username": "fzuser1"}
     query_params, form_params = params, {}
     if req["where"] == "form":
         query_params, form_params = {}, params
@@ -532,6 +581,12 @@ def _refuse_constant(name: str) -> Any:
 def test_the_fuzz_covers_every_route_of_the_url_table() -> None:
     from server.urls import urlpatterns
 
-    routes = {"/" + p.pattern._route for p in urlpatterns if hasattr(p.pattern, "_route")}
+    routes = {
+        "/" + p.pattern._route
+        for p in urlpatterns
+        if hasattr(p.pattern, "_route") and "<" not in p.pattern._route
+    }
+    # The one route with a converter is fuzzed through concrete paths (a file, a traversal).
+    assert any(p.startswith("/nacos/console/static/") for p in PATHS)
     peer_only = {r for r in routes if "/distro/datum" in r or "/distro/c" in r or "report" in r}
     assert routes - peer_only - {"/bench/empty"} <= set(PATHS)
