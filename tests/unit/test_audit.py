@@ -4,7 +4,6 @@ actor header of forwarded writes, and the JSON endpoint over an in-memory runtim
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,21 +20,9 @@ from naming import commands as s
 from naming.audit import AuditEntry, AuditFilter, AuditLog, acting, because, change_fields
 from naming.changes import SetHealth, SetSwitch, UpsertInstance
 from naming.domain import Instance, InstanceKey, ServiceName
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+from node.runtime import NodeRuntime
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@orders")
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
 
 
 def register(node: NodeRuntime, ip: str, port: int = 80, **kw: Any) -> None:

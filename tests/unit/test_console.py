@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 
 from lib.keys import peer_key, session_key, token_key
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
 
 SCRIPT = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
 
 
 @pytest.fixture

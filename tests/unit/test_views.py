@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
 
-import pytest
 from django.test import Client
 
-from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
-
-
-@pytest.fixture
-def node() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
+from node.runtime import NodeRuntime
 
 
 def test_register_then_list_through_the_views(node: NodeRuntime, client: Client):
