@@ -37,7 +37,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 from django.contrib.auth.hashers import check_password, make_password
 
 from consistency.datum import DatumKey
-from lib.errors import Conflict, ErrorCode, InvalidParam, NamingError
+from lib.errors import Conflict, InvalidParam
 from naming.changes import Change
 from naming.codec import Value
 
@@ -515,11 +515,7 @@ class AccountsService:
             generated = password = generate()
         try:
             self._submit(CreateUser(ADMIN_USERNAME, self._hash(password), admin=True))
-        except NamingError as exc:
-            # On a follower the leader's refusal comes back rebuilt from the wire, not as
-            # the Conflict class: its code is what says another member won the race.
-            if exc.code is not ErrorCode.CONFLICT:
-                raise
+        except Conflict:  # another member won the race (refused by the leader's apply)
             return None
         return generated
 

@@ -30,7 +30,7 @@ from accounts.directory import (
     normalize_resource,
     service,
 )
-from lib.errors import ErrorCode, Forbidden, NamingError
+from lib.errors import Conflict, Forbidden
 from naming.parsing import JAVA_INT_MAX
 
 
@@ -317,10 +317,6 @@ class AdminView(APIView):
         )
         try:
             service().create_admin(password)
-        except NamingError as exc:
-            # A race lost on another member comes back rebuilt from the leader's answer: the
-            # code, not the class, says an admin exists.
-            if exc.code is not ErrorCode.CONFLICT:
-                raise
+        except Conflict as exc:  # an admin exists, or another caller won the race
             return Response({"code": 409, "message": None, "data": exc.message})
         return Response({"username": ADMIN_USERNAME, "password": password})

@@ -125,8 +125,20 @@ class _Rebuilt(NamingError):
         self.code = code
 
 
+# The classes whose (code, status) say everything about them (a message is their only state):
+# rebuilt as themselves, so ``except Conflict`` catches a refusal that came back from the Raft
+# leader or the Distro owner as well as one raised here.
+_BY_WIRE: dict[tuple[ErrorCode, int], type[NamingError]] = {
+    (cls.code, cls.status): cls
+    for cls in (InvalidParam, NotFound, Conflict, PayloadTooLarge, Forbidden, NoSuchApi,
+                Unavailable, Unauthorized, InternalError)
+}  # fmt: skip
+
+
 def from_wire(data: object) -> NamingError:
     """Rebuild an error that crossed a boundary as data (see :meth:`NamingError.to_wire`)."""
     if not isinstance(data, dict):
         raise ValueError("an error's wire form is an object")
-    return _Rebuilt(int(data["status"]), ErrorCode(str(data["code"])), str(data["message"]))
+    status, code, message = int(data["status"]), ErrorCode(str(data["code"])), str(data["message"])
+    known = _BY_WIRE.get((code, status))
+    return known(message) if known is not None else _Rebuilt(status, code, message)

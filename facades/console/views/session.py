@@ -25,7 +25,7 @@ from facades.console.web import (
     viewer_of,
     with_htmx,
 )
-from lib.errors import ErrorCode, NamingError
+from lib.errors import Conflict, NamingError
 
 EXPIRED = "session expired, please log in again"
 INIT = ROOT + "init"
@@ -136,9 +136,9 @@ def _first_admin(request: HttpRequest) -> HttpResponse:
     try:
         with acting(request, Viewer(None, address_of(request)), "first admin"):
             accounts().create_admin(password)
+    except Conflict:  # someone else was first
+        return _init_gone(request)
     except NamingError as exc:
-        if exc.code is ErrorCode.CONFLICT:  # someone else was first
-            return _init_gone(request)
         refused = {"error": exc.message}
         return render_page(request, None, "console/init.html", refused, status=exc.status)
     context: dict[str, object] = {
