@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import jwt
 
 from accounts.directory import AccountsService, Directory, Permission
+from lib.blocking import may_block
 from lib.errors import Forbidden, Unavailable
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class HashingPool:
             log.warning("password-hash thread keeps its CPU priority: %s", exc)
 
     def run(self, check: Callable[..., T], *args: Any) -> T:
+        may_block("password hash")
         if not self._slots.acquire(blocking=False):
             with self._lock:
                 self.rejected += 1

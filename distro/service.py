@@ -37,6 +37,7 @@ from distro.protocol import (
 from distro.store import DistroStore
 from distro.sync import SyncAck, SyncScheduler, SyncSettings, VerifyLoop
 from distro.transport import PeerTransport, PeerUnreachable
+from lib.blocking import may_block
 from lib.errors import Unavailable, from_wire
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ class DistroCluster:
     def _submit_local(self, key: DatumKey, change: Change, timeout: float) -> Applied:
         """Apply on this member as the key's owner; in sync-ack mode, also wait until the key's
         successor holds the result (raises Unavailable, the change applied, if it does not)."""
+        if self.sync_ack is not None:
+            may_block("distro sync-ack")
         applied = self.store.submit(key, change, timeout)
         if self.sync_ack is not None and self.store.ready:
             self.sync_ack.hold(applied.datum)
@@ -221,6 +224,7 @@ class DistroCluster:
             owner = self.owner(key.service)
             if owner == self.local:  # an empty map (this member is just turning UP)
                 return self._submit_local(key, change, timeout)
+            may_block("distro change sent to its owner")
             body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
             try:
                 answer = self.transport.call(

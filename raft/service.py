@@ -26,6 +26,7 @@ from typing import Any
 
 from consistency.datum import Datum, DatumKey
 from consistency.service import Applied, Change
+from lib.blocking import may_block
 from lib.errors import Unavailable, from_wire
 from lib.loops import LoopTracker
 from raft import guard
@@ -86,6 +87,7 @@ class RaftConsistencyService:
         self._thread.join(timeout=5)
 
     def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
+        may_block("raft commit")
         if not self._await_leader(min(timeout, LEADERLESS_WAIT_S)):
             raise Unavailable(
                 "no raft leader (no quorum, or an election is running): persistent data is "

@@ -106,8 +106,8 @@ class NamingSettings:
     http_connection_limit: int = field(
         default=10000, metadata=_env("NAMING_HTTP_CONNECTION_LIMIT", minimum=16)
     )
-    # The GIL switch interval (ms), applied by runnode with sys.setswitchinterval: waitress's
-    # one I/O thread competes with the workers. 5 ms is CPython's own default.
+    # The GIL switch interval (ms), applied by runnode with sys.setswitchinterval: the event-loop
+    # thread competes with the workers. 5 ms is CPython's own default.
     switch_interval_ms: float = field(
         default=5.0, metadata=_env("NAMING_SWITCH_INTERVAL_MS", minimum=0.1, maximum=100.0)
     )

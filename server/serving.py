@@ -1,61 +1,78 @@
-"""The production WSGI server, run inside the node process (never a second process).
+"""The node's HTTP server: one asyncio event loop (uvloop) parsing with httptools, in the node
+process, with a bounded pool of worker threads for whatever may wait.
 
-waitress: pure Python, threads in this process, binds at construction so a starting node
-answers instead of refusing connections. The measurement behind the choice is in the README.
+Why this shape (the measurements are in docs/benchmarks.md, "Serving stack"):
 
-Adapted for hostile clients (issue #8):
+- **One process owns all live state.** The loop runs on the node's main thread; there is no
+  worker process and no supervisor holding state.
+- **The hot routes run on the loop.** A beat, a list or an owned ephemeral register is pure
+  memory work that costs less than a handoff to a thread and back; :mod:`lib.blocking` marks the
+  few places below them that wait on I/O (a forward, a Raft commit, a sync-ack, a password hash),
+  which raise ``MustOffload`` on the loop *before* changing anything, and the request is then run
+  again from the start on a worker. Every other route (the console, the admin API, operator
+  endpoints, logins) goes straight to a worker. So a slow request never holds the loop, and the
+  requests that carry the load never pay a thread switch.
+- **Idle connections cost a few kilobytes and no thread**, so thousands of open keep-alive (and,
+  later, long-poll or event-stream) connections are held by the one loop thread.
 
-- the loop switches to ``poll()`` once a descriptor reaches 1024: waitress's default
-  ``select()`` raises ``ValueError`` for one, which killed the node once ~1,010 idle connections
-  were open (below that, select() is kept: its pass is cheaper, see :meth:`poll_once`);
-- the descriptor limit is raised at start (``lib.limits.raise_fd_limit``) and the connection
-  limit is bounded by it, leaving :data:`FD_RESERVE` descriptors for Raft, peers, SQLite and Redis;
-- at the connection limit waitress stops accepting, so the kernel backlog fills with everyone,
-  including a normal client. Here the server keeps accepting and sheds instead: the
-  longest-idle connections with no request in progress are closed (a batch at a time, so the
-  scan is paid once per batch, not once per accept); only when every connection has work in
-  progress is the new one closed at once. Counters are in :func:`status` (operator/metrics);
-- ``Expect: 100-continue`` with no body got no answer: waitress sends the 100 and then marks the
-  (already complete) request incomplete, so it is never served (:class:`_Parser`);
-- on shutdown the listener closes first, requests in progress get a short drain, then every
-  connection is closed. waitress stopped its loop but left kept-alive connections open, so a
-  peer that reused one waited for its own timeout while this process was still stopping.
+Kept from the hardened waitress loop it replaces (issue #8):
 
-Threads: the loop runs on the caller's (main) thread; waitress's worker threads are daemons
-owned by the task dispatcher and are stopped by :meth:`NamingServer.shutdown`.
+- the descriptor limit is raised at start and the connection limit bounded by it, leaving
+  :data:`FD_RESERVE` descriptors for Raft, peers, SQLite and Redis;
+- at the connection limit the longest-idle connections with no request in progress are closed,
+  a batch at a time; only when every connection has work is the newcomer closed at once;
+- ``Expect: 100-continue`` gets its ``100`` only when a body is announced, and a body over the
+  limit is refused with 413 before it is sent;
+- on SIGTERM the listener closes first, requests in progress get :data:`DRAIN_S`, then every
+  connection is closed and the workers stopped.
+
+Threads: the loop runs on the caller's (main) thread and stops on SIGTERM/SIGINT (or
+:meth:`NamingServer.request_stop`); the ``http-worker`` threads belong to the server's executor,
+which :meth:`NamingServer.run` shuts down after the drain.
 """
 
 from __future__ import annotations
 
-import errno
+import asyncio
+import collections
 import heapq
+import io
 import logging
+import signal
+import socket
+import sys
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from email.utils import formatdate
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
-from waitress import wasyncore
-from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
-from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+import httptools
+import uvloop
+
+from lib.blocking import MustOffload, clear_loop_thread, mark_loop_thread
 
 log = logging.getLogger("server.serving")
 
 # Descriptors kept out of the HTTP connection budget: Raft and peer connections, the journal,
-# SQLite, Redis, the push socket, waitress's trigger pipe, log files.
+# SQLite, Redis, the push socket, log files.
 FD_RESERVE = 512
 # Wait this long for requests in progress when stopping; idle connections are closed at once.
 DRAIN_S = 2.0
-# select() watches descriptors below this only (glibc's fd_set); poll() has no such limit.
-FD_SETSIZE = 1024
-# After accept() fails for lack of descriptors, pause accepting this long (the kernel backlog
-# holds the callers) instead of spinning on a listener that stays readable.
-ACCEPT_PAUSE_S = 0.05
-ACCEPT_ERRORS_LOGGED_EVERY_S = 10.0
-ACCEPT_BATCH = 64  # connections accepted per readable event of the listener
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# A connection with nothing in progress and no byte received for this long is closed (waitress's
+# channel_timeout was the same).
+IDLE_TIMEOUT_S = 120.0
+MAINTENANCE_EVERY_S = 5.0
+MAX_HEADER_BYTES = 64 * 1024  # Nacos clients send everything in the query string
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Requests read ahead of the one in progress on a pipelining connection; past it, reading pauses.
+MAX_PIPELINED = 16
+BACKLOG = 2048
+SERVER_NAME = b"nacos-py"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def bounded_connection_limit(wanted: int, fd_limit: int) -> int:
@@ -69,197 +86,484 @@ class ServingStats:
 
     connection_limit: int = 0
     fd_limit: int = 0
+    threads: int = 0
     accepted: int = 0
     shed_idle: int = 0  # idle connections closed to admit new ones at the limit
     refused_busy: int = 0  # new connections closed because every connection had work
-    accept_errors: int = 0  # accept() failures (out of descriptors, or other)
+    accept_errors: int = 0  # accept() failures reported by the loop
+    idle_closed: int = 0  # connections closed after IDLE_TIMEOUT_S without a request
+    bad_requests: int = 0  # unparseable or oversized requests answered 400/413/431
+    served_on_loop: int = 0
+    offloaded: int = 0  # hot requests that reached a blocking step and moved to a worker
+    served_by_workers: int = 0
+    app_errors: int = 0  # the application raised instead of answering (a bug): answered 500
 
 
-class _Parser(HTTPRequestParser):
-    def received(self, data: bytes) -> int:
-        consumed: int = super().received(data)
-        if self.completed:
-            # No body is coming (none announced, or the request was already refused at its
-            # header): the response is the final answer. waitress would send "100 Continue" and
-            # then reset ``completed``, and the request would never be served.
-            self.expect_continue = False
-        return consumed
+class _Request:
+    __slots__ = ("body", "header_bytes", "headers", "keep_alive", "method", "url", "version")
+
+    def __init__(self) -> None:
+        self.method = "GET"
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.keep_alive = True
+        self.version = "1.1"
+        self.header_bytes = 0
 
 
-class _Channel(HTTPChannel):
-    parser_class = _Parser
-    server: NamingServer
+class _TooLarge(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+_REASONS = {400: "Bad Request", 413: "Payload Too Large", 431: "Request Header Fields Too Large"}
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse, queue in order, answer in order (HTTP/1.1 pipelining)."""
+
+    def __init__(self, server: NamingServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: _Request | None = None  # being parsed
+        self.queue: collections.deque[_Request] = collections.deque()  # parsed, not yet served
+        self.busy = False  # a request is with a worker (or being written)
+        self.closing = False
+        self.paused = False
+        self.last_activity = time.monotonic()
+        self.peer: tuple[str, int] = ("", 0)
+        self.body_bytes = 0
+        self.eof = False  # the client half-closed: answer what it sent, then close
+
+    # -- asyncio callbacks (loop thread) ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = (str(peer[0]), int(peer[1]))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.server.admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except _TooLarge as exc:
+            self.refuse(exc.status, exc.reason)
+        except httptools.HttpParserUpgrade:
+            self.refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self.refuse(400, f"malformed request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        # The client will send nothing more; answer what it sent, then close.
+        self.eof = True
+        if not self.busy and not self.queue:
+            return None  # asyncio closes the transport
+        return True
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+        self.body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.url += url
+        request.header_bytes += len(url)
+        if request.header_bytes > MAX_HEADER_BYTES:
+            raise _TooLarge(431, f"request line and headers over {MAX_HEADER_BYTES} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.headers.append((name, value))
+        request.header_bytes += len(name) + len(value) + 4
+        if request.header_bytes > MAX_HEADER_BYTES:
+            raise _TooLarge(431, f"request line and headers over {MAX_HEADER_BYTES} bytes")
+
+    def on_headers_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        parser = self.parser
+        request.method = parser.get_method().decode("latin-1")
+        request.version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        length = -1
+        expect = False
+        for name, value in request.headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise _TooLarge(400, "bad Content-Length") from None
+            elif lowered == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if length > MAX_BODY_BYTES:
+            raise _TooLarge(413, f"request body over {MAX_BODY_BYTES} bytes")
+        # Only when a body is announced: with none, the answer itself is the final response.
+        if expect and length > 0 and request.version == "1.1" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self.current
+        assert request is not None
+        self.body_bytes += len(body)
+        if self.body_bytes > MAX_BODY_BYTES:
+            raise _TooLarge(413, f"request body over {MAX_BODY_BYTES} bytes")
+        request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        self.current = None
+        self.queue.append(request)
+        if len(self.queue) > MAX_PIPELINED and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        if not self.busy:
+            self.serve_queue()
+
+    # -- serving ----------------------------------------------------------------------------
 
     def has_work(self) -> bool:
-        """A request queued or being served, a response not yet flushed, or closing already.
+        """A request queued or in progress. One still arriving does not count: a client that
+        stalls mid-request is as idle as one that sends nothing."""
+        return self.busy or bool(self.queue)
 
-        A request still arriving does not count: a client that stalls mid-request is as idle
-        as one that sends nothing.
-        """
-        return bool(self.requests or self.total_outbufs_len or self.will_close) or bool(
-            self.close_when_flushed
+    def serve_queue(self) -> None:
+        while self.queue and not self.busy and not self.closing:
+            request = self.queue.popleft()
+            if self.paused and len(self.queue) <= MAX_PIPELINED // 2 and self.transport:
+                self.paused = False
+                self.transport.resume_reading()
+            self.server.serve(self, request)
+
+    def finish(self, request: _Request, response: bytes) -> None:
+        """Write one response (loop thread), then go on with the queue."""
+        self.busy = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(response)
+        self.last_activity = time.monotonic()
+        if not request.keep_alive or self.server.draining or (self.eof and not self.queue):
+            self.closing = True
+            transport.close()
+            return
+        if self.queue:
+            self.serve_queue()
+
+    def refuse(self, status: int, reason: str) -> None:
+        """Answer a request that cannot be parsed or is too large, then close."""
+        self.server.stats.bad_requests += 1
+        self.queue.clear()
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            body = f"caused: {reason};".encode()
+            self.transport.write(
+                render_head(f"{status} {_REASONS.get(status, 'Bad Request')}", [], len(body), False)
+                + body
+            )
+            self.transport.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class NamingServer:
+    """Binds at construction (a starting node answers ``STARTING`` instead of refusing), serves
+    in :meth:`run` until a signal, then drains and returns."""
+
+    def __init__(
+        self,
+        application: WsgiApp,
+        host: str,
+        port: int,
+        threads: int,
+        connection_limit: int,
+        fd_limit: int,
+        loop_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        self.application = application
+        self.loop_paths = loop_paths
+        self.host = host
+        self.port = port
+        self.connection_limit = connection_limit
+        self.stats = ServingStats(
+            connection_limit=connection_limit, fd_limit=fd_limit, threads=threads
         )
-
-    def readable(self) -> bool:
-        if self.server.draining and not self.requests:
-            return False  # stopping: take no new request
-        return bool(super().readable())
-
-
-class NamingServer(TcpWSGIServer):
-    channel_class = _Channel
-    active_channels: dict[int, _Channel]
-    next_channel_cleanup: float = 0.0
-
-    def __init__(self, application: Any, adj: Adjustments, fd_limit: int) -> None:
-        dispatcher = ThreadedTaskDispatcher()
-        dispatcher.set_thread_count(adj.threads)
-        self.stats = ServingStats(connection_limit=adj.connection_limit, fd_limit=fd_limit)
+        self.connections: set[HttpConnection] = set()
         self.draining = False
-        self._closed = False
-        self._shedding: set[_Channel] = set()
-        self._accept_paused_until = 0.0
-        self._accept_error_logged_at = 0.0
-        # A tenth of the limit: small enough that few idle clients lose their connection, big
-        # enough that a flood pays the idle scan once per batch of accepts.
-        self._shed_batch = max(1, adj.connection_limit // 10)
-        super().__init__(
-            application, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0]
-        )
+        self._shedding: set[HttpConnection] = set()
+        self._shed_batch = max(1, connection_limit // 10)
+        self._workers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http-worker")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._base_environ = {
+            "SERVER_NAME": host,
+            "SERVER_PORT": str(port),
+            "SCRIPT_NAME": "",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(BACKLOG)
+        self.sock.setblocking(False)
 
     @property
     def open_connections(self) -> int:
-        return len(self.active_channels)
+        return len(self.connections)
 
-    # -- accepting (loop thread) ------------------------------------------------------------
+    # -- connections (loop thread) ----------------------------------------------------------
 
-    def readable(self) -> bool:
-        now = time.time()
-        if now >= self.next_channel_cleanup:
-            self.next_channel_cleanup = now + self.adj.cleanup_interval
-            self.maintenance(now)
-        return bool(self.accepting) and time.monotonic() >= self._accept_paused_until
-
-    def handle_accept(self) -> None:
-        # waitress accepts one connection per loop pass, and a pass costs time in proportion to
-        # the open connections: taking a batch keeps a burst of thousands from being quadratic.
-        for _ in range(ACCEPT_BATCH):
-            if not self._accept_one():
-                return
-
-    def _accept_one(self) -> bool:
-        """Accept one pending connection; False when there is none (or accepting must pause)."""
-        try:
-            accepted = self.accept()
-        except OSError as exc:
-            self._accept_failed(exc)
-            return False
-        if accepted is None:
-            return False
-        conn, addr = accepted
-        try:
-            self.set_socket_options(conn)
-        except OSError:  # the caller already hung up
-            conn.close()
-            return True
-        if self._at_limit() and self._shed(self._shed_batch) == 0:
+    def admit(self, connection: HttpConnection) -> None:
+        if self.draining:
+            connection.close()
+            return
+        self._shedding = {c for c in self._shedding if not c.closing}
+        at_limit = len(self.connections) - len(self._shedding) >= self.connection_limit
+        if at_limit and self._shed(self._shed_batch) == 0:
             self.stats.refused_busy += 1
-            conn.close()
-            return True
+            connection.close()
+            return
         self.stats.accepted += 1
-        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
-        return True
+        self.connections.add(connection)
 
-    def _at_limit(self) -> bool:
-        # Channels marked for shedding close on the loop's next pass; do not count them twice.
-        self._shedding = {ch for ch in self._shedding if ch._fileno is not None}
-        limit: int = self.adj.connection_limit  # waitress is untyped: Any to mypy
-        return len(self.active_channels) - len(self._shedding) >= limit
+    def forget(self, connection: HttpConnection) -> None:
+        self.connections.discard(connection)
+        self._shedding.discard(connection)
 
     def _shed(self, count: int) -> int:
-        """Mark up to ``count`` longest-idle connections without work for closing."""
-        idle = (ch for ch in self.active_channels.values() if not ch.has_work())
-        victims = heapq.nsmallest(count, idle, key=lambda ch: ch.last_activity)
-        for channel in victims:
-            channel.will_close = True  # closed by its next write event, as waitress's timeouts
-            self._shedding.add(channel)
+        """Close up to ``count`` longest-idle connections without work."""
+        idle = (c for c in self.connections if not c.has_work() and not c.closing)
+        victims = heapq.nsmallest(count, idle, key=lambda c: c.last_activity)
+        for connection in victims:
+            connection.close()
+            self._shedding.add(connection)
         self.stats.shed_idle += len(victims)
         if victims:
             log.info(
-                "connection limit %d reached: closing %d idle connections",
-                self.adj.connection_limit,
+                "connection limit %d reached: closed %d idle connections",
+                self.connection_limit,
                 len(victims),
             )
         return len(victims)
 
-    def _accept_failed(self, exc: OSError) -> None:
-        self.stats.accept_errors += 1
-        if exc.errno in _OUT_OF_DESCRIPTORS:
-            self._shed(self._shed_batch)
-            self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
+    def _maintenance(self) -> None:
         now = time.monotonic()
-        if now - self._accept_error_logged_at >= ACCEPT_ERRORS_LOGGED_EVERY_S:
-            self._accept_error_logged_at = now
-            log.warning(
-                "accept failed (%s); %d open connections, %d accept errors so far",
-                exc,
-                self.open_connections,
-                self.stats.accept_errors,
-            )
+        for connection in [c for c in self.connections if not c.has_work()]:
+            if now - connection.last_activity > IDLE_TIMEOUT_S:
+                self.stats.idle_closed += 1
+                connection.close()
+        if self._loop is not None and not self.draining:
+            self._loop.call_later(MAINTENANCE_EVERY_S, self._maintenance)
+
+    # -- requests (loop thread) -------------------------------------------------------------
+
+    def serve(self, connection: HttpConnection, request: _Request) -> None:
+        environ = self._environ(connection, request)
+        if environ["PATH_INFO"] in self.loop_paths:
+            try:
+                response = self._call(environ, request)
+            except MustOffload:
+                self.stats.offloaded += 1
+                environ = self._environ(connection, request)  # its body may have been read
+            else:
+                self.stats.served_on_loop += 1
+                connection.finish(request, response)
+                return
+        connection.busy = True
+        future = self._workers.submit(self._call, environ, request)
+        loop = self._loop
+        assert loop is not None
+
+        def done(f: Future[bytes]) -> None:
+            loop.call_soon_threadsafe(self._worker_done, connection, request, f)
+
+        future.add_done_callback(done)
+
+    def _worker_done(self, connection: HttpConnection, request: _Request, f: Future[bytes]) -> None:
+        self.stats.served_by_workers += 1
+        try:
+            response = f.result()
+        except BaseException:  # cancelled at shutdown
+            connection.busy = False
+            connection.close()
+            return
+        connection.finish(request, response)
+
+    def _environ(self, connection: HttpConnection, request: _Request) -> dict[str, Any]:
+        path, _, query = request.url.partition(b"?")
+        path = path.partition(b"#")[0]
+        environ = dict(self._base_environ)
+        environ["REQUEST_METHOD"] = request.method
+        environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+        environ["QUERY_STRING"] = query.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = f"HTTP/{request.version}"
+        environ["REMOTE_ADDR"], port = connection.peer
+        environ["REMOTE_PORT"] = str(port)
+        body = b"".join(request.body) if request.body else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body)) if body else ""
+        for name, value in request.headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            if key == "CONTENT_TYPE":
+                environ[key] = text
+            elif key == "CONTENT_LENGTH":
+                continue  # the body as received is what counts
+            else:
+                key = "HTTP_" + key
+                environ[key] = f"{environ[key]},{text}" if key in environ else text
+        return environ
+
+    def _call(self, environ: dict[str, Any], request: _Request) -> bytes:
+        """Run the application and render the whole response (on the loop or a worker)."""
+        captured: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            captured[:] = [status, headers]
+            return None
+
+        try:
+            result = self.application(environ, start_response)
+            try:
+                body = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except MustOffload:
+            raise
+        except Exception:
+            self.stats.app_errors += 1
+            log.exception("unhandled error serving %s %s", request.method, environ["PATH_INFO"])
+            body = b"caused: internal error;"
+            captured[:] = ["500 Internal Server Error", []]
+        status, headers = captured
+        keep_alive = request.keep_alive and not self.draining
+        if request.method == "HEAD":
+            return render_head(status, headers, len(body), keep_alive)
+        return render_head(status, headers, len(body), keep_alive) + body
 
     # -- running and stopping (main thread) -------------------------------------------------
 
     def run(self) -> None:
-        """Serve until SIGTERM/SIGINT (their handlers raise SystemExit), then shut down."""
-        timeout = self.adj.asyncore_loop_timeout
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`), then drain and close."""
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        loop.set_exception_handler(self._loop_error)
+        mark_loop_thread()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        server = await loop.create_server(
+            lambda: HttpConnection(self), sock=self.sock, backlog=BACKLOG
+        )
+        loop.call_later(MAINTENANCE_EVERY_S, self._maintenance)
         try:
-            while self._map:
-                self.poll_once(timeout)
-        except (SystemExit, KeyboardInterrupt):
-            pass
+            await self._stop.wait()
         finally:
-            self.shutdown()
+            await self._shutdown(server)
+            clear_loop_thread()
 
-    def poll_once(self, timeout: float) -> None:
-        """One pass of the loop: ``select()`` while every descriptor fits in it, ``poll()`` once
-        one does not. select() cannot watch a descriptor >= FD_SETSIZE (the ~1,010-connection
-        crash), but with few connections waitress's select pass is the cheaper one: a run of
-        sequential keep-alive registrations took 27.6 s on poll() and 19.7 s on select() (20,000
-        instances, ``bench/run.py --instances 20000``; 17.5 s before any of this)."""
-        if max(self._map, default=0) < FD_SETSIZE:
-            wasyncore.poll(timeout, self._map)
-        else:
-            wasyncore.poll2(timeout, self._map)
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal %s: shutting down", signum)
+        self.request_stop()
 
-    def shutdown(self, drain_s: float = DRAIN_S) -> None:
+    def request_stop(self) -> None:
+        """Thread-safe: ask the loop to drain and return from :meth:`run`."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # accept() failures (out of descriptors) land here: count them, keep serving.
+        self.stats.accept_errors += 1
+        log.warning("event loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+    async def _shutdown(self, server: asyncio.AbstractServer, drain_s: float = DRAIN_S) -> None:
         """Refuse new connections, let requests in progress finish (bounded), close the rest."""
-        if self._closed:
-            return
-        self._closed = True
         self.draining = True
-        self.accepting = False
-        wasyncore.dispatcher.close(self)  # the listener: callers are refused from now on
+        server.close()  # the listener: callers are refused from now on
         deadline = time.monotonic() + drain_s
-        try:
-            while time.monotonic() < deadline:
-                for channel in list(self.active_channels.values()):
-                    if not channel.has_work():
-                        channel.handle_close()
-                if not self.active_channels:
-                    break
-                wasyncore.poll2(0.05, self._map)
-        except (SystemExit, KeyboardInterrupt):
-            pass  # a second signal: skip the rest of the drain
-        except Exception:  # the loop itself failed (that error is already on its way up)
-            log.exception("HTTP drain failed; closing every connection")
-        finally:
-            for channel in list(self.active_channels.values()):
-                channel.handle_close()
-            self.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-            self.trigger.close()
+        while time.monotonic() < deadline:
+            for connection in list(self.connections):
+                if not connection.has_work():
+                    connection.close()
+            if not any(c.has_work() for c in self.connections):
+                break
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        await asyncio.sleep(0)  # let the transports close
 
     def close(self) -> None:
-        self.shutdown(drain_s=0)
+        """Release the listening socket if :meth:`run` never ran (start-up failed)."""
+        if self._loop is None:
+            self.sock.close()
+            self._workers.shutdown(wait=False, cancel_futures=True)
+
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+_date_cache: list[Any] = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    value: bytes = _date_cache[1]
+    return value
+
+
+def render_head(
+    status: str, headers: list[tuple[str, str]], length: int, keep_alive: bool
+) -> bytes:
+    parts = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\nServer: ", SERVER_NAME, b"\r\n"]
+    parts.append(_date_header())
+    for name, value in headers:
+        if name.lower() in _HOP_BY_HOP:
+            continue
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(b"Content-Length: %d\r\n" % length)
+    parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return b"".join(parts)
 
 
 _current: NamingServer | None = None
@@ -288,7 +592,7 @@ def make_server(
     global _current
     # Imported here, not at the top: it builds the Django application (and imports every
     # view) as a side effect, which only a serving process should pay for.
-    from server.wsgi import application
+    from server.wsgi import LOOP_PATHS, application
 
     limit = bounded_connection_limit(connection_limit, fd_limit)
     if limit < connection_limit:
@@ -298,20 +602,6 @@ def make_server(
             limit,
             fd_limit,
         )
-    adj = Adjustments(
-        host=host,
-        port=port,
-        threads=threads,
-        ident="nacos-py",
-        backlog=2048,
-        connection_limit=limit,
-        channel_timeout=120,
-        asyncore_use_poll=True,
-        # Nacos clients send everything in the query string; keep headers and bodies bounded.
-        max_request_header_size=64 * 1024,
-        max_request_body_size=8 * 1024 * 1024,
-        clear_untrusted_proxy_headers=True,
-    )
-    server = NamingServer(application, adj, fd_limit)
+    server = NamingServer(application, host, port, threads, limit, fd_limit, LOOP_PATHS)
     _current = server
     return server

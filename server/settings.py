@@ -138,8 +138,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": NAMING.log_level},
     "loggers": {
         "pysyncobj": {"level": "WARNING"},
-        # waitress warns on every queued request under load ("Task queue depth"): noise.
-        "waitress.queue": {"level": "ERROR"},
         # 4xx answers are the API working as specified, and 503s while starting are expected;
         # real 500s are logged with their traceback by facades.nacos_v1.api.
         "django.request": {"level": "CRITICAL"},

@@ -41,6 +41,12 @@ HOT_ROUTES: dict[str, Callable[..., Any]] = {
 }
 
 
+# Served on the event-loop thread (``server/serving.py``): memory work only, except where
+# ``lib.blocking.may_block`` sends the request to a worker. The login hashes a password: a worker.
+LOOP_PATHS = frozenset(
+    ("/nacos/v1/ns/instance/list", "/nacos/v1/ns/instance/beat", "/nacos/v1/ns/instance")
+)
+
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
 

@@ -20,6 +20,7 @@ from facades.nacos_v1 import params as s
 from facades.nacos_v1.actor import actor_header
 from facades.nacos_v1.context import Node
 from facades.nacos_v1.params import Params
+from lib.blocking import may_block
 from lib.errors import NamingError, Unavailable
 from naming.domain import to_bool
 
@@ -54,6 +55,7 @@ def forward_if_not_owner(
     if cluster.responsible(grouped):
         return None
     owner = cluster.owner(grouped)
+    may_block("forward to the distro owner")
     headers = {h: v for h in _PASSED_HEADERS if (v := request.headers.get(h))}
     headers.update(actor_header(caller, request))  # the owner audits the client, not us
     try:

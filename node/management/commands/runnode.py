@@ -95,8 +95,8 @@ class Command(BaseCommand):
         data_dir = Path(opts["data_dir"] or naming.data_dir).resolve()
         make_private_dir(data_dir)
         tighten_data_dir(data_dir, Path(settings.DATABASES["default"]["NAME"]))
-        # CPython's default is 5 ms; the setting lets an operator trade I/O-thread latency
-        # against throughput (waitress's one I/O thread competes with the workers for the GIL).
+        # CPython's default is 5 ms; the setting lets an operator trade event-loop latency
+        # against worker throughput (the loop thread competes with the workers for the GIL).
         sys.setswitchinterval(naming.switch_interval_ms / 1000.0)
         port = int(opts["port"])
         if not 1 <= port <= 65535:
@@ -191,9 +191,10 @@ class Command(BaseCommand):
             fd_limit=fd_limit,
         )
         log.info(
-            "HTTP connection limit %d (descriptor limit %d)",
-            server.adj.connection_limit,
+            "HTTP connection limit %d (descriptor limit %d), %d worker threads",
+            server.connection_limit,
             fd_limit,
+            server.stats.threads,
         )
 
         def starter() -> None:
@@ -204,6 +205,7 @@ class Command(BaseCommand):
                 signal.raise_signal(signal.SIGTERM)
 
         def on_signal(signum: int, _frame: Any) -> None:
+            # Only until the server's loop runs: from then on its own handlers drain first.
             log.info("signal %s: shutting down", signum)
             raise SystemExit(0)
 
@@ -219,6 +221,10 @@ class Command(BaseCommand):
         except SystemExit:
             pass
         finally:
+            # The loop put back the default handlers when it closed: a second signal now would
+            # kill the process in the middle of closing the Raft journal.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             server.close()
             runtime.stop()
             if runtime.auth is not None:
