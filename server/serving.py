@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -142,8 +142,8 @@ class HttpConnection(asyncio.Protocol):
     # -- asyncio callbacks (loop thread) ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport does not subclass asyncio.Transport; it has its methods.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = (str(peer[0]), int(peer[1]))
@@ -163,12 +163,15 @@ class HttpConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         try:
             self.parser.feed_data(data)
-        except _TooLarge as exc:
-            self.refuse(exc.status, exc.reason)
         except httptools.HttpParserUpgrade:
             self.refuse(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self.refuse(400, f"malformed request: {exc}")
+            # httptools wraps what a callback raised in HttpParserCallbackError.
+            cause = exc.__context__
+            if isinstance(cause, _TooLarge):
+                self.refuse(cause.status, cause.reason)
+            else:
+                self.refuse(400, f"malformed request: {exc}")
 
     def eof_received(self) -> bool | None:
         # The client will send nothing more; answer what it sent, then close.
