@@ -505,6 +505,7 @@ def snapshot_breakdown(source: NodeProcess, local: str) -> dict[str, float]:
     from distro.store import DistroStore
     from distro.transport import HttpPeerTransport
     from lib.keys import peer_key as derive_key
+    from naming.codec import DATUM_CODEC
     from naming.registry import Registry
 
     transport = HttpPeerTransport(local, derive_key(CLUSTER_SECRET))
@@ -518,10 +519,10 @@ def snapshot_breakdown(source: NodeProcess, local: str) -> dict[str, float]:
         body = response.body
         fetches.append(seconds)
     _, json_s = timed(lambda: json.loads(body))
-    datums, decode_s = timed(lambda: decode_batch(body, allow_empty=True))
-    _, encode_s = timed(lambda: encode_batch(datums))
+    datums, decode_s = timed(lambda: decode_batch(body, DATUM_CODEC, allow_empty=True))
+    _, encode_s = timed(lambda: encode_batch(datums, DATUM_CODEC))
     notifier = Notifier()
-    store = DistroStore(notifier)
+    store = DistroStore(notifier, DATUM_CODEC)
     registry = Registry(lambda key: None if (d := store.get(key)) is None else d.value)
     notifier.add_listener("registry", registry.on_datum)
     _, apply_s = timed(lambda: [store.apply_remote(d) for d in datums])
