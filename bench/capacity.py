@@ -21,6 +21,10 @@ service listed with ``healthyOnly=false``: instances listed unhealthy or missing
 kept beating (target: none). Results: ``bench/results/capacity.json``, one entry per instance
 count (``--instances 10000`` is the issue's "10,000 beating instances on half a core").
 
+``--generator-only`` runs the same beat schedule against a stub server (a child process answering
+every request with a canned beat answer) instead of a node: what this generator costs at the
+full pace, and whether it keeps it on this box (``generator_only_<N>`` in the same file).
+
 Bounded: the beat schedule ends after ``--duration``; a request unanswered for ``--timeout``
 seconds is aborted and counted as an error; the node is stopped by its PID in ``finally``.
 """
@@ -36,6 +40,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +53,9 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.distro import cpu_seconds, percentile  # noqa: E402
+from bench.distro import percentile, pid_cpu_seconds  # noqa: E402
 from bench.run import caller_token, rss_kb  # noqa: E402
-from testkit.harness import NodeProcess  # noqa: E402
+from testkit.harness import NodeProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "capacity.json"
 GROUP = "DEFAULT_GROUP@@"
@@ -379,15 +384,11 @@ async def beat_all(
     await asyncio.gather(*(worker(k) for k in range(len(pool.conns))))
 
 
-def node_cpu_seconds(node: NodeProcess) -> float:
-    return cpu_seconds([node])[node.address]
-
-
-async def idle_cpu_pct(node: NodeProcess, seconds: float) -> float:
+async def idle_cpu_pct(pid: int, seconds: float) -> float:
     """The node's CPU with nothing to serve (its own loops), before anything registers."""
-    t0, c0 = time.perf_counter(), node_cpu_seconds(node)
+    t0, c0 = time.perf_counter(), pid_cpu_seconds(pid)
     await asyncio.sleep(seconds)
-    return 100 * (node_cpu_seconds(node) - c0) / (time.perf_counter() - t0)
+    return 100 * (pid_cpu_seconds(pid) - c0) / (time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -490,8 +491,82 @@ async def listed_state(
     return {"listed": listed, "unhealthy": unhealthy, "missing": missing}
 
 
+@dataclass
+class BeatRun:
+    """One beat phase: the schedule, what the workers saw and the CPU samples."""
+
+    args: argparse.Namespace
+    schedule: Schedule
+    slots: int
+    tally: Tally
+    sampler: Sampler
+    finished: float
+
+    @property
+    def end(self) -> float:
+        return float(self.schedule.start + self.args.duration)
+
+
+async def run_beats(
+    pool: Pool,
+    requests: Sequence[bytes],
+    start: float,
+    args: argparse.Namespace,
+    target_cpu: Callable[[], float],
+) -> BeatRun:
+    schedule = Schedule(start, args.interval, len(requests))
+    end = start + args.duration
+    slots = schedule.slots_before(end)
+    tally = Tally(steady_from=start + args.warmup)
+    sampler = Sampler(start, target_cpu, pool, tally, args.timeout)
+    sampling = asyncio.ensure_future(sampler.run())
+    late_s, give_up_at = args.late_ms / 1000, end + args.grace
+    try:
+        await beat_all(pool, requests, schedule, slots, late_s, give_up_at, tally)
+    finally:
+        sampling.cancel()
+    return BeatRun(args, schedule, slots, tally, sampler, time.perf_counter())
+
+
+def beat_figures(run: BeatRun) -> dict[str, Any]:
+    """The beats, their latency and the CPU figures of the steady state."""
+    args, tally = run.args, run.tally
+    steady = window_figures(run.sampler.samples, math.ceil(args.warmup), math.floor(args.duration))
+    return {
+        "instances": run.schedule.instances,
+        "interval_s": args.interval,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": args.connections,
+        "loop": type(asyncio.get_running_loop()).__module__,
+        "beats": {
+            "due": run.slots,
+            "sent": tally.sent,
+            "answered": tally.answered,
+            "not_found": tally.not_found,
+            "errors": tally.errors,
+            "late": tally.late,
+            "unsent": tally.unsent,
+            "steady_due": run.slots - run.schedule.slots_before(tally.steady_from),
+            "steady_answered": tally.steady_answered,
+            "steady_late": tally.steady_late,
+            "steady_rate_per_s": round(steady["beats"] / steady["seconds"], 1),
+            "finished_after_schedule_s": round(run.finished - run.end, 3),
+            "max_lag_ms": round(tally.max_lag * 1000, 1),
+            "error_samples": tally.error_samples,
+        },
+        "latency": summarize_ms(tally.latencies),
+        "latency_from_due": summarize_ms(tally.from_due),
+        "steady": steady,
+        "generator_cpu": {
+            "median_pct": steady["own_median_pct"],
+            "max_pct": steady["own_max_pct"],
+            "per_beat_us": steady["own_per_beat_us"],
+        },
+    }
+
+
 async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
     assert node.proc is not None
     pid = node.proc.pid
     host = node.address
@@ -501,7 +576,7 @@ async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict
     await pool.open()
     await control.open()
     rss_start = rss_kb(pid)
-    idle = await idle_cpu_pct(node, args.idle)
+    idle = await idle_cpu_pct(pid, args.idle)
 
     registers = [register_request(i, services, token, host) for i in range(n)]
     beats = [beat_request(i, services, token, host) for i in range(n)]
@@ -511,23 +586,14 @@ async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict
     print(f"registered {n} instances in {services} services in {register_s:.1f} s", flush=True)
     before = await expiry_counters(control, 0, host)
 
-    schedule = Schedule(time.perf_counter() + 0.2, args.interval, n)
-    end = schedule.start + args.duration
-    steady_from = schedule.start + args.warmup
-    slots = schedule.slots_before(end)
-    tally = Tally(steady_from=steady_from)
-    sampler = Sampler(schedule.start, lambda: node_cpu_seconds(node), pool, tally, args.timeout)
-    sampling = asyncio.ensure_future(sampler.run())
+    start = time.perf_counter() + 0.2
 
     async def at_steady_start() -> dict[str, int]:
-        await asyncio.sleep(max(0.0, steady_from - time.perf_counter()))
+        await asyncio.sleep(max(0.0, start + args.warmup - time.perf_counter()))
         return await expiry_counters(control, 0, host)
 
     steady_counters = asyncio.ensure_future(at_steady_start())
-    give_up_at = end + args.grace
-    await beat_all(pool, beats, schedule, slots, args.late_ms / 1000, give_up_at, tally)
-    beats_done = time.perf_counter()
-    sampling.cancel()
+    run = await run_beats(pool, beats, start, args, lambda: pid_cpu_seconds(pid))
     after = await expiry_counters(control, 0, host)
     listed = await listed_state(control, 0, host, token, n, services)
     at_steady = await steady_counters
@@ -535,38 +601,16 @@ async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict
     pool.close()
     control.close()
 
-    steady = window_figures(sampler.samples, math.ceil(args.warmup), math.floor(args.duration))
+    figures = beat_figures(run)
+    steady = figures["steady"]
     idle_s = idle / 100 * steady["seconds"]
     net_per_beat_us = steady["node_per_beat_us"] - idle_s / max(steady["beats"], 1) * 1e6
     expired = {k: after[k] - at_steady[k] for k in ("expired_unhealthy", "expired_removed")}
     return {
-        "instances": n,
+        **figures,
         "services": services,
-        "interval_s": args.interval,
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "connections": args.connections,
         "caller": args.caller,
-        "loop": type(loop).__module__,
         "register_seconds": round(register_s, 2),
-        "beats": {
-            "due": slots,
-            "sent": tally.sent,
-            "answered": tally.answered,
-            "not_found": tally.not_found,
-            "errors": tally.errors,
-            "late": tally.late,
-            "unsent": tally.unsent,
-            "steady_due": slots - schedule.slots_before(steady_from),
-            "steady_answered": tally.steady_answered,
-            "steady_late": tally.steady_late,
-            "steady_rate_per_s": round(steady["beats"] / steady["seconds"], 1),
-            "finished_after_schedule_s": round(beats_done - end, 3),
-            "max_lag_ms": round(tally.max_lag * 1000, 1),
-            "error_samples": tally.error_samples,
-        },
-        "latency": summarize_ms(tally.latencies),
-        "latency_from_due": summarize_ms(tally.from_due),
         "node_cpu": {
             "median_pct": steady["node_median_pct"],
             "max_pct": steady["node_max_pct"],
@@ -576,11 +620,6 @@ async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict
             "net_of_idle_per_beat_us": net_per_beat_us,
             "at_10k_every_5s_pct": steady["node_per_beat_us"] * 2000 / 1e4,
             "window_s": steady["seconds"],
-        },
-        "generator_cpu": {
-            "median_pct": steady["own_median_pct"],
-            "max_pct": steady["own_max_pct"],
-            "per_beat_us": steady["own_per_beat_us"],
         },
         "rss_kb": {"start": rss_start, "end": rss_end},
         "expiry": {
@@ -597,13 +636,10 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for each of the issue's targets this run shows."""
     cpu = r["node_cpu"]
     beats = r["beats"]
-    bad = (
-        r["listed_at_end"]["unhealthy"]
-        + r["listed_at_end"]["missing"]
-        + r["expiry"]["steady_delta"]["expired_unhealthy"]
-        + r["expiry"]["steady_delta"]["expired_removed"]
-        + beats["not_found"]
-    )
+    listed = r["listed_at_end"]
+    at_end = listed["unhealthy"] + listed["missing"]
+    expired = r["expiry"]["steady_delta"]
+    expiries = expired["expired_unhealthy"] + expired["expired_removed"] + beats["not_found"]
     rows = [
         (
             f"server CPU per beat <= {CPU_PER_BEAT_US:.0f} us",
@@ -620,11 +656,20 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
             f"{r['latency']['p99_ms']:.1f} ms",
             r["latency"]["p99_ms"] <= P99_MS,
         ),
-        ("zero instances unhealthy/missing that kept beating", str(bad), bad == 0),
         (
-            "the generator kept the pace (no beat late in the steady state)",
-            f"{beats['steady_late']} late",
-            beats["steady_late"] == 0,
+            "zero instances listed unhealthy or missing at the end",
+            f"{listed['unhealthy']} unhealthy, {listed['missing']} missing",
+            at_end == 0,
+        ),
+        (
+            "zero expiries while beating (steady state; beats answered 'not found' included)",
+            str(expiries),
+            expiries == 0,
+        ),
+        (
+            "every beat sent on time (none late in the steady state)",
+            f"{beats['steady_late']} late, {beats['unsent']} never sent",
+            beats["steady_late"] == 0 and beats["unsent"] == 0,
         ),
     ]
     if r["instances"] == 10_000 and r["interval_s"] == 5:
@@ -674,12 +719,101 @@ def report(r: dict[str, Any]) -> None:
         f"{e['expired_removed']} removed; listed at the end: {listed['listed']} "
         f"({listed['unhealthy']} unhealthy, {listed['missing']} missing)"
     )
+    if b["steady_late"] or b["unsent"]:
+        # Slots are taken in order by whichever connection is free: a late beat means every
+        # connection was still waiting for an answer, or this process was starved of CPU.
+        bound = "the node" if gen["max_pct"] < 50 else "the node or this generator"
+        print(
+            f"behind the schedule: {r['instances'] / r['interval_s']:.0f} beats/s due, "
+            f"{b['steady_rate_per_s']:.0f}/s answered with all {r['connections']} connections "
+            f"busy; bound by {bound}"
+        )
     print("\ntargets (issue #11):")
     for target, measured, met in verdicts(r):
         print(f"  {'met   ' if met else 'MISSED'} {target}: {measured}")
 
 
-def save(r: dict[str, Any]) -> None:
+# -- the generator alone (--generator-only) ----------------------------------------------------
+
+STUB_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n"
+    b'{"clientBeatInterval":5000,"code":10200,"lightBeatEnabled":true}'
+)
+
+
+class StubServer(asyncio.Protocol):
+    """Answers every request with a canned beat answer: the generator's requests have no body,
+    so each ``CRLF CRLF`` ends one."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.rest = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.rest + data
+        count = data.count(b"\r\n\r\n")
+        self.rest = data[data.rfind(b"\r\n\r\n") + 4 :] if count else data
+        if count and self.transport is not None:
+            self.transport.write(STUB_ANSWER * count)
+
+
+async def serve_stub(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(StubServer, "127.0.0.1", port)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+async def drive_generator(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The beat phase alone against the stub: what the generator costs at the full pace."""
+    pool = Pool("127.0.0.1", port, args.connections)
+    await pool.open()
+    host = f"127.0.0.1:{port}"
+    beats = [beat_request(i, args.services, "x" * 150, host) for i in range(args.instances)]
+    start = time.perf_counter() + 0.2
+    run = await run_beats(pool, beats, start, args, lambda: pid_cpu_seconds(pid))
+    pool.close()
+    figures = beat_figures(run)
+    figures["stub_cpu_median_pct"] = figures["steady"]["node_median_pct"]
+    return figures
+
+
+def generator_only(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, __file__, "--serve-stub", str(port), "--loop", args.loop],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert stub.stdout is not None and stub.stdout.readline().strip() == b"ready"
+        return event_loop_runner(args.loop)(drive_generator(port, stub.pid, args))
+    finally:
+        stub.kill()
+        stub.wait(10)
+
+
+def report_generator(r: dict[str, Any]) -> None:
+    b, lat, gen = r["beats"], r["latency"], r["generator_cpu"]
+    print(
+        f"\ngenerator alone against a stub server: {r['instances']} instances every "
+        f"{r['interval_s']} s, {r['connections']} connections, {r['loop']} loop"
+    )
+    print(
+        f"beats: due {b['due']}, answered {b['answered']}, late {b['late']}, unsent "
+        f"{b['unsent']} (max lag {b['max_lag_ms']:.0f} ms); steady state "
+        f"{b['steady_rate_per_s']:.0f}/s; latency p50 {lat['p50_ms']:.2f} ms, "
+        f"p99 {lat['p99_ms']:.2f} ms"
+    )
+    print(
+        f"generator CPU: median {gen['median_pct']:.1f} %, max {gen['max_pct']:.1f} % of a core, "
+        f"{gen['per_beat_us']:.0f} us per beat (stub {r['stub_cpu_median_pct']:.1f} %)"
+    )
+
+
+def save(r: dict[str, Any], prefix: str = "instances") -> None:
     """One entry per instance count in ``capacity.json``, so the 20,000 and 10,000 runs sit
     side by side."""
     RESULTS.parent.mkdir(exist_ok=True)
@@ -687,7 +821,7 @@ def save(r: dict[str, Any]) -> None:
         saved = json.loads(RESULTS.read_text())
     except (OSError, ValueError):
         saved = {}
-    saved[f"instances_{r['instances']}"] = {"taken": time.strftime("%Y-%m-%d %H:%M"), **r}
+    saved[f"{prefix}_{r['instances']}"] = {"taken": time.strftime("%Y-%m-%d %H:%M"), **r}
     RESULTS.write_text(json.dumps(saved, indent=2))
 
 
@@ -724,13 +858,30 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU baseline")
     parser.add_argument("--caller", choices=("user", "admin"), default="user")
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument(
+        "--generator-only",
+        action="store_true",
+        help="beat a stub server instead of a node: what the generator itself costs",
+    )
+    parser.add_argument("--serve-stub", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_stub is not None:
+        try:
+            event_loop_runner(args.loop)(serve_stub(args.serve_stub))  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            pass
+        return 0
     if args.warmup is None:
         args.warmup = args.interval
     if args.grace is None:
         args.grace = args.interval
     if not 0 <= args.warmup < args.duration:
         parser.error("--warmup must be shorter than --duration")
+    if args.generator_only:
+        result = generator_only(args)
+        report_generator(result)
+        save(result, "generator_only")
+        return 0
 
     data_dir = Path(tempfile.mkdtemp(prefix="naming-capacity-"))
     node = NodeProcess(

@@ -144,14 +144,18 @@ def raft_terms(nodes: list[NodeProcess]) -> list[int]:
     return [int(n.request("GET", path).json()["raft"]["term"]) for n in nodes]
 
 
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (utime + stime of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(nodes: list[NodeProcess]) -> dict[str, float]:
     """User + system CPU each member process has used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for node in nodes:
         assert node.proc is not None
-        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        used[node.address] = (int(fields[11]) + int(fields[12])) / tick
+        used[node.address] = pid_cpu_seconds(node.proc.pid)
     return used
 
 
