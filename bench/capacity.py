@@ -48,7 +48,7 @@ import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -825,7 +825,11 @@ def save(r: dict[str, Any], prefix: str = "instances") -> None:
     RESULTS.write_text(json.dumps(saved, indent=2))
 
 
-Runner = Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]]
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    def __call__(self, main: Coroutine[Any, Any, T], /) -> T: ...
 
 
 def event_loop_runner(name: str) -> Runner:
@@ -867,7 +871,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_stub is not None:
         try:
-            event_loop_runner(args.loop)(serve_stub(args.serve_stub))  # type: ignore[arg-type]
+            event_loop_runner(args.loop)(serve_stub(args.serve_stub))
         except KeyboardInterrupt:
             pass
         return 0
