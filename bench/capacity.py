@@ -37,7 +37,6 @@ import importlib
 import itertools
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.distro import percentile, pid_cpu_seconds  # noqa: E402
-from bench.run import caller_token, rss_kb  # noqa: E402
+from bench.run import bench_env, caller_token, rss_kb  # noqa: E402
 from testkit.harness import NodeProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "capacity.json"
@@ -127,7 +126,7 @@ def cpu_percentages(samples: Sequence[tuple[float, float]]) -> list[float]:
 
 def parse_response(buffer: bytes | bytearray) -> tuple[int, bytes, int] | None:
     """(status, body, bytes consumed) of the first complete HTTP/1.1 response in ``buffer``,
-    or None while it is incomplete. The node sets Content-Length on every response."""
+    or None while it is incomplete. Content-Length or chunked bodies (whichever server runs)."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -135,6 +134,8 @@ def parse_response(buffer: bytes | bytearray) -> tuple[int, bytes, int] | None:
     status = int(head[9:12])
     at = head.find(b"\r\ncontent-length:")
     if at < 0:
+        if b"\r\ntransfer-encoding: chunked" in head:
+            return _chunked(buffer, status, end + 4)
         raise ValueError(f"response without Content-Length: {head[:200]!r}")
     line_end = head.find(b"\r\n", at + 2)
     length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
@@ -142,6 +143,22 @@ def parse_response(buffer: bytes | bytearray) -> tuple[int, bytes, int] | None:
     if len(buffer) < total:
         return None
     return status, bytes(buffer[end + 4 : total]), total
+
+
+def _chunked(buffer: bytes | bytearray, status: int, at: int) -> tuple[int, bytes, int] | None:
+    body = bytearray()
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
+        start = line_end + 2
+        if size == 0:  # no trailers from the servers this talks to
+            return (status, bytes(body), start + 2) if len(buffer) >= start + 2 else None
+        if len(buffer) < start + size + 2:
+            return None
+        body += buffer[start : start + size]
+        at = start + size + 2
 
 
 def instance_ip(i: int) -> str:
@@ -888,13 +905,7 @@ def main() -> int:
         return 0
 
     data_dir = Path(tempfile.mkdtemp(prefix="naming-capacity-"))
-    node = NodeProcess(
-        data_dir,
-        env={
-            "NAMING_LOG_LEVEL": "WARNING",
-            **{k: v for k, v in os.environ.items() if k.startswith("NAMING_")},
-        },
-    ).start()
+    node = NodeProcess(data_dir, env=bench_env()).start()
     try:
         token = caller_token(node, args.caller)
         result = event_loop_runner(args.loop)(drive(node, token, args))

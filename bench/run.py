@@ -122,6 +122,13 @@ def wrk(
     }
 
 
+def bench_env(**settings: str) -> dict[str, str]:
+    """A benched node's environment: warnings only, then ``settings``, then the NAMING_*
+    variables the caller exported (they win: e.g. ``NAMING_SWEEP_ENABLED=false make bench``)."""
+    exported = {k: v for k, v in os.environ.items() if k.startswith("NAMING_")}
+    return {"NAMING_LOG_LEVEL": "WARNING", **settings, **exported}
+
+
 def caller_token(node: NodeProcess, caller: str) -> str:
     """The token the load carries: the admin's, or (``user``) that of a user without the admin
     role holding ``rw`` on the public namespace, created here, whose requests take the
@@ -168,13 +175,7 @@ def main() -> int:
         return 2
 
     data_dir = Path(tempfile.mkdtemp(prefix="naming-bench-"))
-    node = NodeProcess(
-        data_dir,
-        env={
-            "NAMING_LOG_LEVEL": "WARNING",
-            **{k: v for k, v in os.environ.items() if k.startswith("NAMING_")},
-        },
-    ).start()
+    node = NodeProcess(data_dir, env=bench_env()).start()
     results: dict[str, dict[str, float]] = {}
     try:
         token = caller_token(node, args.caller)

@@ -91,4 +91,14 @@ def test_parse_response_waits_for_the_whole_body() -> None:
     assert parse_response(raw + b"HTTP/1.1 ...") == (200, body, len(raw))
     assert parse_response(b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n") == (503, b"", 38)
     with pytest.raises(ValueError):
-        parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        parse_response(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok")
+
+
+def test_parse_response_reads_a_chunked_body() -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\nA;x=1\r\n0123456789\r\n0\r\n\r\n"
+    )
+    for cut in range(len(raw)):
+        assert parse_response(raw[:cut]) is None
+    assert parse_response(raw + b"HTTP/1.1") == (200, b"ok0123456789", len(raw))
