@@ -144,14 +144,18 @@ def raft_terms(nodes: list[NodeProcess]) -> list[int]:
     return [int(n.request("GET", path).json()["raft"]["term"]) for n in nodes]
 
 
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (utime + stime of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(nodes: list[NodeProcess]) -> dict[str, float]:
     """User + system CPU each member process has used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for node in nodes:
         assert node.proc is not None
-        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        used[node.address] = (int(fields[11]) + int(fields[12])) / tick
+        used[node.address] = pid_cpu_seconds(node.proc.pid)
     return used
 
 
@@ -505,6 +509,7 @@ def snapshot_breakdown(source: NodeProcess, local: str) -> dict[str, float]:
     from distro.store import DistroStore
     from distro.transport import HttpPeerTransport
     from lib.keys import peer_key as derive_key
+    from naming.codec import DATUM_CODEC
     from naming.registry import Registry
 
     transport = HttpPeerTransport(local, derive_key(CLUSTER_SECRET))
@@ -518,10 +523,10 @@ def snapshot_breakdown(source: NodeProcess, local: str) -> dict[str, float]:
         body = response.body
         fetches.append(seconds)
     _, json_s = timed(lambda: json.loads(body))
-    datums, decode_s = timed(lambda: decode_batch(body, allow_empty=True))
-    _, encode_s = timed(lambda: encode_batch(datums))
+    datums, decode_s = timed(lambda: decode_batch(body, DATUM_CODEC, allow_empty=True))
+    _, encode_s = timed(lambda: encode_batch(datums, DATUM_CODEC))
     notifier = Notifier()
-    store = DistroStore(notifier)
+    store = DistroStore(notifier, DATUM_CODEC)
     registry = Registry(lambda key: None if (d := store.get(key)) is None else d.value)
     notifier.add_listener("registry", registry.on_datum)
     _, apply_s = timed(lambda: [store.apply_remote(d) for d in datums])

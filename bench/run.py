@@ -122,6 +122,28 @@ def wrk(
     }
 
 
+def bench_env(**settings: str) -> dict[str, str]:
+    """A benched node's environment: warnings only, then ``settings``, then the NAMING_*
+    variables the caller exported (they win: e.g. ``NAMING_SWEEP_ENABLED=false make bench``)."""
+    exported = {k: v for k, v in os.environ.items() if k.startswith("NAMING_")}
+    return {"NAMING_LOG_LEVEL": "WARNING", **settings, **exported}
+
+
+def caller_token(node: NodeProcess, caller: str) -> str:
+    """The token the load carries: the admin's, or (``user``) that of a user without the admin
+    role holding ``rw`` on the public namespace, created here, whose requests take the
+    authorization path (decision cache included) a real client takes."""
+    if caller == "admin":
+        return node.token()
+    password = "bench-user-pass"
+    node.create_user("bench", password, ((":*:*", "rw"),))
+    login = node.request(
+        "POST", "/nacos/v1/auth/login", {"username": "bench", "password": password}
+    )
+    assert login.status == 200, login.text
+    return str(login.json()["accessToken"])
+
+
 def save_results(name: str, results: object) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -153,24 +175,10 @@ def main() -> int:
         return 2
 
     data_dir = Path(tempfile.mkdtemp(prefix="naming-bench-"))
-    node = NodeProcess(
-        data_dir,
-        env={
-            "NAMING_LOG_LEVEL": "WARNING",
-            **{k: v for k, v in os.environ.items() if k.startswith("NAMING_")},
-        },
-    ).start()
+    node = NodeProcess(data_dir, env=bench_env()).start()
     results: dict[str, dict[str, float]] = {}
     try:
-        token = node.token()
-        if args.caller == "user":
-            password = "bench-user-pass"
-            node.create_user("bench", password, ((":*:*", "rw"),))
-            login = node.request(
-                "POST", "/nacos/v1/auth/login", {"username": "bench", "password": password}
-            )
-            assert login.status == 200, login.text
-            token = str(login.json()["accessToken"])
+        token = caller_token(node, args.caller)
         base = node.base
         # Fixtures: a 100-instance service to list and 1,000 instances to beat.
         client = node.client()
