@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import cycling_lua, rss_kb, save_results, wrk  # noqa: E402
+from bench.run import cpu_seconds_of, cycling_lua, rss_kb, save_results, wrk  # noqa: E402
 from distro.mapper import DistroMapper  # noqa: E402
 from testkit.harness import (  # noqa: E402
     CLUSTER_SECRET,
@@ -146,12 +146,10 @@ def raft_terms(nodes: list[NodeProcess]) -> list[int]:
 
 def cpu_seconds(nodes: list[NodeProcess]) -> dict[str, float]:
     """User + system CPU each member process has used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for node in nodes:
         assert node.proc is not None
-        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        used[node.address] = (int(fields[11]) + int(fields[12])) / tick
+        used[node.address] = cpu_seconds_of(node.proc.pid)
     return used
 
 
