@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro cluster clean
+.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-peers cluster clean
 
 run:
 	python3 dev.py run
@@ -31,6 +31,10 @@ bench-raft:
 
 bench-distro:
 	python3 dev.py bench-distro
+
+# The node beside etcd 3.4 (Debian etcd-server, installed when missing), same wrk workloads.
+bench-peers:
+	python3 dev.py bench-peers
 
 cluster:
 	python3 dev.py cluster

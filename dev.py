@@ -9,6 +9,8 @@
     python3 dev.py bench [bench options]   # venv + deps, then bench/run.py (needs wrk)
     python3 dev.py bench-raft [options]    # venv + deps, then bench/raft.py (needs wrk)
     python3 dev.py bench-distro [options]  # venv + deps, then bench/distro.py (needs wrk)
+    python3 dev.py bench-peers [options]   # venv + deps, then bench/peers.py: the node beside
+                                           # etcd 3.4 (needs wrk; installs etcd-server if missing)
     python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
                                            # worker and 3 members on :8848/:8858/:8868
 
@@ -131,6 +133,10 @@ def bench_distro(args: list[str]) -> int:
     return bench_script("distro.py", args)
 
 
+def bench_peers(args: list[str]) -> int:
+    return bench_script("peers.py", args)
+
+
 def cluster(args: list[str]) -> int:
     ensure_venv()
     command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
@@ -153,6 +159,7 @@ def main() -> int:
         "bench": bench,
         "bench-raft": bench_raft,
         "bench-distro": bench_distro,
+        "bench-peers": bench_peers,
         "cluster": cluster,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

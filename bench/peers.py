@@ -522,7 +522,7 @@ def chart(table: list[dict[str, Any]], path: Path, title: str) -> None:
                     row["ops_s"],
                     width,
                     color=colors[target],
-                    label=labels[target] if g == 0 else None,
+                    label=labels[target],
                 )
                 if target != "etcd":
                     ax.annotate(
@@ -540,7 +540,7 @@ def chart(table: list[dict[str, Any]], path: Path, title: str) -> None:
                     g + 1.5 * width,
                     colors="red",
                     linestyles="dashed",
-                    label=f"goal {goal:g}x etcd" if g == 0 else None,
+                    label="goal (issue #11): etcd x the factor in the title",
                 )
         ax.set_xticks(range(len(CONNECTIONS)), [f"{c} connections" for c in CONNECTIONS])
         ax.set_title(
@@ -548,14 +548,17 @@ def chart(table: list[dict[str, Any]], path: Path, title: str) -> None:
                 "register": "register (etcd: lease grant + put)",
                 "beat": "heartbeat (etcd: lease keepalive)",
                 "list": "list 100 instances (etcd: range)",
-            }[workload],
+            }[workload]
+            + f"\ngoal: node >= {goal:g}x etcd",
             fontsize=10,
         )
         ax.set_ylabel("operations/s (median)")
-        ax.legend(fontsize=7, loc="upper left")
         ax.margins(y=0.15)
+    handles, names = axes[0].get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))  # one entry per series
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -614,10 +617,15 @@ def main() -> int:
                 for connections in CONNECTIONS:
                     for name in rotation(r):
                         run_number += 1
-                        row = measure(
-                            targets[name], workload, connections, args.seconds, run_number
-                        )
-                        row.update(round=r, workload=workload, connections=connections, target=name)
+                        row: dict[str, Any] = {
+                            "round": r,
+                            "workload": workload,
+                            "connections": connections,
+                            "target": name,
+                            **measure(
+                                targets[name], workload, connections, args.seconds, run_number
+                            ),
+                        }
                         runs.append(row)
                         print(
                             f"round {r + 1} {workload:<8} c{connections:<3} {name:<14} "
