@@ -121,9 +121,16 @@ def user_token(node: NodeProcess, username: str = "bench") -> str:
 
 
 def wrk(
-    url: str, seconds: int, script: str | None = None, connections: int = 64, threads: int = 2
+    url: str,
+    seconds: int,
+    script: str | None = None,
+    connections: int = 64,
+    threads: int = 2,
+    timeout_s: int = 2,
 ) -> dict[str, float]:
+    """One wrk run; a request unanswered after ``timeout_s`` counts as a socket error."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd.append(f"--timeout={timeout_s}s")
     with tempfile.TemporaryDirectory() as tmp:
         if script is not None:
             script_path = Path(tmp) / "load.lua"
