@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity cluster clean
+.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity bench-peers cluster clean
 
 run:
 	python3 dev.py run
@@ -36,6 +36,9 @@ bench-distro:
 # for the half-core headline.
 bench-capacity:
 	python3 dev.py bench-capacity
+# The node beside etcd 3.4 (Debian etcd-server, installed when missing), same wrk workloads.
+bench-peers:
+	python3 dev.py bench-peers
 
 cluster:
 	python3 dev.py cluster

@@ -11,6 +11,8 @@
     python3 dev.py bench-distro [options]  # venv + deps, then bench/distro.py (needs wrk)
     python3 dev.py bench-capacity [opts]   # venv + deps, then bench/capacity.py: 20,000
                                            # instances beating every 5 s for 2 minutes
+    python3 dev.py bench-peers [options]   # venv + deps, then bench/peers.py: the node beside
+                                           # etcd 3.4 (needs wrk; installs etcd-server if missing)
     python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
                                            # worker and 3 members on :8848/:8858/:8868
 
@@ -137,6 +139,10 @@ def bench_capacity(args: list[str]) -> int:
     return bench_script("capacity.py", args)
 
 
+def bench_peers(args: list[str]) -> int:
+    return bench_script("peers.py", args)
+
+
 def cluster(args: list[str]) -> int:
     ensure_venv()
     command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
@@ -160,6 +166,7 @@ def main() -> int:
         "bench-raft": bench_raft,
         "bench-distro": bench_distro,
         "bench-capacity": bench_capacity,
+        "bench-peers": bench_peers,
         "cluster": cluster,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

@@ -52,8 +52,8 @@ from typing import Any, Protocol, TypeVar, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.distro import percentile, pid_cpu_seconds  # noqa: E402
-from bench.run import bench_env, caller_token, rss_kb  # noqa: E402
+from bench.distro import percentile  # noqa: E402
+from bench.run import bench_env, caller_token, cpu_seconds_of, rss_kb  # noqa: E402
 from testkit.harness import NodeProcess, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "capacity.json"
@@ -403,9 +403,9 @@ async def beat_all(
 
 async def idle_cpu_pct(pid: int, seconds: float) -> float:
     """The node's CPU with nothing to serve (its own loops), before anything registers."""
-    t0, c0 = time.perf_counter(), pid_cpu_seconds(pid)
+    t0, c0 = time.perf_counter(), cpu_seconds_of(pid)
     await asyncio.sleep(seconds)
-    return 100 * (pid_cpu_seconds(pid) - c0) / (time.perf_counter() - t0)
+    return 100 * (cpu_seconds_of(pid) - c0) / (time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -610,7 +610,7 @@ async def drive(node: NodeProcess, token: str, args: argparse.Namespace) -> dict
         return await expiry_counters(control, 0, host)
 
     steady_counters = asyncio.ensure_future(at_steady_start())
-    run = await run_beats(pool, beats, start, args, lambda: pid_cpu_seconds(pid))
+    run = await run_beats(pool, beats, start, args, lambda: cpu_seconds_of(pid))
     after = await expiry_counters(control, 0, host)
     listed = await listed_state(control, 0, host, token, n, services)
     at_steady = await steady_counters
@@ -791,7 +791,7 @@ async def drive_generator(port: int, pid: int, args: argparse.Namespace) -> dict
     host = f"127.0.0.1:{port}"
     beats = [beat_request(i, args.services, "x" * 150, host) for i in range(args.instances)]
     start = time.perf_counter() + 0.2
-    run = await run_beats(pool, beats, start, args, lambda: pid_cpu_seconds(pid))
+    run = await run_beats(pool, beats, start, args, lambda: cpu_seconds_of(pid))
     pool.close()
     figures = beat_figures(run)
     figures["stub_cpu_median_pct"] = figures["steady"]["node_median_pct"]

@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import cycling_lua, rss_kb, save_results, wrk  # noqa: E402
+from bench.run import cpu_seconds_of, cycling_lua, rss_kb, save_results, wrk  # noqa: E402
 from distro.mapper import DistroMapper  # noqa: E402
 from testkit.harness import (  # noqa: E402
     CLUSTER_SECRET,
@@ -144,18 +144,12 @@ def raft_terms(nodes: list[NodeProcess]) -> list[int]:
     return [int(n.request("GET", path).json()["raft"]["term"]) for n in nodes]
 
 
-def pid_cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (utime + stime of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(nodes: list[NodeProcess]) -> dict[str, float]:
     """User + system CPU each member process has used so far."""
     used = {}
     for node in nodes:
         assert node.proc is not None
-        used[node.address] = pid_cpu_seconds(node.proc.pid)
+        used[node.address] = cpu_seconds_of(node.proc.pid)
     return used
 
 

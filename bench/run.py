@@ -41,8 +41,10 @@ def cycling_lua(build: str) -> str:
     and the node share the two cores). Every scenario, the empty-view floor included, pays the
     same per-request generator cost. The result is a %-template (``%%`` for a literal ``%``)."""
     return (
-        "local reqs = {}\nlocal i = 0\nlocal tid = 0\n"
-        'setup = function(thread) tid = tid + 1; thread:set("tid", tid) end\n'
+        "local reqs = {}\nlocal i = 0\nlocal made = 0\n"
+        # ``tid`` (1, 2, ...) is a global of each thread's own Lua state, set by ``setup`` (which
+        # runs in the main state): a ``local tid`` here would shadow it with 0 in every thread.
+        'setup = function(thread) made = made + 1; thread:set("tid", made) end\n'
         f"init = function(args)\n{build}\nend\n"
         "request = function()\n  i = i %% #reqs + 1\n  return reqs[i]\nend\n"
     )
@@ -74,8 +76,18 @@ LIST_LUA = cycling_lua("""
   end""")
 
 
-def fill(host: str, port: int, token: str, count: int, threads: int = 4) -> None:
-    """Register ``count`` distinct ephemeral instances over keep-alive connections."""
+def fill(
+    host: str,
+    port: int,
+    token: str,
+    count: int,
+    threads: int = 4,
+    prefix: str = "mem",
+    services: int = 1000,
+) -> None:
+    """Register ``count`` distinct ephemeral instances over keep-alive connections: instance
+    ``n`` is ``10.<100 + n // 62500>.<n // 250 % 250>.<n % 250>:3000`` in ``<prefix>-<n %
+    services>``."""
     import http.client
     from concurrent.futures import ThreadPoolExecutor
 
@@ -83,8 +95,8 @@ def fill(host: str, port: int, token: str, count: int, threads: int = 4) -> None
         conn = http.client.HTTPConnection(host, port, timeout=30)
         for n in range(part, count, threads):
             path = (
-                f"/nacos/v1/ns/instance?serviceName=mem-{n % 1000}&ip=10.{100 + n // 62500}."
-                f"{n // 250 % 250}.{n % 250}&port=3000&accessToken={token}"
+                f"/nacos/v1/ns/instance?serviceName={prefix}-{n % services}&ip=10."
+                f"{100 + n // 62500}.{n // 250 % 250}.{n % 250}&port=3000&accessToken={token}"
             )
             conn.request("POST", path)
             response = conn.getresponse()
@@ -96,30 +108,82 @@ def fill(host: str, port: int, token: str, count: int, threads: int = 4) -> None
         list(pool.map(worker, range(threads)))
 
 
+def user_token(node: NodeProcess, username: str = "bench") -> str:
+    """The token of a new user without the admin role holding ``rw`` on the public namespace:
+    its requests take the authorization path a real client takes."""
+    password = f"{username}-user-pass"
+    node.create_user(username, password, ((":*:*", "rw"),))
+    login = node.request(
+        "POST", "/nacos/v1/auth/login", {"username": username, "password": password}
+    )
+    assert login.status == 200, login.text
+    return str(login.json()["accessToken"])
+
+
 def wrk(
-    url: str, seconds: int, script: str | None = None, connections: int = 64, threads: int = 2
+    url: str,
+    seconds: int,
+    script: str | None = None,
+    connections: int = 64,
+    threads: int = 2,
+    timeout_s: int = 2,
 ) -> dict[str, float]:
+    """One wrk run; a request unanswered after ``timeout_s`` counts as a socket error."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd.append(f"--timeout={timeout_s}s")
     with tempfile.TemporaryDirectory() as tmp:
         if script is not None:
             script_path = Path(tmp) / "load.lua"
             script_path.write_text(script)
             cmd += ["-s", str(script_path)]
         run = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 120)
-    out = run.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if "Requests/sec:" not in run.stdout:
+        tail = run.stderr[-2000:] + run.stdout[-2000:]
+        raise RuntimeError(f"wrk failed ({run.returncode}): {tail}")
+    return parse_wrk(run.stdout)
+
+
+_LATENCY_SCALE = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """wrk's summary (run with ``--latency``) as numbers: ``rps``, ``requests`` and ``seconds``
+    (the measured duration), ``p50_ms``/``p99_ms``, ``non2xx`` and ``socket_errors`` (connect,
+    read, write and timeout errors added up), plus every ``lua <name>: <number>`` line a
+    script's ``done`` printed, as ``<name>``."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None:
+        raise ValueError(f"not a wrk summary: {out[-500:]!r}")
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return {
-        "rps": rps,
-        "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan"),
-        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    row = {
+        "rps": float(rps.group(1)),
+        "requests": float(total.group(1)) if total else float("nan"),
+        "seconds": (
+            float(total.group(2)) * _LATENCY_SCALE[total.group(3)] / 1000.0
+            if total
+            else float("nan")
+        ),
+        "p50_ms": _percentile_ms(out, "50"),
+        "p99_ms": _percentile_ms(out, "99"),
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
-        "socket_errors": 1.0 if errors else 0.0,
+        "socket_errors": float(sum(int(n) for n in errors.groups())) if errors else 0.0,
     }
+    for name, value in re.findall(r"^lua (\w+): ([\d.]+)$", out, re.MULTILINE):
+        row[name] = float(value)
+    return row
+
+
+def _percentile_ms(out: str, percent: str) -> float:
+    found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\b", out, re.MULTILINE)
+    return float(found.group(1)) * _LATENCY_SCALE[found.group(2)] if found else float("nan")
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU the process ``pid`` has used so far (its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_env(**settings: str) -> dict[str, str]:
@@ -130,18 +194,8 @@ def bench_env(**settings: str) -> dict[str, str]:
 
 
 def caller_token(node: NodeProcess, caller: str) -> str:
-    """The token the load carries: the admin's, or (``user``) that of a user without the admin
-    role holding ``rw`` on the public namespace, created here, whose requests take the
-    authorization path (decision cache included) a real client takes."""
-    if caller == "admin":
-        return node.token()
-    password = "bench-user-pass"
-    node.create_user("bench", password, ((":*:*", "rw"),))
-    login = node.request(
-        "POST", "/nacos/v1/auth/login", {"username": "bench", "password": password}
-    )
-    assert login.status == 200, login.text
-    return str(login.json()["accessToken"])
+    """The token the load carries: the admin's, or (``user``) that of :func:`user_token`."""
+    return node.token() if caller == "admin" else user_token(node)
 
 
 def save_results(name: str, results: object) -> None:
