@@ -99,12 +99,16 @@ class NamingSettings:
     )
 
     server_threads: int = field(
-        default=8, metadata=_env("NAMING_SERVER_THREADS", minimum=1, maximum=256)
+        default=32, metadata=_env("NAMING_SERVER_THREADS", minimum=1, maximum=256)
     )
     # Open HTTP connections held at once (lowered to fit the descriptor limit); past it the
     # longest-idle ones are closed to admit new callers.
     http_connection_limit: int = field(
         default=10000, metadata=_env("NAMING_HTTP_CONNECTION_LIMIT", minimum=16)
+    )
+    # On SIGTERM, requests in progress get this long to finish (idle connections close at once).
+    http_drain_s: float = field(
+        default=2.0, metadata=_env("NAMING_HTTP_DRAIN_S", minimum=0.0, maximum=300.0)
     )
     # The GIL switch interval (ms), applied by runnode with sys.setswitchinterval: the event-loop
     # thread competes with the workers. 5 ms is CPython's own default.

@@ -23,8 +23,8 @@ Kept from the hardened waitress loop it replaces (issue #8):
   a batch at a time; only when every connection has work is the newcomer closed at once;
 - ``Expect: 100-continue`` gets its ``100`` only when a body is announced, and a body over the
   limit is refused with 413 before it is sent;
-- on SIGTERM the listener closes first, requests in progress get :data:`DRAIN_S`, then every
-  connection is closed and the workers stopped.
+- on SIGTERM the listener closes first, requests in progress get ``NAMING_HTTP_DRAIN_S``
+  (2 s), then every connection is closed and the workers stopped.
 
 Threads: the loop runs on the caller's (main) thread and stops on SIGTERM/SIGINT (or
 :meth:`NamingServer.request_stop`); the ``http-worker`` threads belong to the server's executor,
@@ -59,8 +59,6 @@ log = logging.getLogger("server.serving")
 # Descriptors kept out of the HTTP connection budget: Raft and peer connections, the journal,
 # SQLite, Redis, the push socket, log files.
 FD_RESERVE = 512
-# Wait this long for requests in progress when stopping; idle connections are closed at once.
-DRAIN_S = 2.0
 # A connection with nothing in progress and no byte received for this long is closed (waitress's
 # channel_timeout was the same).
 IDLE_TIMEOUT_S = 120.0
@@ -307,8 +305,10 @@ class NamingServer:
         connection_limit: int,
         fd_limit: int,
         loop_paths: frozenset[str] = frozenset(),
+        drain_s: float = 2.0,
     ) -> None:
         self.application = application
+        self.drain_s = drain_s
         self.loop_paths = loop_paths
         self.host = host
         self.port = port
@@ -518,11 +518,14 @@ class NamingServer:
         self.stats.accept_errors += 1
         log.warning("event loop: %s", context.get("message"), exc_info=context.get("exception"))
 
-    async def _shutdown(self, server: asyncio.AbstractServer, drain_s: float = DRAIN_S) -> None:
+    async def _shutdown(self, server: asyncio.AbstractServer) -> None:
         """Refuse new connections, let requests in progress finish (bounded), close the rest."""
         self.draining = True
         server.close()  # the listener: callers are refused from now on
-        deadline = time.monotonic() + drain_s
+        # Read what already arrived first: a request in the socket buffer is then answered
+        # rather than reset with the connection.
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + self.drain_s
         while time.monotonic() < deadline:
             for connection in list(self.connections):
                 if not connection.has_work():
@@ -577,7 +580,12 @@ def status() -> dict[str, int] | None:
     server = _current
     if server is None:
         return None
-    return {"openConnections": server.open_connections, **_camel(asdict(server.stats))}
+    busy = sum(1 for c in list(server.connections) if c.has_work())
+    return {
+        "openConnections": server.open_connections,
+        "busyConnections": busy,  # this metrics request's own connection included
+        **_camel(asdict(server.stats)),
+    }
 
 
 def _camel(values: dict[str, int]) -> dict[str, int]:
@@ -589,7 +597,12 @@ def _camel(values: dict[str, int]) -> dict[str, int]:
 
 
 def make_server(
-    host: str, port: int, threads: int, connection_limit: int, fd_limit: int
+    host: str,
+    port: int,
+    threads: int,
+    connection_limit: int,
+    fd_limit: int,
+    drain_s: float = 2.0,
 ) -> NamingServer:
     """The node's server; ``connection_limit`` is bounded by ``fd_limit`` here."""
     global _current
@@ -605,6 +618,8 @@ def make_server(
             limit,
             fd_limit,
         )
-    server = NamingServer(application, host, port, threads, limit, fd_limit, LOOP_PATHS)
+    server = NamingServer(
+        application, host, port, threads, limit, fd_limit, LOOP_PATHS, drain_s=drain_s
+    )
     _current = server
     return server

@@ -188,6 +188,7 @@ class Command(BaseCommand):
             config.port,
             opts["threads"] or naming.server_threads,
             connection_limit=naming.http_connection_limit,
+            drain_s=naming.http_drain_s,
             fd_limit=fd_limit,
         )
         log.info(
