@@ -16,10 +16,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Collection
-from dataclasses import dataclass
 from enum import Enum
 
-from naming.domain import Instance, InstanceKey, ServiceName
+from naming.domain import (
+    DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    DEFAULT_IP_DELETE_TIMEOUT_MS,
+    Instance,
+    InstanceKey,
+    ServiceName,
+)
 
 # Deadlines fall just after a timeout, never on it: an instance is expired once its idle time is
 # strictly over the timeout (as Nacos compares), and an entry that comes due always finds either
@@ -36,15 +41,28 @@ class Action(Enum):
     REMOVE = "remove"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    action: Action
-    next_due: float  # when to look at the instance again (monotonic seconds)
+KEEP, UNHEALTHY, REMOVE = Action.KEEP, Action.UNHEALTHY, Action.REMOVE
+
+# (what to do now, when to look at the instance again in monotonic seconds). A plain tuple: this
+# runs for every deadline that comes due, about once per heartbeat timeout per live instance.
+Verdict = tuple[Action, float]
+
+
+_DEFAULTS_S = (DEFAULT_HEARTBEAT_TIMEOUT_MS / 1000.0, DEFAULT_IP_DELETE_TIMEOUT_MS / 1000.0)
+
+
+def timeouts_s(inst: Instance) -> tuple[float, float]:
+    """(heartbeat timeout, delete timeout) in seconds. Without metadata (most instances) the
+    defaults, without reading the ``preserved.*`` keys (an enum-keyed lookup each)."""
+    if not inst.metadata:
+        return _DEFAULTS_S
+    return inst.heartbeat_timeout_ms / 1000.0, inst.ip_delete_timeout_ms / 1000.0
 
 
 def first_due(inst: Instance, last: float) -> float:
     """The first deadline of an instance last seen beating at ``last``."""
-    return last + min(inst.heartbeat_timeout_ms, inst.ip_delete_timeout_ms) / 1000.0 + AFTER_S
+    timeout_s, delete_s = timeouts_s(inst)
+    return last + (timeout_s if timeout_s < delete_s else delete_s) + AFTER_S
 
 
 def judge(inst: Instance, last: float, now: float) -> Verdict:
@@ -54,33 +72,46 @@ def judge(inst: Instance, last: float, now: float) -> Verdict:
     (once). ``marked`` instances never expire; they are looked at again a heartbeat timeout later
     in case they lose the mark. The timeouts are read from the instance as it is now, so a
     ``preserved.*`` override changed since it was armed counts from here on."""
-    timeout_s = inst.heartbeat_timeout_ms / 1000.0
+    timeout_s, delete_s = timeouts_s(inst)
     if inst.marked:
-        return Verdict(Action.KEEP, now + timeout_s)
-    delete_s = inst.ip_delete_timeout_ms / 1000.0
+        return KEEP, now + timeout_s
     idle = now - last
     if idle > delete_s:
-        return Verdict(Action.REMOVE, now + RECHECK_S)
+        return REMOVE, now + RECHECK_S
     if idle > timeout_s:
         if inst.healthy:
             # Checked again before the removal is due only to retry a submit that did not apply.
-            return Verdict(Action.UNHEALTHY, min(last + delete_s + AFTER_S, now + RECHECK_S))
-        return Verdict(Action.KEEP, last + delete_s + AFTER_S)
-    return Verdict(Action.KEEP, last + min(timeout_s, delete_s) + AFTER_S)
+            removal = last + delete_s + AFTER_S
+            return UNHEALTHY, removal if removal < now + RECHECK_S else now + RECHECK_S
+        return KEEP, last + delete_s + AFTER_S
+    return KEEP, last + (timeout_s if timeout_s < delete_s else delete_s) + AFTER_S
+
+
+class ServiceDeadlines:
+    """The armed instances of one service: key → sequence number of its live heap entry (-1
+    while it has none: popped, not yet re-armed). Heap entries point at this record rather than
+    at the service name, so checking an entry costs one instance-key lookup (a tuple hash in C)
+    and no service-name hash (a dataclass's, in Python)."""
+
+    __slots__ = ("armed", "name")
+
+    def __init__(self, name: ServiceName) -> None:
+        self.name = name
+        self.armed: dict[InstanceKey, int] = {}
 
 
 class ExpiryQueue:
     """One pending deadline per armed (service, instance): a binary heap with lazy deletion.
 
-    Each armed instance has a sequence number; a heap entry is live only while it carries the
-    instance's current number, so re-arming and disarming are O(1) here plus one O(log n) push,
-    and stale entries are skipped when they surface (or dropped all at once by :meth:`_compact`
-    when they outnumber the live ones).
+    A heap entry is live only while it carries its instance's current sequence number, so
+    re-arming and disarming are O(1) here plus one O(log n) push, and stale entries are skipped
+    when they surface (or dropped all at once by :meth:`_compact` when they outnumber the live
+    ones). A disarmed service's record is detached: its entries all turn stale at once.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, ServiceName, InstanceKey]] = []
-        self._armed: dict[ServiceName, dict[InstanceKey, int]] = {}
+        self._heap: list[tuple[float, int, ServiceDeadlines, InstanceKey]] = []
+        self._services: dict[ServiceName, ServiceDeadlines] = {}
         self._count = 0
         self._seq = itertools.count()
 
@@ -92,55 +123,64 @@ class ExpiryQueue:
         return len(self._heap)
 
     def armed_keys(self, service: ServiceName) -> Collection[InstanceKey]:
-        return self._armed.get(service, {}).keys()
-
-    def is_armed(self, service: ServiceName, key: InstanceKey) -> bool:
-        return key in self._armed.get(service, ())
+        record = self._services.get(service)
+        return record.armed.keys() if record is not None else ()
 
     def arm(self, service: ServiceName, key: InstanceKey, due: float) -> None:
         """Arm (or re-arm) ``key`` to come due at ``due``; any earlier deadline is replaced."""
-        per_service = self._armed.get(service)
-        if per_service is None:
-            per_service = self._armed[service] = {}
+        record = self._services.get(service)
+        if record is None:
+            record = self._services[service] = ServiceDeadlines(service)
+        self.rearm(record, key, due)
+
+    def rearm(self, record: ServiceDeadlines, key: InstanceKey, due: float) -> None:
+        """:meth:`arm` for a record :meth:`pop_due` handed out (no service-name lookup)."""
         seq = next(self._seq)
-        if key not in per_service:
+        if key not in record.armed:
             self._count += 1
-        per_service[key] = seq
-        heapq.heappush(self._heap, (due, seq, service, key))
+        record.armed[key] = seq
+        heapq.heappush(self._heap, (due, seq, record, key))
         if len(self._heap) > 2 * self._count + 1024:
             self._compact()
 
-    def disarm(self, service: ServiceName, key: InstanceKey) -> None:
-        per_service = self._armed.get(service)
-        if per_service is not None and per_service.pop(key, None) is not None:
+    def disarm(self, record: ServiceDeadlines, key: InstanceKey) -> None:
+        if record.armed.pop(key, None) is not None:
             self._count -= 1
-            if not per_service:
-                del self._armed[service]
+            if not record.armed and self._services.get(record.name) is record:
+                del self._services[record.name]
+
+    def disarm_key(self, service: ServiceName, key: InstanceKey) -> None:
+        record = self._services.get(service)
+        if record is not None:
+            self.disarm(record, key)
 
     def disarm_service(self, service: ServiceName) -> None:
-        per_service = self._armed.pop(service, None)
-        if per_service is not None:
-            self._count -= len(per_service)
+        record = self._services.pop(service, None)
+        if record is not None:
+            self._count -= len(record.armed)
+            record.armed = {}
 
     def next_due(self) -> float | None:
         """The earliest deadline in the heap (possibly of a stale entry: a lower bound)."""
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[ServiceName, InstanceKey]]:
-        """Every armed instance whose deadline is at or before ``now``, earliest first.
-
-        They stay armed, but without a live entry: the caller re-arms or disarms each one."""
+    def pop_due(self, now: float) -> dict[ServiceDeadlines, list[InstanceKey]]:
+        """Every armed instance whose deadline is at or before ``now``, grouped by service,
+        each group earliest first. They stay armed, but without a live entry: the caller
+        re-arms or disarms each one."""
         heap = self._heap
-        due: list[tuple[ServiceName, InstanceKey]] = []
+        due: dict[ServiceDeadlines, list[InstanceKey]] = {}
         while heap and heap[0][0] <= now:
-            _, seq, service, key = heapq.heappop(heap)
-            per_service = self._armed.get(service)
-            if per_service is not None and per_service.get(key) == seq:
-                per_service[key] = -1  # armed, no live entry until re-armed
-                due.append((service, key))
+            _, seq, record, key = heapq.heappop(heap)
+            armed = record.armed
+            if armed.get(key) == seq:
+                armed[key] = -1
+                keys = due.get(record)
+                if keys is None:
+                    keys = due[record] = []
+                keys.append(key)
         return due
 
     def _compact(self) -> None:
-        live = self._armed
-        self._heap = [e for e in self._heap if live.get(e[2], {}).get(e[3]) == e[1]]
+        self._heap = [e for e in self._heap if e[2].armed.get(e[3]) == e[1]]
         heapq.heapify(self._heap)

@@ -32,11 +32,28 @@ from lib.errors import NamingError
 from lib.loops import PeriodicLoop
 from naming import audit
 from naming.changes import Change, ClearValue, RemoveInstances, SetHealth
-from naming.domain import CheckType, Instance, InstanceKey, ServiceName
-from naming.expiry import RECHECK_S, Action, ExpiryQueue, first_due, judge
+from naming.codec import EMPTY_INSTANCES
+from naming.domain import (
+    DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    CheckType,
+    Instance,
+    InstanceKey,
+    ServiceName,
+)
+from naming.expiry import (
+    AFTER_S,
+    RECHECK_S,
+    REMOVE,
+    UNHEALTHY,
+    ExpiryQueue,
+    first_due,
+    judge,
+)
 from naming.registry import Registry, ServiceView
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = DEFAULT_HEARTBEAT_TIMEOUT_MS / 1000.0
 
 Submit = Callable[[DatumKey, Change], object]
 IsResponsible = Callable[[ServiceName], bool]
@@ -76,6 +93,13 @@ class BeatTable:
         if per_service is None:
             per_service = self._beats.setdefault(service, {})
         return per_service.setdefault(key, now)
+
+    def service_table(self, service: ServiceName) -> dict[InstanceKey, float]:
+        """The live per-service dict, for the sweeper's own reads and grants within one tick."""
+        per_service = self._beats.get(service)
+        if per_service is None:
+            per_service = self._beats.setdefault(service, {})
+        return per_service
 
     def forget(self, service: ServiceName, key: InstanceKey) -> None:
         per_service = self._beats.get(service)
@@ -366,7 +390,8 @@ class HealthServices:
         self._swept = True
         if not self._registry.switches.healthCheckEnabled:
             return  # deadlines wait; when it is back on, each is judged on its real last beat
-        if self._expiry.next_due() is not None:
+        next_due = self._expiry.next_due()
+        if next_due is not None and next_due <= now:
             self._expire_due(now)
 
     def _rescan_ownership(self, dirty: set[ServiceName], now: float) -> None:
@@ -442,10 +467,10 @@ class HealthServices:
             return
         name = view.name
         for key in list(armed - keys):
-            self._expiry.disarm(name, key)
+            self._expiry.disarm_key(name, key)
             self._beats.forget(name, key)
         for key in keys - armed:
-            inst = view.ephemeral_instance(key)
+            inst = view.ephemeral_map().get(key)
             if inst is not None:
                 self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
 
@@ -457,31 +482,52 @@ class HealthServices:
             if name not in self._owned:
                 continue
             view = self._registry.get(name)
-            inst = view.ephemeral_instance(key) if view is not None else None
+            inst = view.ephemeral_map().get(key) if view is not None else None
             if inst is not None:
                 self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
 
     def _expire_due(self, now: float) -> None:
+        """Judge each instance whose deadline came due against its real last beat; re-arm it
+        (it beat since, or it was just marked), or submit its verdict. Per service, one lookup
+        of its view, its beats and its owner; per instance, key lookups only."""
         unhealthy: dict[ServiceName, list[InstanceKey]] = {}
         removed: dict[ServiceName, list[InstanceKey]] = {}
-        for name, key in self._expiry.pop_due(now):
-            self.stats.expiry_checks += 1
+        expiry = self._expiry
+        for record, keys in expiry.pop_due(now).items():
+            self.stats.expiry_checks += len(keys)
+            name = record.name
             if not self._is_responsible(name):
                 # Ownership moved and the tick that disarms the service has not run yet.
-                self._expiry.arm(name, key, now + RECHECK_S)
+                for key in keys:
+                    expiry.rearm(record, key, now + RECHECK_S)
                 continue
             view = self._registry.get(name)
-            inst = view.ephemeral_instance(key) if view is not None else None
-            if inst is None:
-                self._expiry.disarm(name, key)
-                self._beats.forget(name, key)
-                continue
-            verdict = judge(inst, self._beats.grant(name, key, now), now)
-            self._expiry.arm(name, key, verdict.next_due)
-            if verdict.action is Action.UNHEALTHY:
-                unhealthy.setdefault(name, []).append(key)
-            elif verdict.action is Action.REMOVE:
-                removed.setdefault(name, []).append(key)
+            instances = view.ephemeral_map() if view is not None else EMPTY_INSTANCES
+            beats = self._beats.service_table(name)
+            for key in keys:
+                inst = instances.get(key)
+                if inst is None:  # gone: deregistered, removed, or the service deleted
+                    expiry.disarm(record, key)
+                    beats.pop(key, None)
+                    continue
+                last = beats.get(key)
+                if last is None:  # never seen beating here: a full timeout from now
+                    last = beats[key] = now
+                if (
+                    not inst.metadata
+                    and inst.healthy
+                    and not inst.marked
+                    and now - last <= DEFAULT_TIMEOUT_S
+                ):
+                    # judge's common case inline (default timeouts, healthy, beat since).
+                    expiry.rearm(record, key, last + DEFAULT_TIMEOUT_S + AFTER_S)
+                    continue
+                action, next_due = judge(inst, last, now)
+                expiry.rearm(record, key, next_due)
+                if action is UNHEALTHY:
+                    unhealthy.setdefault(name, []).append(key)
+                elif action is REMOVE:
+                    removed.setdefault(name, []).append(key)
         for name, keys in unhealthy.items():
             self.stats.expired_unhealthy += len(keys)
             self._safe_submit(

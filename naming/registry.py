@@ -113,10 +113,10 @@ class ServiceView:
         """The ephemeral keys as stored (set operations run in C: the expiry diffs them)."""
         return self._ephemeral_set.keys()
 
-    def ephemeral_instance(self, key: InstanceKey) -> Instance | None:
-        """The stored ephemeral instance, weight not clamped (no copy: the expiry reads only
-        its health and timeouts)."""
-        return self._ephemeral_set.get(key)
+    def ephemeral_map(self) -> Mapping[InstanceKey, Instance]:
+        """The stored ephemeral instances by key, weights not clamped (no copy: the expiry
+        reads only their health and timeouts)."""
+        return self._ephemeral_set
 
     def cluster_config(self, cluster: str) -> ClusterConfig:
         return self.settings.clusters.get(cluster) or ClusterConfig(cluster)

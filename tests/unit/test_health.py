@@ -34,39 +34,39 @@ def key(ip: str) -> InstanceKey:
 
 def test_default_timeouts_mark_unhealthy_after_15s_and_remove_after_30s():
     inst = Instance("1.1.1.1", 1)
-    assert judge(inst, last=100.0, now=110.0).action is Action.KEEP
-    assert judge(inst, last=100.0, now=115.0).action is Action.KEEP  # strictly past the timeout
-    assert judge(inst, last=100.0, now=115.5).action is Action.UNHEALTHY
-    assert judge(inst, last=100.0, now=130.5).action is Action.REMOVE
+    assert judge(inst, last=100.0, now=110.0)[0] is Action.KEEP
+    assert judge(inst, last=100.0, now=115.0)[0] is Action.KEEP  # strictly past the timeout
+    assert judge(inst, last=100.0, now=115.5)[0] is Action.UNHEALTHY
+    assert judge(inst, last=100.0, now=130.5)[0] is Action.REMOVE
 
 
 def test_a_kept_instance_is_next_looked_at_right_after_its_next_timeout():
     inst = Instance("1.1.1.1", 1)
     assert first_due(inst, 100.0) == pytest.approx(115.0 + AFTER_S)
-    assert judge(inst, last=108.0, now=115.0).next_due == pytest.approx(123.0 + AFTER_S)
+    assert judge(inst, last=108.0, now=115.0)[1] == pytest.approx(123.0 + AFTER_S)
     # Unhealthy already: the next look is at the removal deadline.
     sick = Instance("1.1.1.1", 1, healthy=False)
     verdict = judge(sick, last=100.0, now=116.0)
-    assert verdict.action is Action.KEEP and verdict.next_due == pytest.approx(130.0 + AFTER_S)
+    assert verdict[0] is Action.KEEP and verdict[1] == pytest.approx(130.0 + AFTER_S)
 
 
 def test_already_unhealthy_and_marked_instances_are_not_reported_again():
-    assert judge(Instance("1.1.1.1", 1, healthy=False), 80.0, 100.0).action is Action.KEEP
+    assert judge(Instance("1.1.1.1", 1, healthy=False), 80.0, 100.0)[0] is Action.KEEP
     marked = judge(Instance("1.1.1.2", 1, marked=True), 0.0, 100.0)
-    assert marked.action is Action.KEEP and marked.next_due == 115.0
+    assert marked[0] is Action.KEEP and marked[1] == 115.0
 
 
 def test_preserved_metadata_shortens_the_timeouts():
     inst = Instance("1.1.1.1", 1, metadata=SHORT)
     assert first_due(inst, 100.0) == pytest.approx(102.0 + AFTER_S)
-    assert judge(inst, 100.0, 102.01).action is Action.UNHEALTHY
-    assert judge(inst, 100.0, 105.01).action is Action.REMOVE
+    assert judge(inst, 100.0, 102.01)[0] is Action.UNHEALTHY
+    assert judge(inst, 100.0, 105.01)[0] is Action.REMOVE
 
 
 def test_a_delete_timeout_below_the_heartbeat_timeout_removes_without_marking():
     inst = Instance("1.1.1.1", 1, metadata={"preserved.ip.delete.timeout": "3000"})
     assert first_due(inst, 100.0) == pytest.approx(103.0 + AFTER_S)
-    assert judge(inst, 100.0, 103.01).action is Action.REMOVE
+    assert judge(inst, 100.0, 103.01)[0] is Action.REMOVE
 
 
 # -- the deadline queue -------------------------------------------------------------------------
@@ -77,10 +77,11 @@ def test_the_queue_yields_what_is_due_earliest_first_and_nothing_else():
     queue.arm(SVC, key("3"), 30.0)
     queue.arm(SVC, key("1"), 10.0)
     queue.arm(SVC, key("2"), 20.0)
-    assert queue.pop_due(5.0) == []
-    assert queue.pop_due(25.0) == [(SVC, key("1")), (SVC, key("2"))]
+    assert queue.pop_due(5.0) == {}
+    due = queue.pop_due(25.0)
+    assert [(r.name, keys) for r, keys in due.items()] == [(SVC, [key("1"), key("2")])]
     assert len(queue) == 3  # still armed: the caller re-arms or disarms them
-    assert queue.pop_due(25.0) == []
+    assert queue.pop_due(25.0) == {}
 
 
 def test_re_arming_replaces_the_deadline_and_disarming_drops_it():
@@ -88,9 +89,9 @@ def test_re_arming_replaces_the_deadline_and_disarming_drops_it():
     queue.arm(SVC, key("1"), 10.0)
     queue.arm(SVC, key("1"), 40.0)  # it beat: the old entry is stale
     queue.arm(SVC, key("2"), 10.0)
-    queue.disarm(SVC, key("2"))
-    assert queue.pop_due(30.0) == [] and len(queue) == 1
-    assert queue.pop_due(40.0) == [(SVC, key("1"))]
+    queue.disarm_key(SVC, key("2"))
+    assert queue.pop_due(30.0) == {} and len(queue) == 1
+    assert list(queue.pop_due(40.0).values()) == [[key("1")]]
 
 
 def test_stale_entries_are_compacted_away():
@@ -98,7 +99,7 @@ def test_stale_entries_are_compacted_away():
     for n in range(3000):
         queue.arm(SVC, key("1"), float(n))  # one instance re-armed 3000 times
     assert len(queue) == 1 and queue.heap_size <= 2 * 1 + 1024 + 1
-    assert queue.pop_due(1e9) == [(SVC, key("1"))]
+    assert list(queue.pop_due(1e9).values()) == [[key("1")]]
 
 
 # -- the sweeper on a fake clock ----------------------------------------------------------------
