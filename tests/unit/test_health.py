@@ -11,11 +11,10 @@ from consistency.datum import DatumKey
 from consistency.notifier import Notifier
 from distro.store import DistroStore
 from naming.changes import Change, RemoveInstances, SetHealth, UpdateMetadata, UpsertInstance
-from naming.codec import DATUM_CODEC
 from naming.domain import Instance, InstanceKey, ServiceName, Switches
 from naming.expiry import AFTER_S, Action, ExpiryQueue, first_due, judge
 from naming.health import BeatTable, HealthServices, HealthSettings
-from naming.registry import Registry
+from testkit.health import in_memory_health
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 SHORT = {
@@ -141,26 +140,9 @@ class Harness:
 
 
 def harness(events: bool = False, start: float = 1000.0) -> Harness:
-    clock = [start]
-    owned = [True]
-    notifier = Notifier()
-    store = DistroStore(notifier, DATUM_CODEC)
-    registry = Registry(lambda k: None if (d := store.get(k)) is None else d.value)
-    notifier.add_listener("registry", registry.on_datum)
-
-    def submit(k: DatumKey, change: Change) -> object:
-        applied = store.submit(k, change, 5.0)
-        notifier.drain()
-        return applied
-
-    health = HealthServices(
-        registry,
-        BeatTable(clock=lambda: clock[0]),
-        submit,
-        lambda _service: owned[0],
-        HealthSettings(sweep_interval_s=0.25),
-        clock=lambda: clock[0],
-        ownership_events=events,
+    clock, owned = [start], [True]
+    health, store, notifier = in_memory_health(
+        clock, owned, HealthSettings(sweep_interval_s=0.25), ownership_events=events
     )
     return Harness(clock, health, store, notifier, owned)
 
