@@ -73,8 +73,10 @@ class BeatTable:
         self._clock = clock
         self._beats: dict[ServiceName, dict[InstanceKey, float]] = {}
         self._changed_lock = threading.Lock()
-        # Bounded by the number of instances: a set, drained by the sweeper at every tick.
+        # Bounded by the number of instances: a set, drained by the sweeper at every tick; kept
+        # only while a sweeper runs (HealthServices turns it on when expiry is enabled).
         self._changed: set[tuple[ServiceName, InstanceKey]] = set()
+        self.track_changes = False
 
     def touch(self, service: ServiceName, key: InstanceKey) -> None:
         per_service = self._beats.get(service)
@@ -125,6 +127,8 @@ class BeatTable:
             self._beats.pop(service, None)
 
     def changed(self, service: ServiceName, key: InstanceKey) -> None:
+        if not self.track_changes:
+            return
         with self._changed_lock:
             self._changed.add((service, key))
 
@@ -260,6 +264,7 @@ class HealthServices:
         self._dirty_lock = threading.Lock()
         if settings.sweep_enabled:
             registry.listeners.add("expiry", self._service_changed)
+            beats.track_changes = True
 
     @property
     def armed_instances(self) -> int:
