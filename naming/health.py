@@ -7,7 +7,10 @@ change, so they replicate and notify the same way.
 Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop`` counted as
 ``naming_loop_*{loop=<name>}``, started by ``runnode``, stopped by ``stop()`` setting their one
 shared Event and joining):
-- ``beat-sweeper``: every ``sweep_interval_s`` marks ephemeral instances unhealthy or removes them;
+- ``beat-sweeper``: a tick every ``sweep_interval_s`` (0.25 s) judges the ephemeral instances whose
+  deadline came due (``naming.expiry``) and marks them unhealthy or removes them; it owns the
+  deadlines, and takes in changes from request threads (``BeatTable.changed``), the notifier
+  thread (the registry listener) and the membership listener (``ownership_changed``);
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
   bounded thread pool and submits only health *changes*; the time and result of each instance's
