@@ -7,7 +7,10 @@ change, so they replicate and notify the same way.
 Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop`` counted as
 ``naming_loop_*{loop=<name>}``, started by ``runnode``, stopped by ``stop()`` setting their one
 shared Event and joining):
-- ``beat-sweeper``: every ``sweep_interval_s`` marks ephemeral instances unhealthy or removes them;
+- ``beat-sweeper``: a tick every ``sweep_interval_s`` (0.25 s) judges the ephemeral instances whose
+  deadline came due (``naming.expiry``) and marks them unhealthy or removes them; it owns the
+  deadlines, and takes in changes from request threads (``BeatTable.changed``), the notifier
+  thread (the registry listener) and the membership listener (``ownership_changed``);
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
   bounded thread pool and submits only health *changes*; the time and result of each instance's
@@ -23,7 +26,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,10 +35,28 @@ from lib.errors import NamingError
 from lib.loops import PeriodicLoop
 from naming import audit
 from naming.changes import Change, ClearValue, RemoveInstances, SetHealth
-from naming.domain import CheckType, Instance, InstanceKey, ServiceName
+from naming.codec import EMPTY_INSTANCES
+from naming.domain import (
+    DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    CheckType,
+    Instance,
+    InstanceKey,
+    ServiceName,
+)
+from naming.expiry import (
+    AFTER_S,
+    RECHECK_S,
+    REMOVE,
+    UNHEALTHY,
+    ExpiryQueue,
+    first_due,
+    judge,
+)
 from naming.registry import Registry, ServiceView
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = DEFAULT_HEARTBEAT_TIMEOUT_MS / 1000.0
 
 Submit = Callable[[DatumKey, Change], object]
 IsResponsible = Callable[[ServiceName], bool]
@@ -43,11 +64,22 @@ Clock = Callable[[], float]
 
 
 class BeatTable:
-    """Last beat per ephemeral instance, in monotonic seconds. Written by request threads."""
+    """Last beat per ephemeral instance, in monotonic seconds. Written by request threads.
+
+    A beat is one dict store here and nothing else. Deadlines are kept apart (``naming.expiry``)
+    and compare with these times lazily when they come due. ``changed`` is the one other thing a
+    request thread tells the expiry: an instance was (re)registered or edited, so its deadline is
+    recomputed from its current ``preserved.*`` timeouts at the next tick.
+    """
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._beats: dict[ServiceName, dict[InstanceKey, float]] = {}
+        self._changed_lock = threading.Lock()
+        # Bounded by the number of instances: a set, drained by the sweeper at every tick; kept
+        # only while a sweeper runs (HealthServices turns it on when expiry is enabled).
+        self._changed: set[tuple[ServiceName, InstanceKey]] = set()
+        self.track_changes = False
 
     def touch(self, service: ServiceName, key: InstanceKey) -> None:
         per_service = self._beats.get(service)
@@ -55,18 +87,37 @@ class BeatTable:
             per_service = self._beats.setdefault(service, {})
         per_service[key] = self._clock()
 
+    def last(self, service: ServiceName, key: InstanceKey) -> float | None:
+        per_service = self._beats.get(service)
+        return None if per_service is None else per_service.get(key)
+
+    def grant(self, service: ServiceName, key: InstanceKey, now: float) -> float:
+        """The last beat of ``key``, recording ``now`` first if none is known (a grace: an
+        instance never seen beating here gets a full timeout from now)."""
+        per_service = self._beats.get(service)
+        if per_service is None:
+            per_service = self._beats.setdefault(service, {})
+        return per_service.setdefault(key, now)
+
+    def service_table(self, service: ServiceName) -> dict[InstanceKey, float]:
+        """The live per-service dict, for the sweeper's own reads and grants within one tick."""
+        per_service = self._beats.get(service)
+        if per_service is None:
+            per_service = self._beats.setdefault(service, {})
+        return per_service
+
     def forget(self, service: ServiceName, key: InstanceKey) -> None:
         per_service = self._beats.get(service)
         if per_service is not None:
             per_service.pop(key, None)
 
-    def service_beats(self, service: ServiceName) -> dict[InstanceKey, float]:
-        return self._beats.setdefault(service, {})
+    def service_beats(self, service: ServiceName) -> Mapping[InstanceKey, float]:
+        return self._beats.get(service) or {}
 
     def restart_grace(self) -> None:
-        """Forget every beat: each instance is then treated as seen at the next sweep. A beat
-        a request thread records meanwhile may be lost with the rest; it would get the same
-        grace anyway."""
+        """Forget every beat: each instance then gets a full timeout from the moment its
+        deadline next comes due. A beat a request thread records meanwhile may be lost with the
+        rest; it would get the same grace anyway."""
         self._beats.clear()
 
     def forget_services(self, services: Iterable[ServiceName]) -> None:
@@ -78,17 +129,16 @@ class BeatTable:
         for service in [s for s in list(self._beats) if not keep(s)]:
             self._beats.pop(service, None)
 
-    def prune(self, live: Callable[[ServiceName], ServiceView | None]) -> None:
-        for service in list(self._beats):
-            view = live(service)
-            if view is None:
-                self._beats.pop(service, None)
-                continue
-            present = {i.key for i in view.ephemeral}
-            beats = self._beats.get(service, {})
-            # list(): request threads insert beats while we walk the keys.
-            for key in [k for k in list(beats) if k not in present]:
-                beats.pop(key, None)
+    def changed(self, service: ServiceName, key: InstanceKey) -> None:
+        if not self.track_changes:
+            return
+        with self._changed_lock:
+            self._changed.add((service, key))
+
+    def drain_changed(self) -> set[tuple[ServiceName, InstanceKey]]:
+        with self._changed_lock:
+            changed, self._changed = self._changed, set()
+        return changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,47 +167,21 @@ class CheckTable:
         return len(self._last)
 
 
-@dataclass(frozen=True, slots=True)
-class Expiry:
-    unhealthy: tuple[InstanceKey, ...]
-    removed: tuple[InstanceKey, ...]
-
-
-def find_expired(view: ServiceView, beats: dict[InstanceKey, float], now: float) -> Expiry:
-    """Pure decision for one service; instances never seen beating get ``now`` (a grace period).
-
-    The grace matters after a restart or an ownership change: the new owner has not seen the
-    beats that went elsewhere, so it counts a full timeout of its own (Nacos #1873, #7697).
-    """
-    unhealthy: list[InstanceKey] = []
-    removed: list[InstanceKey] = []
-    for inst in view.ephemeral:
-        if inst.marked:
-            continue
-        key = inst.key
-        last = beats.get(key)
-        if last is None:
-            beats[key] = now
-            continue
-        idle_ms = (now - last) * 1000.0
-        if idle_ms > inst.ip_delete_timeout_ms:
-            removed.append(key)
-        elif idle_ms > inst.heartbeat_timeout_ms and inst.healthy:
-            unhealthy.append(key)
-    return Expiry(tuple(unhealthy), tuple(removed))
-
-
-# A gap of more than this many sweep intervals between two sweeps means this process did not run
-# (SIGSTOP, a VM or container freeze, a swap storm): the beats it holds are stale, since the
-# clients kept beating elsewhere meanwhile.
+# A gap of more than this many tick intervals (and at least PAUSE_MIN_S) between two ticks means
+# this process did not run (SIGSTOP, a VM or container freeze, a swap storm): the beats it holds
+# are stale, since the clients kept beating elsewhere meanwhile. The floor keeps a fine tick from
+# taking a scheduling hiccup on a loaded box for a pause (each false pause grants every instance
+# one more timeout); a real pause shorter than it cannot outlast a default heartbeat timeout.
 PAUSE_SWEEPS = 3
+PAUSE_MIN_S = 2.0
 
 
 @dataclass
 class HealthSettings:
     # Off only for benchmarks that register without beating (nothing expires then).
     sweep_enabled: bool = True
-    sweep_interval_s: float = 5.0
+    # The expiry tick: how late past its deadline an instance may be marked or removed.
+    sweep_interval_s: float = 0.25
     clean_initial_s: float = 50.0
     clean_period_s: float = 30.0
     clean_after_rounds: int = 3
@@ -166,6 +190,10 @@ class HealthSettings:
     check_timeout_s: float = 2.0
     check_workers: int = 16
     check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+
+    @property
+    def pause_after_s(self) -> float:
+        return max(PAUSE_SWEEPS * self.sweep_interval_s, PAUSE_MIN_S)
 
 
 @dataclass
@@ -176,10 +204,11 @@ class CheckCounters:
 
 @dataclass
 class HealthStats:
-    sweeps: int = 0
-    pauses: int = 0  # sweeps that found this process had been paused (beat grace restarted)
+    sweeps: int = 0  # expiry ticks (most find nothing due and do nothing)
+    pauses: int = 0  # ticks that found this process had been paused (beat grace restarted)
     ownership_changes: int = 0  # beats of services that moved away forgotten (grace on return)
-    regained_services: int = 0  # services newly owned at a sweep: their beat grace restarted
+    regained_services: int = 0  # services newly owned at a tick: their beat grace restarted
+    expiry_checks: int = 0  # deadlines that came due (an instance judged against its last beat)
     expired_unhealthy: int = 0
     expired_removed: int = 0
     cleaned_services: int = 0
@@ -202,7 +231,11 @@ class HealthServices:
         is_prober: IsResponsible | None = None,
         checks: CheckTable | None = None,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        ownership_events: bool = False,
     ) -> None:
+        """``ownership_events``: the owner calls :meth:`ownership_changed` whenever
+        ``is_responsible`` may answer differently (the Distro membership listener), so a tick
+        walks every service only then; without it every tick asks about every service."""
         self._registry = registry
         self._beats = beats
         self._submit = submit
@@ -219,9 +252,35 @@ class HealthServices:
         self._finalize: dict[ServiceName, int] = {}
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.check_networks]
         self.stats = HealthStats()
-        self._last_sweep: float | None = None  # clock at the start of the last sweep
-        self._owned: set[ServiceName] | None = None  # services the last sweep was responsible for
-        self._known: set[ServiceName] | None = None  # every service the last sweep saw
+        # Beat expiry state, owned by the beat-sweeper thread (or the test calling sweep_once).
+        self._expiry = ExpiryQueue()
+        self._last_sweep: float | None = None  # clock at the start of the last tick
+        self._swept = False  # a first tick arms every owned service; later ones only changes
+        self._owned: set[ServiceName] = set()  # services whose instances are armed here
+        self._known: set[ServiceName] = set()  # every service seen at the last tick
+        self._ownership_events = ownership_events
+        self._ownership_epoch = 0  # bumped by ownership_changed (any thread)
+        self._scanned_epoch = 0
+        # Services whose view changed since the last tick, from the registry's listener (the
+        # notifier thread); a set, so bounded by the number of services.
+        self._dirty: set[ServiceName] = set()
+        self._dirty_lock = threading.Lock()
+        if settings.sweep_enabled:
+            registry.listeners.add("expiry", self._service_changed)
+            beats.track_changes = True
+
+    @property
+    def armed_instances(self) -> int:
+        """Ephemeral instances with a pending deadline on this member (those it expires)."""
+        return len(self._expiry)
+
+    def ownership_changed(self) -> None:
+        """The Distro ownership map changed: the next tick re-reads who owns what."""
+        self._ownership_epoch += 1
+
+    def _service_changed(self, view: ServiceView) -> None:
+        with self._dirty_lock:
+            self._dirty.add(view.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -292,74 +351,202 @@ class HealthServices:
     # -- beat expiry -------------------------------------------------------------------------
 
     def _paused(self, now: float) -> bool:
-        """True when the time since the last sweep started shows this process was not running.
+        """True when the time since the last tick started shows this process was not running.
 
-        From its start rather than its end, so a pause in the middle of a sweep (after it read
-        the clock) is seen by the next one; a sweep would have to take more than
-        ``PAUSE_SWEEPS - 1`` intervals to be taken for a pause (and then only grants grace)."""
+        From its start rather than its end, so a pause in the middle of a tick (after it read
+        the clock) is seen by the next one; a tick would have to take longer than the pause
+        threshold to be taken for a pause (and then only grants grace)."""
         last, self._last_sweep = self._last_sweep, now
         if last is None:
             return False
         gap = now - last
-        if gap <= PAUSE_SWEEPS * self.settings.sweep_interval_s:
+        if gap <= self.settings.pause_after_s:
             return False
         self.stats.pauses += 1
         log.warning(
-            "beat sweeper did not run for %.1f s (more than %d sweep intervals): this process was"
-            " paused; every instance gets a fresh heartbeat timeout before it can expire",
+            "beat sweeper did not run for %.1f s (more than %.1f s): this process was paused;"
+            " every instance gets a fresh heartbeat timeout before it can expire",
             gap,
-            PAUSE_SWEEPS,
+            self.settings.pause_after_s,
         )
         return True
 
     def sweep_once(self) -> None:
+        """One expiry tick: take in what changed, then judge only the deadlines that are due.
+
+        With nothing changed and nothing due this is a few attribute reads: the work is
+        proportional to the instances that expire (and to the changes since the last tick), not
+        to the instances held."""
         self.stats.sweeps += 1
         now = self._clock()
         if self._paused(now):
-            # Beats went to other members while we were stopped; ours are stale.
+            # Beats went to other members while we were stopped; ours are stale. Each deadline
+            # that comes due now finds no beat and grants a full timeout from then.
             self._beats.restart_grace()
-        every = self._registry.views()
-        views = [v for v in every if self._is_responsible(v.name)]
-        self._restart_grace_of_regained({v.name for v in views}, {v.name for v in every})
+        # Changed instances first: a registration to a service armed here is then armed once,
+        # and its service's key count already agrees when the service is looked at below.
+        self._rearm_changed(now)
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        epoch = self._ownership_epoch
+        if not self._swept or not self._ownership_events or epoch != self._scanned_epoch:
+            self._scanned_epoch = epoch
+            self._rescan_ownership(dirty, now)
+        else:
+            for name in dirty:
+                self._observe(name, self._registry.get(name), True, now)
+        self._swept = True
         if not self._registry.switches.healthCheckEnabled:
-            return
-        for view in views:
-            if not view.ephemeral:
-                continue
-            expiry = find_expired(view, self._beats.service_beats(view.name), now)
-            key = DatumKey.instances(view.name, True)
-            if expiry.unhealthy:
-                self.stats.expired_unhealthy += len(expiry.unhealthy)
-                self._safe_submit(
-                    key,
-                    SetHealth(tuple((k, False) for k in expiry.unhealthy)),
-                    audit.HEARTBEAT_EXPIRY,
-                )
-            if expiry.removed:
-                self.stats.expired_removed += len(expiry.removed)
-                self._safe_submit(key, RemoveInstances(expiry.removed), audit.HEARTBEAT_EXPIRY)
-        self._beats.prune(self._registry.get)
+            return  # deadlines wait; when it is back on, each is judged on its real last beat
+        next_due = self._expiry.next_due()
+        if next_due is not None and next_due <= now:
+            self._expire_due(now)
 
-    def _restart_grace_of_regained(self, owned: set[ServiceName], known: set[ServiceName]) -> None:
-        """Services this member owns now but did not at the last sweep start a full heartbeat
-        timeout of their own. The beats we hold for them are stale: they went to the owner in
-        between, and a beat a peer forwarded here while the two of us disagreed on ownership
-        is recorded here even though we did not own the service then (the membership
-        listener only forgets the services a change takes away). A service that did not exist
-        at the last sweep is not regained: its beats are all fresh, and forgetting them would
-        give its instances up to one sweep interval more than their timeout."""
-        previous, self._owned = self._owned, owned
-        known_before, self._known = self._known, known
-        if previous is None or known_before is None:
-            return  # the first sweep: nothing older than this process to distrust
-        regained = (owned & known_before) - previous
+    def _rescan_ownership(self, dirty: set[ServiceName], now: float) -> None:
+        """Ask about every service: who owns it now, and which services were regained."""
+        views = {v.name: v for v in self._registry.views()}
+        regained: list[ServiceName] = []
+        for name in (self._known | self._owned) - views.keys():
+            self._observe(name, None, True, now)
+        for name, view in views.items():
+            if self._observe(name, view, name in dirty, now):
+                regained.append(name)
+        for name in dirty - views.keys():
+            self._observe(name, None, True, now)
         if regained:
             self.stats.regained_services += len(regained)
-            self._beats.forget_services(regained)
             log.info(
                 "responsible again for %d services (e.g. %s): their heartbeat timeouts start now",
                 len(regained),
-                next(iter(regained)).grouped,
+                regained[0].grouped,
+            )
+
+    def _observe(
+        self, name: ServiceName, view: ServiceView | None, changed: bool, now: float
+    ) -> bool:
+        """Bring one service's deadlines in line with its view and its owner; True if it was
+        regained.
+
+        A service this member owns now but did not at the last tick starts a full heartbeat
+        timeout of its own. The beats we hold for it are stale: they went to the owner in
+        between, and a beat a peer forwarded here while the two of us disagreed on ownership is
+        recorded here even though we did not own the service then (the membership listener
+        only forgets the services a change takes away). A service that did not exist at the
+        last tick is not regained: its beats are all fresh, and forgetting them would give its
+        instances more than their timeout. The first tick distrusts nothing older than this
+        process."""
+        if view is None:  # deleted: nothing left to expire
+            self._known.discard(name)
+            self._owned.discard(name)
+            self._expiry.disarm_service(name)
+            self._beats.forget_services((name,))
+            return False
+        owns = self._is_responsible(name)
+        known = name in self._known
+        self._known.add(name)
+        regained = False
+        if not owns:
+            if name in self._owned:
+                self._owned.discard(name)
+                self._expiry.disarm_service(name)
+            return False
+        if name not in self._owned:
+            self._owned.add(name)
+            if known and self._swept:
+                regained = True
+                self._beats.forget_services((name,))
+                self._expiry.disarm_service(name)
+            self._arm_service(view, now, full=True)
+        elif changed:
+            self._arm_service(view, now, full=False)
+        return regained
+
+    def _arm_service(self, view: ServiceView, now: float, full: bool) -> None:
+        """Arm the instances of ``view`` that have no deadline, drop those that left it.
+
+        The registry tells us which service changed, not which instances: comparing the key
+        sets costs O(instances of the service), so it is skipped when the counts agree (the
+        usual case: a health flag or a metadata edit). Instances registered through this
+        member are armed by ``BeatTable.changed`` anyway; the count check catches the ones that
+        arrive by Distro sync and the ones that left."""
+        keys = view.ephemeral_keys()
+        armed = self._expiry.armed_keys(view.name)
+        if not full and len(keys) == len(armed):
+            return
+        name = view.name
+        for key in list(armed - keys):
+            self._expiry.disarm_key(name, key)
+            self._beats.forget(name, key)
+        for key in keys - armed:
+            inst = view.ephemeral_map().get(key)
+            if inst is not None:
+                self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+
+    def _rearm_changed(self, now: float) -> None:
+        """Instances (re)registered or edited through this member since the last tick: their
+        deadline is recomputed from their timeouts as they are now (a ``preserved.*`` override
+        may have shortened them). One not in the view yet is armed when its service changes."""
+        for name, key in self._beats.drain_changed():
+            if name not in self._owned:
+                continue
+            view = self._registry.get(name)
+            inst = view.ephemeral_map().get(key) if view is not None else None
+            if inst is not None:
+                self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+
+    def _expire_due(self, now: float) -> None:
+        """Judge each instance whose deadline came due against its real last beat; re-arm it
+        (it beat since, or it was just marked), or submit its verdict. Per service, one lookup
+        of its view, its beats and its owner; per instance, key lookups only."""
+        unhealthy: dict[ServiceName, list[InstanceKey]] = {}
+        removed: dict[ServiceName, list[InstanceKey]] = {}
+        expiry = self._expiry
+        for record, keys in expiry.pop_due(now).items():
+            self.stats.expiry_checks += len(keys)
+            name = record.name
+            if not self._is_responsible(name):
+                # Ownership moved and the tick that disarms the service has not run yet.
+                for key in keys:
+                    expiry.rearm(record, key, now + RECHECK_S)
+                continue
+            view = self._registry.get(name)
+            instances = view.ephemeral_map() if view is not None else EMPTY_INSTANCES
+            beats = self._beats.service_table(name)
+            for key in keys:
+                inst = instances.get(key)
+                if inst is None:  # gone: deregistered, removed, or the service deleted
+                    expiry.disarm(record, key)
+                    beats.pop(key, None)
+                    continue
+                last = beats.get(key)
+                if last is None:  # never seen beating here: a full timeout from now
+                    last = beats[key] = now
+                if (
+                    not inst.metadata
+                    and inst.healthy
+                    and not inst.marked
+                    and now - last <= DEFAULT_TIMEOUT_S
+                ):
+                    # judge's common case inline (default timeouts, healthy, beat since).
+                    expiry.rearm(record, key, last + DEFAULT_TIMEOUT_S + AFTER_S)
+                    continue
+                action, next_due = judge(inst, last, now)
+                expiry.rearm(record, key, next_due)
+                if action is UNHEALTHY:
+                    unhealthy.setdefault(name, []).append(key)
+                elif action is REMOVE:
+                    removed.setdefault(name, []).append(key)
+        for name, keys in unhealthy.items():
+            self.stats.expired_unhealthy += len(keys)
+            self._safe_submit(
+                DatumKey.instances(name, True),
+                SetHealth(tuple((k, False) for k in keys)),
+                audit.HEARTBEAT_EXPIRY,
+            )
+        for name, keys in removed.items():
+            self.stats.expired_removed += len(keys)
+            self._safe_submit(
+                DatumKey.instances(name, True), RemoveInstances(tuple(keys)), audit.HEARTBEAT_EXPIRY
             )
 
     # -- empty-service auto-clean -------------------------------------------------------------

@@ -133,6 +133,7 @@ class NamingOperations:
         )
         if inst.ephemeral:
             self.beats.touch(cmd.service, inst.key)
+            self.beats.changed(cmd.service, inst.key)
 
     def update_instance(self, cmd: s.RegisterInstance) -> None:
         """Strict update: the service must exist (an edge may choose to register instead)."""
@@ -145,6 +146,7 @@ class NamingOperations:
         self.consistency.submit(DatumKey.instances(service, inst.ephemeral), UpdateInstance(inst))
         if inst.ephemeral:
             self.beats.touch(service, inst.key)
+            self.beats.changed(service, inst.key)
 
     def patch_instance(self, cmd: s.PatchInstanceCommand) -> None:
         view = self._require_view(cmd.service)
@@ -155,6 +157,7 @@ class NamingOperations:
         self.consistency.submit(DatumKey.instances(cmd.service, found.ephemeral), change)
         if found.ephemeral:
             self.beats.touch(cmd.service, cmd.key)
+            self.beats.changed(cmd.service, cmd.key)
 
     def deregister_instance(self, ref: s.InstanceRef) -> None:
         view = self._view(ref.service)
@@ -233,6 +236,9 @@ class NamingOperations:
                 UpdateMetadata(keys, cmd.metadata, delete),
             )
             updated += [(k, ephemeral) for k in hit]
+            if ephemeral:  # a preserved.* timeout may have changed
+                for k in hit:
+                    self.beats.changed(cmd.service, k)
         return updated
 
     def set_health(self, service: ServiceName, key: InstanceKey, healthy: bool) -> None:

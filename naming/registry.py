@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, KeysView, Mapping
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -108,6 +108,15 @@ class ServiceView:
             return None
         weight = clamp_weight(found.weight)
         return found if weight == found.weight else found.with_changes(weight=weight)
+
+    def ephemeral_keys(self) -> KeysView[InstanceKey]:
+        """The ephemeral keys as stored (set operations run in C: the expiry diffs them)."""
+        return self._ephemeral_set.keys()
+
+    def ephemeral_map(self) -> Mapping[InstanceKey, Instance]:
+        """The stored ephemeral instances by key, weights not clamped (no copy: the expiry
+        reads only their health and timeouts)."""
+        return self._ephemeral_set
 
     def cluster_config(self, cluster: str) -> ClusterConfig:
         return self.settings.clusters.get(cluster) or ClusterConfig(cluster)

@@ -145,6 +145,9 @@ class NodeRuntime:
             config.health,
             is_prober=self.is_leader,
             checks=self.checks,
+            # Ownership changes only through the membership listener below (always, when
+            # standalone): the expiry walks every service only when it fires.
+            ownership_events=True,
         )
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
@@ -194,6 +197,7 @@ class NodeRuntime:
         # Beats we saw while we owned a service are stale once it moved away; if it comes
         # back, the sweeper must start a full timeout afresh (Nacos #1873, #7697).
         self.beats.retain(lambda service: bool(mapper.responsible(service.grouped)))
+        self.health.ownership_changed()
         self.health.stats.ownership_changes += 1
 
     @property

@@ -70,6 +70,8 @@ class StatusReport:
                 "pausesDetected": node.health.stats.pauses,
                 "ownershipChanges": node.health.stats.ownership_changes,
                 "regainedServices": node.health.stats.regained_services,
+                "armedInstances": node.health.armed_instances,
+                "expiryChecks": node.health.stats.expiry_checks,
                 "expiredUnhealthy": node.health.stats.expired_unhealthy,
                 "expiredRemoved": node.health.stats.expired_removed,
                 "cleanedServices": node.health.stats.cleaned_services,

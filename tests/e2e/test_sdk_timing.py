@@ -1,7 +1,7 @@
 """The scenarios of spec §F that take wall-clock time (heartbeat timeouts, auto-clean).
 
-They use the default timeouts (15 s unhealthy, 30 s delete, 5 s sweep) on purpose, and all of
-them share one node started with a short auto-clean period. Marked ``slow``; CI runs them.
+They use the default timeouts (15 s unhealthy, 30 s delete, 0.25 s expiry tick) on purpose, and
+all of them share one node started with a short auto-clean period. Marked ``slow``; CI runs them.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ from lib.errors import Unavailable
 from naming.changes import UpsertInstance
 from naming.codec import DATUM_CODEC
 from naming.domain import Instance, ServiceName
-from naming.health import PAUSE_SWEEPS, BeatTable, HealthServices, HealthSettings
-from naming.registry import Registry
+from naming.health import PAUSE_SWEEPS, HealthServices, HealthSettings
 from testkit.harness import NodeProcess, assert_converged, running_cluster, wait_for
+from testkit.health import in_memory_health
 from tests.cluster.distro_support import (
     GROUP,
     hosts,
@@ -254,25 +254,7 @@ def test_an_instance_lost_with_its_owner_comes_back_with_its_clients_next_beat(t
 def make_health(
     clock: list[float], owned: list[bool] | None = None
 ) -> tuple[HealthServices, DistroStore, Notifier]:
-    notifier = Notifier()
-    store = DistroStore(notifier, DATUM_CODEC)
-    registry = Registry(lambda key: None if (d := store.get(key)) is None else d.value)
-    notifier.add_listener("registry", registry.on_datum)
-
-    def submit(key: DatumKey, change: object) -> object:
-        applied = store.submit(key, change, 5.0)
-        notifier.drain()
-        return applied
-
-    health = HealthServices(
-        registry,
-        BeatTable(clock=lambda: clock[0]),
-        submit,
-        lambda _service: owned is None or owned[0],
-        HealthSettings(sweep_interval_s=5.0),
-        clock=lambda: clock[0],
-    )
-    return health, store, notifier
+    return in_memory_health(clock, owned, HealthSettings(sweep_interval_s=5.0))
 
 
 def test_a_sweeper_resumed_after_a_pause_restarts_the_beat_grace_before_it_sweeps():

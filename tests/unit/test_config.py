@@ -22,7 +22,7 @@ def test_an_empty_environment_gives_the_documented_defaults():
     config = from_environ({})
     assert config == NamingSettings()
     assert config.auth_enabled and config.raft_fsync and config.sweep_enabled
-    assert config.sweep_interval_s == 5.0 and config.token_ttl_s == 18000
+    assert config.sweep_interval_s == 0.25 and config.token_ttl_s == 18000
     assert config.check_networks == ("0.0.0.0/0", "::/0")
     assert config.data_dir == Path("data").resolve()
     assert config.database_path == config.data_dir / "naming.sqlite3"
