@@ -44,8 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 
-from server.wsgi import application  # noqa: E402 - sets Django up
-
 import accounts.auth  # noqa: E402
 import distro.http  # noqa: E402
 from accounts.auth import Authenticator, HashingPool, UserDirectory  # noqa: E402
@@ -61,6 +59,7 @@ from naming.changes import Change  # noqa: E402
 from naming.codec import DATUM_CODEC  # noqa: E402
 from naming.health import HealthSettings  # noqa: E402
 from node.runtime import NodeConfig, NodeRuntime, NodeStatus, in_memory_runtime  # noqa: E402
+from server.wsgi import application  # noqa: E402 - sets Django up
 
 TOKEN_KEY = b"bench-token-key-0123456789abcdef"
 PEER_KEY = b"bench-peer-key-0123456789abcdefgh"
@@ -232,9 +231,15 @@ def check(name: str, answers: list[tuple[str, bytes]]) -> None:
 def scenarios(main: NodeRuntime, owner: NodeRuntime, token: str) -> list[Scenario]:
     # Fixtures: a 100-instance service to list, 1,000 instances to beat, 100 to re-register.
     serve(main)
-    fixtures = [environ("POST", "/nacos/v1/ns/instance", register_query(token, "bench-list", *address(n))) for n in range(100)]
-    fixtures += [environ("POST", "/nacos/v1/ns/instance", register_query(token, "bench-beat", *address(n, 11))) for n in range(1000)]
-    fixtures += [environ("POST", "/nacos/v1/ns/instance", register_query(token, "bench-upd", *address(n, 12))) for n in range(100)]
+    fixtures = [
+        environ("POST", "/nacos/v1/ns/instance", register_query(token, service, *address(n, base)))
+        for service, base, count in (
+            ("bench-list", 10, 100),
+            ("bench-beat", 11, 1000),
+            ("bench-upd", 12, 100),
+        )
+        for n in range(count)
+    ]
     check("fixtures", run(fixtures)[2])
 
     counter = iter(range(10**9))
