@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -356,6 +357,199 @@ def profile(scenario: Scenario, n: int, top: int) -> None:
         print("   ", line.replace(str(ROOT) + "/", "")[:150])
 
 
+# -- stages, each timed alone -------------------------------------------------------------------
+
+
+def timed(calls: list[Callable[[], object]], repeats: int) -> float:
+    """µs of process CPU per call: the fastest of ``repeats`` passes over ``calls`` split in
+    equal parts (the fastest pass is the one the rest of this shared box disturbed least)."""
+    size = len(calls) // repeats
+    best = float("inf")
+    for n in range(repeats):
+        part = calls[n * size : (n + 1) * size]
+        started = time.process_time()
+        for call in part:
+            call()
+        best = min(best, (time.process_time() - started) / size)
+    return best * 1e6
+
+
+def enter_exit(scope: Any) -> None:
+    with scope:
+        pass
+
+
+def stages(
+    main: NodeRuntime,
+    owner: NodeRuntime,
+    token: str,
+    forward: Callable[[int], Iterable[dict[str, Any]]],
+    n: int,
+) -> None:
+    """Each stage of a request alone, with the objects the stage before it produced: what a
+    beat, a register, a list and a signed forward cost, part by part, without a profiler."""
+    from django.core.handlers.wsgi import WSGIRequest
+
+    from accounts.auth import Action, authorize
+    from consistency.datum import DatumKey
+    from distro.http import verify_peer
+    from facades.nacos_v1 import params as p
+    from facades.nacos_v1 import render
+    from facades.nacos_v1.actor import acting_for
+    from facades.nacos_v1.api import (
+        Raw,
+        authenticate,
+        beat_resource,
+        gate,
+        namespace_resource,
+        naming_resource,
+        params_of,
+        to_response,
+    )
+    from facades.nacos_v1.clients import client_of
+    from facades.nacos_v1.handlers import _beat_answer
+    from naming.changes import UpsertInstance
+
+    repeats = 5
+    total = n * repeats
+    serve(main)
+    ops = main.operations
+    registry = main.registry
+    rows: list[tuple[str, str, float]] = []
+
+    def row(scenario: str, stage: str, calls: list[Callable[[], object]]) -> None:
+        rows.append((scenario, stage, timed(calls, repeats)))
+
+    def requests_of(envs: Iterable[dict[str, Any]]) -> list[Any]:
+        return [WSGIRequest(env) for env in envs]
+
+    def common(scenario: str, envs: list[dict[str, Any]], resource: Callable[..., Any]) -> Any:
+        row(scenario, "WSGIRequest(environ) [server]", [lambda e=e: WSGIRequest(e) for e in envs])
+        reqs = requests_of(envs)  # bodies are empty: an environ serves again
+        row(scenario, "gate", [lambda r=r: gate(main, r) for r in reqs])
+        row(scenario, "params: parse query", [lambda r=r: params_of(r) for r in reqs])
+        params = [params_of(r) for r in reqs]
+        row(
+            scenario,
+            "authenticate (cached token)",
+            [lambda r=r, q=q: authenticate(main, r, q) for r, q in zip(reqs, params, strict=True)],
+        )
+        caller = authenticate(main, reqs[0], params[0])
+        wanted = Action.READ if reqs[0].method == "GET" else Action.WRITE
+        row(
+            scenario,
+            "authorize (resource + decision)",
+            [lambda q=q: authorize(caller, wanted, resource(q)) for q in params],
+        )
+        row(
+            scenario,
+            "audit actor scope",
+            [lambda r=r: enter_exit(acting_for(r, caller)) for r in reqs],
+        )
+        return reqs, params
+
+    # beat
+    beat_envs = [
+        environ(
+            "PUT",
+            "/nacos/v1/ns/instance/beat",
+            beat_query(token, "bench-beat", *address(i % 1000, 11)),
+        )
+        for i in range(total)
+    ]
+    reqs, params = common("beat", beat_envs, beat_resource)
+    row("beat", "params: beat command", [lambda q=q: p.beat(q) for q in params])
+    beats = [p.beat(q) for q in params]
+    row("beat", "operation: beat", [lambda b=b: ops.beat(b) for b in beats])
+    row("beat", "render answer", [lambda: to_response(_beat_answer(5000, True, True))] * total)
+
+    # register, new instances and updates
+    for scenario, make in (
+        ("register-new", lambda i: register_query(token, f"stage-reg-{i % 100}", *address(i, 40))),
+        ("register-update", lambda i: register_query(token, "bench-upd", *address(i % 100, 12))),
+    ):
+        envs = [environ("POST", "/nacos/v1/ns/instance", make(i)) for i in range(total)]
+        reqs, params = common(scenario, envs, naming_resource)
+        row(
+            scenario,
+            "params: register command",
+            [lambda q=q: p.register_instance(q, True) for q in params],
+        )
+        cmds = [p.register_instance(q, True) for q in params]
+        if scenario == "register-new":  # again, on other instances: each must be new
+            envs = [
+                environ(
+                    "POST",
+                    "/nacos/v1/ns/instance",
+                    register_query(token, f"stage-reg2-{i % 100}", *address(i, 41)),
+                )
+                for i in range(total)
+            ]
+            cmds = [p.register_instance(params_of(WSGIRequest(e)), True) for e in envs]
+        row(
+            scenario,
+            "operation: register_instance (all below)",
+            [lambda c=c: ops.register_instance(c) for c in cmds],
+        )
+        name = cmds[0].service
+        view = registry.get(name)
+        assert view is not None
+        row(scenario, "  registry rebuild alone", [lambda n=name: registry.rebuild(n)] * total)
+        key = DatumKey.instances(name, True)
+        change = UpsertInstance(cmds[0].instance, name.grouped, 0)
+        after = main.consistency.get(key)
+        assert after is not None
+        row(
+            scenario,
+            "  audit observer alone",
+            [lambda k=key, c=change, a=after: main.audit.on_write(k, c, a, a)] * total,
+        )
+        row(scenario, "render answer", [lambda: to_response("ok")] * total)
+
+    # list
+    list_query = f"serviceName=bench-list&healthyOnly=false&clusters=&accessToken={token}"
+    envs = [environ("GET", "/nacos/v1/ns/instance/list", list_query) for _ in range(total)]
+    reqs, params = common("list", envs, namespace_resource)
+    row("list", "client_of (User-Agent)", [lambda r=r: client_of(r) for r in reqs])
+    row(
+        "list",
+        "params: list query",
+        [
+            lambda q=q, r=r: p.list_instances(q, client_of(r))
+            for q, r in zip(params, reqs, strict=True)
+        ],
+    )
+    query = p.list_instances(params[0], client_of(reqs[0]))
+    view = ops.find_service(query.service)
+    row(
+        "list",
+        "render list (cached hosts)",
+        [
+            lambda: to_response(
+                Raw(
+                    render.render_instance_list(
+                        view, query.service.grouped, "", (), False, True, "", 10000, ops.wall_ms()
+                    )
+                )
+            )
+        ]
+        * total,
+    )
+
+    # the owner's side of a forward: the signature check
+    serve(owner)
+    fenvs = list(forward(total))
+    freqs = requests_of(fenvs)
+    row("forward-owner", "verify_peer (HMAC, nonce)", [lambda r=r: verify_peer(r) for r in freqs])
+    serve(main)
+
+    print(f"\nstages alone, µs of CPU per call (fastest of {repeats} passes of {n}):")
+    last = ""
+    for scenario, stage, us in rows:
+        print(f"  {scenario if scenario != last else '':<16} {stage:<42} {us:7.1f}")
+        last = scenario
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -364,9 +558,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per scenario per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="also a cProfile per scenario")
+    parser.add_argument("--stages", action="store_true", help="also each stage timed alone")
     parser.add_argument("--top", type=int, default=20, help="functions listed per profile")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON only")
+    parser.add_argument(
+        "--gc",
+        choices=("on", "off", "freeze"),
+        default="on",
+        help="the cyclic collector during the rounds: on (as served), off, or on with the "
+        "objects built at start frozen out of it (gc.freeze)",
+    )
     args = parser.parse_args()
 
     main_node, owner = standalone(), cluster_owner()
@@ -381,6 +583,11 @@ def main() -> None:
         for scenario in chosen:  # warm-up: caches, first-time imports
             serve(scenario.node)
             check(scenario.name, run(list(scenario.build(200)))[2])
+        if args.gc == "off":
+            gc.disable()
+        elif args.gc == "freeze":
+            gc.collect()
+            gc.freeze()
         cpu: dict[str, list[float]] = {s.name: [] for s in chosen}
         wall: dict[str, list[float]] = {s.name: [] for s in chosen}
         for _ in range(args.rounds):
@@ -408,6 +615,9 @@ def main() -> None:
         if args.profile:
             for scenario in chosen:
                 profile(scenario, args.requests, args.top)
+        if args.stages:
+            forward = next(s for s in all_scenarios if s.name == "forward-owner").build
+            stages(main_node, owner, token, forward, args.requests)
     finally:
         for node in (main_node, owner):
             if node.auth is not None:

@@ -56,7 +56,11 @@ class WriterDelivers:
 class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Two conditions on one lock: writers wait on ``_cond`` for their ticket to be done,
+        # the worker waits on ``_work`` for something to deliver, so the end of each delivery
+        # does not wake the worker and a new datum does not wake the writers.
         self._cond = threading.Condition(self._lock)
+        self._work = threading.Condition(self._lock)
         self._pending: dict[DatumKey, Datum] = {}
         self._listeners: ListenerList[Datum] = ListenerList("notifier")
         self._seq = 0  # tickets handed out
@@ -92,7 +96,7 @@ class Notifier:
             if getattr(self._local, "delivers", False):
                 self.wakes_skipped += 1
             else:
-                self._cond.notify_all()
+                self._work.notify()
             return self._seq
 
     def writer_delivers(self) -> WriterDelivers:
@@ -106,7 +110,7 @@ class Notifier:
 
     def _wake(self) -> None:
         with self._cond:
-            self._cond.notify_all()
+            self._work.notify()
 
     def notify_barrier(self) -> int:
         """A ticket that is done once everything notified so far has been delivered."""
@@ -151,6 +155,7 @@ class Notifier:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._work.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -161,7 +166,7 @@ class Notifier:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending) or self._stopping)
+                self._work.wait_for(lambda: bool(self._pending) or self._stopping)
                 if self._stopping:
                     return
             self._deliver_batch()
