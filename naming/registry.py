@@ -37,7 +37,6 @@ from naming.domain import (
     clamp_weight,
 )
 
-
 # The settings of a service without stored meta: immutable, so one serves every view (a view
 # is built per write, and a default ServiceMeta allocates three fields).
 _NO_META = ServiceMeta()
