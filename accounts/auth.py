@@ -568,7 +568,7 @@ class _Decisions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, str], bool] = {}
+        self._cache: dict[tuple[str, Action, str], bool] = {}
         self.hits = 0
         self.misses = 0
 
@@ -577,7 +577,7 @@ class _Decisions:
             self._cache.clear()
 
     def decide(self, username: str, action: Action, resource: Resource) -> bool:
-        key = (username, action.value, resource.text)
+        key = (username, action, resource.text)  # the member itself: ``.value`` costs more
         found = self._cache.get(key)
         if found is not None:
             self.hits += 1

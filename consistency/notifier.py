@@ -36,10 +36,31 @@ class NotifierStats:
     listeners: list[ListenerStats] = field(default_factory=list)
 
 
+class WriterDelivers:
+    """The scope of :meth:`Notifier.writer_delivers` (a class: it is entered on every write)."""
+
+    __slots__ = ("_notifier",)
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def __enter__(self) -> None:
+        self._notifier._local.delivers = True
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self._notifier._local.delivers = False
+        if kind is not None:
+            self._notifier._wake()
+
+
 class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Two conditions on one lock: writers wait on ``_cond`` for their ticket to be done,
+        # the worker waits on ``_work`` for something to deliver, so the end of each delivery
+        # does not wake the worker and a new datum does not wake the writers.
         self._cond = threading.Condition(self._lock)
+        self._work = threading.Condition(self._lock)
         self._pending: dict[DatumKey, Datum] = {}
         self._listeners: ListenerList[Datum] = ListenerList("notifier")
         self._seq = 0  # tickets handed out
@@ -51,6 +72,11 @@ class Notifier:
         self.stats = NotifierStats()
         # Batches delivered (by the worker or a waiting writer): ``naming_loop_*{loop="notifier"}``.
         self._tracker = LoopTracker("notifier")
+        # Per thread: set while a writer that will wait for its own ticket is submitting
+        # (:meth:`writer_delivers`), so its notify does not wake the worker for a batch the
+        # writer delivers itself a moment later.
+        self._local = threading.local()
+        self.wakes_skipped = 0  # approximate under concurrency: a metric
 
     def add_listener(self, name: str, listener: Listener) -> None:
         self.stats.listeners.append(self._listeners.add(name, listener))
@@ -67,8 +93,24 @@ class Notifier:
                 self._pending[datum.key] = datum
             self._seq += 1
             self.stats.notified += 1
-            self._cond.notify_all()
+            if getattr(self._local, "delivers", False):
+                self.wakes_skipped += 1
+            else:
+                self._work.notify()
             return self._seq
+
+    def writer_delivers(self) -> WriterDelivers:
+        """``with notifier.writer_delivers(): store.submit(...)`` then
+        ``wait_processed(ticket)``: the datums this thread notifies inside the block do not wake
+        the worker thread, because the writer delivers them itself in :meth:`wait_processed`
+        (measured: the wake-up and the GIL hand-off to a worker that then finds nothing to do
+        cost more than the delivery). If the block raises, the worker is woken on the way out,
+        so a datum notified before the error is still delivered."""
+        return WriterDelivers(self)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._work.notify()
 
     def notify_barrier(self) -> int:
         """A ticket that is done once everything notified so far has been delivered."""
@@ -113,6 +155,7 @@ class Notifier:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._work.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -123,7 +166,7 @@ class Notifier:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending) or self._stopping)
+                self._work.wait_for(lambda: bool(self._pending) or self._stopping)
                 if self._stopping:
                     return
             self._deliver_batch()

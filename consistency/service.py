@@ -102,7 +102,8 @@ class DelegateConsistencyService:
         store = self.route(key)
         observed = bool(self._observers)
         before = store.get(key) if observed else None
-        applied = store.submit(key, change, timeout)
+        with self.notifier.writer_delivers():  # we wait for the ticket below
+            applied = store.submit(key, change, timeout)
         if observed:
             self._observe(key, change, before, applied.datum)
         if not self.notifier.wait_processed(applied.ticket, VISIBILITY_TIMEOUT_S):

@@ -8,6 +8,7 @@ not part of it). Python's ``hash()`` differs per process and must never be used 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,7 +24,10 @@ def java_string_hash(text: str) -> int:
     return h - 0x100000000 if h >= 0x80000000 else h
 
 
+@functools.lru_cache(maxsize=16384)
 def distro_hash(grouped_service: str) -> int:
+    """Cached: ownership is asked on every forwarded write, beat and sweep, and the hash is a
+    Python loop over the name's UTF-16 units (service names are bounded in length)."""
     h = java_string_hash(grouped_service)
     # Java's % keeps the dividend's sign (Python's takes the divisor's); then Math.abs.
     remainder = h % _INT_MAX if h >= 0 else -((-h) % _INT_MAX)

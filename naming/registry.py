@@ -37,6 +37,10 @@ from naming.domain import (
     clamp_weight,
 )
 
+# The settings of a service without stored meta: immutable, so one serves every view (a view
+# is built per write, and a default ServiceMeta allocates three fields).
+_NO_META = ServiceMeta()
+
 
 def _clamped(instances: InstanceSet) -> list[Instance]:
     """The stored order (registration order) is kept: stable between calls, and no sort on
@@ -67,7 +71,7 @@ class ServiceView:
     ) -> None:
         self.name = name
         self.meta = meta
-        self.settings = meta or ServiceMeta()
+        self.settings = meta or _NO_META
         self.revision = revision
         self._ephemeral_set = ephemeral or EMPTY_INSTANCES
         self._persistent_set = persistent or EMPTY_INSTANCES

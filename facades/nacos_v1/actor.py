@@ -18,6 +18,7 @@ from distro import signing
 from naming import audit
 
 ANONYMOUS = "anonymous"  # auth is off, or the endpoint is not secured
+ACTOR_META = "HTTP_" + signing.ACTOR.upper().replace("-", "_")
 
 
 def user_of(caller: Identity | None) -> str:
@@ -40,7 +41,7 @@ def acting_for(
     if not sender:
         address = sys.intern(str(request.META.get("REMOTE_ADDR", "")))
         return audit.acting(user_of(caller), address, audit.VIA_API, reason)
-    raw = request.headers.get(signing.ACTOR)
+    raw = request.META.get(ACTOR_META)
     if raw is None:  # a peer's own call, not a client's forwarded write
         return audit.acting(sender, sender, audit.VIA_PEER, reason)
     fields = dict(parse_qsl(raw, keep_blank_values=True))

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeAlias
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -60,13 +60,25 @@ class Raw:
 def _first_values(encoded: str) -> dict[str, str]:
     """Servlet ``getParameter`` semantics: the first value of a repeated name wins.
 
-    A plain dict from ``parse_qsl`` costs a third of Django's QueryDict on the hot endpoints.
+    What ``parse_qsl(encoded, keep_blank_values=True)`` gives (a name without ``=`` has the
+    value ``""``, empty pieces are skipped, ``+`` is a space, bad escapes are replaced), with
+    the unquoting skipped for the pieces that have nothing to unquote, which on the hot
+    endpoints is nearly all of them; a repeated name's later values are never decoded. A plain
+    dict costs a third of Django's QueryDict, and this a half of ``parse_qsl``.
     """
     values: dict[str, str] = {}
     if encoded:
-        for name, value in parse_qsl(encoded, keep_blank_values=True):
-            if name not in values:
-                values[name] = value
+        for pair in encoded.split("&"):
+            if not pair:
+                continue
+            name, _, value = pair.partition("=")
+            if "%" in name or "+" in name:
+                name = unquote_plus(name, errors="replace")
+            if name in values:
+                continue
+            if "%" in value or "+" in value:
+                value = unquote_plus(value, errors="replace")
+            values[name] = value
     return values
 
 
@@ -129,7 +141,7 @@ def authenticate(node: Node, request: HttpRequest, params: Params) -> Identity |
     auth = node.auth
     if auth is None:
         return None
-    header = request.headers.get("Authorization", "")
+    header = str(request.META.get("HTTP_AUTHORIZATION", ""))
     bearer = header[7:].strip() if header.startswith("Bearer ") else None
     return auth.authenticate(
         bearer,

@@ -5,6 +5,7 @@ and version) are decided here, in the edge, never in the core.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,11 +51,21 @@ class ClientInfo:
 
     @classmethod
     def parse(cls, agent: str) -> ClientInfo:
-        for prefix, kind in _AGENT_PREFIXES:
-            if agent.startswith(prefix):
-                _, _, version = agent.partition(":v")
-                return cls(kind, version_tuple(version), agent)
-        return cls(ClientType.UNKNOWN, (), agent)
+        return _parse(agent)
+
+
+MAX_CACHED_AGENT = 200  # longer agents are parsed each time: the cache stays a few KB
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(agent: str) -> ClientInfo:
+    """Cached: a fleet sends a handful of distinct agents, and every list, register and beat
+    asks (a client inventing agents only cycles the bounded cache)."""
+    for prefix, kind in _AGENT_PREFIXES:
+        if agent.startswith(prefix):
+            _, _, version = agent.partition(":v")
+            return ClientInfo(kind, version_tuple(version), agent)
+    return ClientInfo(ClientType.UNKNOWN, (), agent)
 
 
 def version_tuple(raw: str) -> tuple[int, ...]:
@@ -68,5 +79,7 @@ def version_tuple(raw: str) -> tuple[int, ...]:
 
 
 def client_of(request: HttpRequest) -> ClientInfo:
-    agent = request.headers.get("User-Agent") or request.headers.get("Client-Version") or ""
-    return ClientInfo.parse(agent)
+    meta = request.META
+    agent = meta.get("HTTP_USER_AGENT") or meta.get("HTTP_CLIENT_VERSION") or ""
+    agent = str(agent)
+    return _parse(agent) if len(agent) <= MAX_CACHED_AGENT else _parse.__wrapped__(agent)

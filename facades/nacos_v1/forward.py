@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT_S = 2.0  # Nacos's proxy connect/read timeout
 _PASSED_HEADERS = ("Content-Type", "User-Agent", "Client-Version", "Accept-Encoding")
+# Read from META (Content-Type is CGI's CONTENT_TYPE there): ``request.headers`` would parse
+# every header of the request to return four.
+_PASSED_META = tuple(
+    (h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
+    for h in _PASSED_HEADERS
+)
 
 
 def _targets_distro(request: HttpRequest, params: Params, default_ephemeral: bool) -> bool:
@@ -56,7 +62,8 @@ def forward_if_not_owner(
         return None
     owner = cluster.owner(grouped)
     may_block("forward to the distro owner")
-    headers = {h: v for h in _PASSED_HEADERS if (v := request.headers.get(h))}
+    meta = request.META
+    headers = {h: str(v) for h, m in _PASSED_META if (v := meta.get(m))}
     headers.update(actor_header(caller, request))  # the owner audits the client, not us
     try:
         answer = cluster.transport.call(
