@@ -57,6 +57,13 @@ class PeerTransport(Protocol):
         """
         ...
 
+    def signed_headers(
+        self, peer: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Every header :meth:`call` would send, signature included, for a caller that sends
+        the request itself (the event loop forwards without a thread)."""
+        ...
+
 
 class HttpPeerTransport:
     """Signed HTTP/1.1 with keep-alive: a small stack of idle connections per peer.
@@ -97,6 +104,17 @@ class HttpPeerTransport:
         for conn in connections:
             conn.close()
 
+    def signed_headers(
+        self, peer: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        actor = headers.get(signing.ACTOR, "")
+        return {
+            "User-Agent": PEER_AGENT,
+            **headers,
+            **signing.sign(self._key, method, path, body, self.local, peer, actor=actor),
+            "Content-Length": str(len(body)),
+        }
+
     def call(
         self,
         peer: str,
@@ -106,14 +124,7 @@ class HttpPeerTransport:
         headers: Mapping[str, str] | None = None,
         timeout: float = 2.0,
     ) -> PeerResponse:
-        headers = headers or {}
-        actor = headers.get(signing.ACTOR, "")
-        signed = {
-            "User-Agent": PEER_AGENT,
-            **headers,
-            **signing.sign(self._key, method, path, body, self.local, peer, actor=actor),
-            "Content-Length": str(len(body)),
-        }
+        signed = self.signed_headers(peer, method, path, body, headers or {})
         for _ in range(2):
             conn, reused = self._checkout(peer, timeout)
             try:
@@ -183,3 +194,8 @@ class BoundTransport:
         timeout: float = 2.0,
     ) -> PeerResponse:
         return self.network.deliver(self.local, peer, method, path, body, headers or {})
+
+    def signed_headers(
+        self, peer: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        return dict(headers)  # in memory nothing is signed

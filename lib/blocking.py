@@ -8,13 +8,22 @@ calls :func:`may_block` *before* it changes anything. On the loop thread that ra
 :class:`MustOffload`; the server then runs the same request again from the start on a worker
 thread, where :func:`may_block` returns at once. So the loop never waits, and which requests are
 cheap is decided by the code that knows, not by a list of routes kept elsewhere.
+
+One blocking step is common enough on the hot path to deserve better than a worker: forwarding a
+write to the member that owns its service. There the edge returns a :class:`Deferred` (the peer
+request, signed, and what to answer once the peer replied), and the loop sends it on a pooled
+connection while it serves other requests.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 _loop_thread: int | None = None
+T = TypeVar("T")
 
 
 class MustOffload(BaseException):
@@ -53,3 +62,39 @@ def may_block(what: str) -> None:
     """
     if _loop_thread is not None and threading.get_ident() == _loop_thread:
         raise MustOffload(what)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCall:
+    """One request to another member, complete with its signed headers: the event loop sends
+    it without a thread (``server/peers.py``)."""
+
+    peer: str  # host:port
+    method: str
+    target: str  # path and query
+    body: bytes
+    headers: Mapping[str, str]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+# (reply, failure reason, connection refused) -> what the edge answers its client
+Complete = Callable[[PeerReply | None, str, bool], T]
+
+
+class Deferred(Generic[T]):
+    """An answer that waits for one peer request: what a hot request on the loop returns
+    instead of blocking (a forward to a service's Distro owner). ``complete`` runs on the loop
+    once the reply (or the failure) is in; it must not block either."""
+
+    __slots__ = ("call", "complete")
+
+    def __init__(self, call: PeerCall, complete: Complete[T]) -> None:
+        self.call = call
+        self.complete = complete

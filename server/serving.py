@@ -52,7 +52,8 @@ from urllib.parse import unquote_to_bytes
 import httptools
 import uvloop
 
-from lib.blocking import MustOffload, clear_loop_thread, mark_loop_thread
+from lib.blocking import Deferred, MustOffload, PeerReply, clear_loop_thread, mark_loop_thread
+from server.peers import PeerClient, PeerFailed
 
 log = logging.getLogger("server.serving")
 
@@ -70,7 +71,8 @@ MAX_PIPELINED = 16
 BACKLOG = 2048
 SERVER_NAME = b"nacos-py"
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Rendered = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes] | Deferred[Rendered]]
 
 
 def bounded_connection_limit(wanted: int, fd_limit: int) -> int:
@@ -94,6 +96,7 @@ class ServingStats:
     served_on_loop: int = 0
     offloaded: int = 0  # hot requests that reached a blocking step and moved to a worker
     served_by_workers: int = 0
+    forwarded_on_loop: int = 0  # forwards sent by the loop itself (no thread waited)
     app_errors: int = 0  # the application raised instead of answering (a bug): answered 500
 
 
@@ -321,6 +324,8 @@ class NamingServer:
         self._shedding: set[HttpConnection] = set()
         self._shed_batch = max(1, connection_limit // 10)
         self._workers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http-worker")
+        self.peers = PeerClient()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._base_environ = {
@@ -400,19 +405,33 @@ class NamingServer:
                 environ = self._environ(connection, request)  # its body may have been read
             else:
                 self.stats.served_on_loop += 1
+                if isinstance(response, Deferred):
+                    connection.busy = True
+                    task = self._loop_now().create_task(
+                        self._deferred(connection, request, response)
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    return
                 connection.finish(request, response)
                 return
         connection.busy = True
         future = self._workers.submit(self._call, environ, request)
-        loop = self._loop
-        assert loop is not None
+        loop = self._loop_now()
 
-        def done(f: Future[bytes]) -> None:
+        def done(f: Future[bytes | Deferred[Rendered]]) -> None:
             loop.call_soon_threadsafe(self._worker_done, connection, request, f)
 
         future.add_done_callback(done)
 
-    def _worker_done(self, connection: HttpConnection, request: _Request, f: Future[bytes]) -> None:
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        assert loop is not None, "serving starts in run()"
+        return loop
+
+    def _worker_done(
+        self, connection: HttpConnection, request: _Request, f: Future[bytes | Deferred[Rendered]]
+    ) -> None:
         self.stats.served_by_workers += 1
         try:
             response = f.result()
@@ -420,7 +439,32 @@ class NamingServer:
             connection.busy = False
             connection.close()
             return
+        if isinstance(response, Deferred):  # only the loop defers; a worker forwards itself
+            response = self._failed(request, "a worker got a deferred answer")
         connection.finish(request, response)
+
+    async def _deferred(
+        self, connection: HttpConnection, request: _Request, deferred: Deferred[Rendered]
+    ) -> None:
+        """Send a hot request's peer call (a forward) and answer once the peer did."""
+        try:
+            reply = await self.peers.send(deferred.call)
+        except PeerFailed as exc:
+            outcome: tuple[PeerReply | None, str, bool] = (None, exc.reason, exc.refused)
+        else:
+            outcome = (reply, "", False)
+        self.stats.forwarded_on_loop += 1
+        try:
+            status, headers, body = deferred.complete(*outcome)
+            response = self._render(request, status, headers, body)
+        except Exception:
+            response = self._failed(request, "completing a forward")
+        connection.finish(request, response)
+
+    def _failed(self, request: _Request, what: str) -> bytes:
+        self.stats.app_errors += 1
+        log.exception("unhandled error serving %s %r: %s", request.method, request.url, what)
+        return self._render(request, "500 Internal Server Error", [], b"caused: internal error;")
 
     def _environ(self, connection: HttpConnection, request: _Request) -> dict[str, Any]:
         path, _, query = request.url.partition(b"?")
@@ -447,7 +491,7 @@ class NamingServer:
                 environ[key] = f"{environ[key]},{text}" if key in environ else text
         return environ
 
-    def _call(self, environ: dict[str, Any], request: _Request) -> bytes:
+    def _call(self, environ: dict[str, Any], request: _Request) -> bytes | Deferred[Rendered]:
         """Run the application and render the whole response (on the loop or a worker)."""
         captured: list[Any] = []
 
@@ -459,6 +503,8 @@ class NamingServer:
 
         try:
             result = self.application(environ, start_response)
+            if isinstance(result, Deferred):
+                return result
             try:
                 body = b"".join(result)
             finally:
@@ -468,15 +514,16 @@ class NamingServer:
         except MustOffload:
             raise
         except Exception:
-            self.stats.app_errors += 1
-            log.exception("unhandled error serving %s %s", request.method, environ["PATH_INFO"])
-            body = b"caused: internal error;"
-            captured[:] = ["500 Internal Server Error", []]
+            return self._failed(request, "the application raised")
         status, headers = captured
+        return self._render(request, status, headers, body)
+
+    def _render(
+        self, request: _Request, status: str, headers: list[tuple[str, str]], body: bytes
+    ) -> bytes:
         keep_alive = request.keep_alive and not self.draining
-        if request.method == "HEAD":
-            return render_head(status, headers, len(body), keep_alive)
-        return render_head(status, headers, len(body), keep_alive) + body
+        head = render_head(status, headers, len(body), keep_alive)
+        return head if request.method == "HEAD" else head + body
 
     # -- running and stopping (main thread) -------------------------------------------------
 
@@ -535,6 +582,9 @@ class NamingServer:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             connection.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self.peers.close()
         self._workers.shutdown(wait=False, cancel_futures=True)
         await asyncio.sleep(0)  # let the transports close
 

@@ -17,6 +17,7 @@ returns its response (bodies here are built in full, not streamed).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django_application = get_wsgi_application()
 
 from facades.nacos_v1 import handlers as views  # noqa: E402 - needs the app registry that get_wsgi_application set up
+from facades.nacos_v1.forward import DeferredResponse  # noqa: E402
+from lib.blocking import Deferred, PeerReply  # noqa: E402
 from lib.counters import REQUEST_DURATION  # noqa: E402
 
 HOT_ROUTES: dict[str, Callable[..., Any]] = {
@@ -67,6 +70,20 @@ class _Timers(dict[str, Any]):
         return child
 
 
+Rendered = tuple[str, list[tuple[str, str]], bytes]
+
+
+def _rendered(
+    deferred: DeferredResponse, reply: PeerReply | None, reason: str, refused: bool
+) -> Rendered:
+    response = deferred.deferred.complete(reply, reason, refused)
+    return (
+        f"{response.status_code} {response.reason_phrase}",
+        list(response.items()),
+        response.content,
+    )
+
+
 _HOT: dict[str, tuple[Callable[..., Any], _Timers]] = {
     path: (view, _Timers(path)) for path, view in HOT_ROUTES.items()
 }
@@ -74,7 +91,9 @@ _OTHER = _Timers("other")
 _clock = time.perf_counter
 
 
-def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def application(
+    environ: dict[str, Any], start_response: Callable[..., Any]
+) -> Iterable[bytes] | Deferred[Rendered]:
     started = _clock()
     hot = _HOT.get(environ.get("PATH_INFO", ""))
     if hot is None:
@@ -85,6 +104,10 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     view, timers = hot
     try:
         response = view(WSGIRequest(environ))
+        if isinstance(response, DeferredResponse):
+            # A forward started on the event loop: the server sends it and answers later. Not a
+            # WSGI body; only ``server.serving`` calls this application on its loop.
+            return Deferred(response.deferred.call, functools.partial(_rendered, response))
         start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
         return [response.content]
     finally:

@@ -9,19 +9,23 @@ client gets a 503 in the Nacos error shape: a local write here would silently di
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 
 from django.http import HttpRequest, HttpResponse
 
 from accounts.auth import Identity
 from distro.http import signed_target
+from distro.service import DistroCluster
 from distro.transport import PeerUnreachable
 from facades.nacos_v1 import params as s
 from facades.nacos_v1.actor import actor_header
 from facades.nacos_v1.context import Node
 from facades.nacos_v1.params import Params
-from lib.blocking import may_block
+from lib.blocking import Deferred, PeerCall, PeerReply, may_block, on_loop
 from lib.errors import NamingError, Unavailable
+from lib.http import error_response
 from naming.domain import to_bool
 
 log = logging.getLogger(__name__)
@@ -61,31 +65,71 @@ def forward_if_not_owner(
     if cluster.responsible(grouped):
         return None
     owner = cluster.owner(grouped)
-    may_block("forward to the distro owner")
     meta = request.META
     headers = {h: str(v) for h, m in _PASSED_META if (v := meta.get(m))}
     headers.update(actor_header(caller, request))  # the owner audits the client, not us
+    method, target, body = str(request.method), signed_target(request), request.body
+    if on_loop():
+        # The event loop sends it on a pooled connection and serves others meanwhile.
+        signed = cluster.transport.signed_headers(owner, method, target, body, headers)
+        call = PeerCall(owner, method, target, body, signed, FORWARD_TIMEOUT_S)
+        return DeferredResponse(
+            Deferred(call, functools.partial(_complete, cluster, request, grouped, owner))
+        )
+    may_block("forward to the distro owner")
     try:
         answer = cluster.transport.call(
-            owner,
-            str(request.method),
-            signed_target(request),
-            request.body,
-            headers,
-            timeout=FORWARD_TIMEOUT_S,
+            owner, method, target, body, headers, timeout=FORWARD_TIMEOUT_S
         )
     except PeerUnreachable as exc:
-        cluster.forward_failures += 1
-        cluster.membership.on_failure(owner, exc.refused)
-        log.warning("forward of %s %s to %s failed: %s", request.method, grouped, owner, exc)
-        raise Unavailable(
-            f"distro owner {owner} of service {grouped} is unreachable ({exc.reason}); please retry"
-        ) from None
+        raise _unreachable(cluster, grouped, owner, method, exc.reason, exc.refused) from None
+    return _relay(cluster, answer.status, answer.headers, answer.body)
+
+
+class DeferredResponse(HttpResponse):
+    """A view's answer that is still on its way from the owner (only ever returned on the
+    event loop; ``server/wsgi.py`` hands its :class:`Deferred` to the server)."""
+
+    def __init__(self, deferred: Deferred[HttpResponse]) -> None:
+        super().__init__(status=202)
+        self.deferred = deferred
+
+
+def _complete(
+    cluster: DistroCluster,
+    request: HttpRequest,
+    grouped: str,
+    owner: str,
+    reply: PeerReply | None,
+    reason: str,
+    refused: bool,
+) -> HttpResponse:
+    if reply is None:
+        exc = _unreachable(cluster, grouped, owner, str(request.method), reason, refused)
+        return error_response(exc, request)
+    return _relay(cluster, reply.status, reply.headers, reply.body)
+
+
+def _unreachable(
+    cluster: DistroCluster, grouped: str, owner: str, method: str, reason: str, refused: bool
+) -> Unavailable:
+    cluster.forward_failures += 1
+    cluster.membership.on_failure(owner, refused)
+    log.warning("forward of %s %s to %s failed: %s", method, grouped, owner, reason)
+    return Unavailable(
+        f"distro owner {owner} of service {grouped} is unreachable ({reason}); please retry"
+    )
+
+
+def _relay(
+    cluster: DistroCluster, status: int, headers: Mapping[str, str], body: bytes
+) -> HttpResponse:
+    """The owner's answer, as the client's."""
     cluster.forwarded += 1
     response = HttpResponse(
-        answer.body,
-        status=answer.status,
-        content_type=answer.headers.get("Content-Type", "text/plain; charset=UTF-8"),
+        body,
+        status=status,
+        content_type=headers.get("Content-Type", "text/plain; charset=UTF-8"),
     )
-    response["Content-Length"] = str(len(answer.body))
+    response["Content-Length"] = str(len(body))
     return response
