@@ -66,10 +66,21 @@ def signature_headers(request: HttpRequest) -> dict[str, str]:
     return {name: str(value) for name, key in _SIGNED_HEADERS if (value := meta.get(key))}
 
 
+# The environ key under which a request keeps its verified sender (see :func:`verify_peer`).
+VERIFIED = "naming.peer"
+
+
 def verify_peer(request: HttpRequest, body: bytes | None = None) -> str:
     """The signing member's address; raises 401/403 and logs why (rate-limited).
 
-    Standalone nodes have no peers."""
+    Standalone nodes have no peers. A request that the server runs a second time (it reached a
+    blocking step on the event loop, ``lib.blocking``) keeps its first verification under
+    ``naming.peer``: its nonce is spent, so verifying again would call it a replay. Clients
+    cannot set that key: their headers only ever become ``HTTP_*`` keys.
+    """
+    verified = request.META.get(VERIFIED)
+    if verified is not None:
+        return str(verified)
     try:
         peers = _peers
         if peers is None:
@@ -88,4 +99,5 @@ def verify_peer(request: HttpRequest, body: bytes | None = None) -> str:
         remote = str(request.META.get("REMOTE_ADDR", "?"))
         rejections.rejected_call(str(request.method), str(request.path), remote, exc.message)
         raise
+    request.META[VERIFIED] = sender
     return sender

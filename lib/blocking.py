@@ -58,7 +58,8 @@ def may_block(what: str) -> None:
     """Say that the caller is about to wait on I/O (a peer, a quorum, a disk sync).
 
     Nothing may have been changed before this call on the same request: the request runs again
-    from the start on a worker.
+    from the start on a worker. The one exception is what the request keeps for its own re-run
+    under ``naming.*`` keys of its WSGI environ (a verified peer signature, whose nonce is spent).
     """
     if _loop_thread is not None and threading.get_ident() == _loop_thread:
         raise MustOffload(what)

@@ -402,7 +402,10 @@ class NamingServer:
                 response = self._call(environ, request)
             except MustOffload:
                 self.stats.offloaded += 1
+                first = environ
                 environ = self._environ(connection, request)  # its body may have been read
+                # What the first run established for the re-run (a verified peer signature).
+                environ.update((k, v) for k, v in first.items() if k.startswith("naming."))
             else:
                 self.stats.served_on_loop += 1
                 if isinstance(response, Deferred):
