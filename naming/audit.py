@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, KeyKind
+from lib.interning import Shared
 from lib.loops import PeriodicLoop
 from naming.domain import (
     ClusterConfig,
@@ -57,7 +58,7 @@ FLUSH_INTERVAL_S = 1.0
 FILE_NAME = "audit.jsonl"
 MAX_SUMMARY_KEYS = 16
 MAX_SUMMARY_CHARS = 128
-MAX_SHARED = 65_536  # actors and keys the records share; past it the table starts over
+MAX_SHARED = 65_536  # actors, keys the records share (lib.interning: then starts over)
 
 VIA_API = "api"
 VIA_CONSOLE = "console"
@@ -634,8 +635,8 @@ class AuditLog:
         self.stats = AuditStats()
         # One copy of each actor and key for the records to share: the edge builds both anew
         # for every request, and kept per record they weighed ~190 bytes (issue #11, memory).
-        self._actors: dict[tuple[str, str, str, str], Actor] = {}
-        self._keys: dict[tuple[KeyKind, str, str], DatumKey] = {}
+        self._actors: Shared[tuple[str, str, str, str], Actor] = Shared(MAX_SHARED)
+        self._keys: Shared[tuple[KeyKind, str, str], DatumKey] = Shared(MAX_SHARED)
         self._last_shared: tuple[Actor, Actor] = (UNATTRIBUTED, UNATTRIBUTED)
 
     # -- recording (hot path) ----------------------------------------------------------------
@@ -682,30 +683,17 @@ class AuditLog:
         self._add(_Record(ms, actor, key, change, None, None))
 
     def _shared(self, actor: Actor, key: DatumKey) -> tuple[Actor, DatumKey]:
-        """The log's copies of an equal actor and key (bounded: forgotten past MAX_SHARED).
-
-        Plain-tuple dict keys: the dataclasses' own hash and equality run in Python. A
-        background job's one actor for many writes is found by identity first (one tuple,
-        read and replaced whole, so threads never see half of it)."""
+        """The log's copies of an equal actor and key. A background job's one actor for many
+        writes is found by identity first (one tuple, read and replaced whole, so threads
+        never see half of it)."""
         last = self._last_shared
         if last[0] is actor:
-            actor = last[1]
+            shared = last[1]
         else:
             fields = (actor.user, actor.address, actor.via, actor.reason)
-            known = self._actors.get(fields)
-            if known is None:
-                if len(self._actors) >= MAX_SHARED:
-                    self._actors.clear()
-                known = self._actors[fields] = actor
-            self._last_shared = (actor, known)
-            actor = known
-        parts = (key.kind, key.namespace, key.service)
-        shared_key = self._keys.get(parts)
-        if shared_key is None:
-            if len(self._keys) >= MAX_SHARED:
-                self._keys.clear()
-            shared_key = self._keys[parts] = key
-        return actor, shared_key
+            shared = self._actors.share(fields, actor)
+            self._last_shared = (actor, shared)
+        return shared, self._keys.share((key.kind, key.namespace, key.service), key)
 
     def _add(self, record: _Record) -> None:
         self._ring.append(record)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from lib.errors import InvalidParam
+from lib.interning import Shared
 from naming.parsing import JsonSyntaxError, parse_json, to_int, to_number
 
 DEFAULT_NAMESPACE = "public"
@@ -197,6 +198,22 @@ def check_port(port: int, *, allow_zero: bool = False) -> int:
     if not low <= port <= 65535:
         raise InvalidParam(f"port out of range (1-65535): {port}")
     return port
+
+
+# Most instances repeat a few ports and weights: one int or float object each instead of one per
+# instance (28 and 24 bytes; the Distro decode of a peer's instances made a new one every time).
+_PORTS: Shared[int, int] = Shared(65_536)
+_WEIGHTS: Shared[float, float] = Shared(4_096)
+
+
+def shared_port(port: int) -> int:
+    return _PORTS.share(port, port)
+
+
+def shared_weight(weight: float) -> float:
+    if not weight:
+        return weight  # -0.0 == 0.0: sharing would change the sign a client sent
+    return _WEIGHTS.share(weight, weight)
 
 
 def check_weight(weight: float) -> float:
