@@ -234,14 +234,22 @@ class _EntryRecord(_Record):
         self.entry = entry
 
 
+def _instance(record: _Record) -> Instance | None:
+    """The instance an instance record is about (either side carries its key: the key tuple
+    itself is not stored, it weighed 64 bytes per record)."""
+    if type(record) is not _Record or record.key is None:
+        return None
+    inst = record.after if record.after is not None else record.before
+    return inst if isinstance(inst, Instance) else None
+
+
 def _item(record: _Record) -> Any:
     """What part of the key's value a record is about: an instance's key, a cluster's name,
     a namespace id; None for a whole document."""
     if type(record) is _ItemRecord:
         return record.item
-    inst = record.after if record.after is not None else record.before
-    # Not stored: the key tuple weighed 64 bytes per record, and the instance carries it.
-    return inst.key if isinstance(inst, Instance) else None
+    inst = _instance(record)
+    return None if inst is None else inst.key
 
 
 def _entry(record: _Record) -> AuditEntry | None:
@@ -368,18 +376,19 @@ def _public(namespace: str) -> str:
     return namespace or "public"
 
 
-def _instance_object(key: DatumKey, item: InstanceKey) -> str:
+def _instance_object(key: DatumKey, item: InstanceKey | Instance) -> str:
     return f"{_public(key.namespace)}/{key.service}/{item.cluster}/{item.ip}:{item.port}"
 
 
 def _locate(record: _Record) -> tuple[str, str]:
     """(kind, object text) of a record: what the filters need, fast for the common case."""
+    inst = _instance(record)
+    if inst is not None:
+        assert record.key is not None  # _instance() checked
+        return "instance", _instance_object(record.key, inst)
     entry = _entry(record)
     if entry is not None:
         return entry.kind, entry.object
-    key, item = record.key, _item(record)
-    if key is not None and isinstance(item, InstanceKey):
-        return "instance", _instance_object(key, item)
     entry = _summarise(record, "", detail=False)
     return entry.kind, entry.object
 
@@ -846,8 +855,8 @@ def _raw_instance(inst: Instance | None) -> list[Any] | None:
 
 
 def _raw_instance_line(record: _Record) -> list[Any] | None:
-    key, item = record.key, _item(record)
-    if key is None or not isinstance(item, InstanceKey) or not isinstance(record.change, str):
+    key, item = record.key, _instance(record)
+    if key is None or item is None or not isinstance(record.change, str):
         return None
     actor = record.actor
     return [
