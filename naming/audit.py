@@ -48,6 +48,8 @@ from naming.domain import (
     Namespace,
     ServiceMeta,
     freeze_metadata,
+    shared_port,
+    shared_weight,
 )
 
 log = logging.getLogger(__name__)
@@ -884,7 +886,7 @@ def _instance_of_raw(item: InstanceKey, raw: list[Any] | None) -> Instance | Non
         item.ip,
         item.port,
         item.cluster,
-        float(weight),
+        shared_weight(float(weight)),
         bool(healthy),
         bool(enabled),
         bool(ephemeral),
@@ -898,7 +900,8 @@ def _record_of_raw_line(
     if data[0] != _RAW_INSTANCE:
         raise ValueError("unknown audit line form")
     _, ms, user, address, via, reason, key_text, type_name, cluster, ip, port, was, now = data
-    item = InstanceKey(str(cluster), str(ip), int(port))
+    # Shared copies of what reloaded records repeat (a full ring is reloaded at every start).
+    item = InstanceKey(sys.intern(str(cluster)), str(ip), shared_port(int(port)))
     actor, key = shared(
         Actor(str(user), str(address), str(via), str(reason)), DatumKey.decode(str(key_text))
     )
