@@ -31,6 +31,10 @@ class Shared(Generic[K, V]):
         self._limit = limit
         self._values: dict[K, V] = {}
 
+    def find(self, key: K) -> V | None:
+        """The shared copy for ``key``, if any (before building a value worth not building)."""
+        return self._values.get(key)
+
     def share(self, key: K, value: V) -> V:
         known = self._values.get(key)
         if known is not None:

@@ -47,7 +47,7 @@ from naming.domain import (
     InstanceKey,
     Namespace,
     ServiceMeta,
-    freeze_metadata,
+    shared_metadata,
     shared_port,
     shared_weight,
 )
@@ -890,7 +890,7 @@ def _instance_of_raw(item: InstanceKey, raw: list[Any] | None) -> Instance | Non
         bool(healthy),
         bool(enabled),
         bool(ephemeral),
-        freeze_metadata({str(k): str(v) for k, v in metadata.items()}),
+        shared_metadata({str(k): str(v) for k, v in metadata.items()}),
     )
 
 

@@ -25,6 +25,7 @@ from naming.domain import (
     ServiceName,
     Switches,
     freeze_metadata,
+    shared_metadata,
     shared_port,
     shared_weight,
 )
@@ -68,7 +69,7 @@ def decode_instance(data: Mapping[str, Any]) -> Instance:
         healthy=bool(data["healthy"]),
         enabled=bool(data["enabled"]),
         ephemeral=bool(data["ephemeral"]),
-        metadata=freeze_metadata({str(k): str(v) for k, v in data.get("metadata", {}).items()}),
+        metadata=shared_metadata({str(k): str(v) for k, v in data.get("metadata", {}).items()}),
         instance_id=str(data.get("instanceId", "")),
         app=sys.intern(str(data.get("app", "DEFAULT"))),
         marked=bool(data.get("marked", False)),

@@ -257,7 +257,28 @@ def parse_metadata(raw: str | None) -> Mapping[str, str]:
             if len(kv) != 2:
                 raise InvalidParam(f"metadata format incorrect:{raw[:200]}")
             result[kv[0]] = kv[1]
-    return freeze_metadata(result)
+    return shared_metadata(result)
+
+
+# Instances of one service mostly carry the same metadata (a client's fixed set, such as
+# preserved.register.source): one read-only mapping for all of them, not ~300 bytes each. Only
+# small ones: the table keeps what it holds alive, at most ~4 MB of it.
+_METADATA: Shared[tuple[tuple[str, str], ...], Mapping[str, str]] = Shared(2_048)
+MAX_SHARED_METADATA_CHARS = 1_024
+
+
+def shared_metadata(values: Mapping[str, str]) -> Mapping[str, str]:
+    """:func:`freeze_metadata` of string keys and values, shared with any equal earlier one
+    (equal in content and order, so the shared mapping reads exactly as ``values`` would)."""
+    if not values or len(values) > MAX_METADATA_ENTRIES:
+        return freeze_metadata(values)  # the empty one is shared, too many entries refused
+    items = tuple(values.items())
+    if sum(len(k) + len(v) for k, v in items) > MAX_SHARED_METADATA_CHARS:
+        return freeze_metadata(values)
+    known = _METADATA.find(items)
+    if known is not None:
+        return known
+    return _METADATA.share(items, freeze_metadata(values))
 
 
 def freeze_metadata(values: Mapping[str, str]) -> Mapping[str, str]:
