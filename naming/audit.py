@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 from consistency.datum import Datum, DatumKey, KeyKind
+from lib.interning import Shared
 from lib.loops import PeriodicLoop
 from naming.domain import (
     ClusterConfig,
@@ -46,7 +47,9 @@ from naming.domain import (
     InstanceKey,
     Namespace,
     ServiceMeta,
-    freeze_metadata,
+    shared_metadata,
+    shared_port,
+    shared_weight,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ FLUSH_INTERVAL_S = 1.0
 FILE_NAME = "audit.jsonl"
 MAX_SUMMARY_KEYS = 16
 MAX_SUMMARY_CHARS = 128
+MAX_SHARED = 65_536  # actors, keys the records share (lib.interning: then starts over)
 
 VIA_API = "api"
 VIA_CONSOLE = "console"
@@ -190,29 +194,68 @@ _TEXT_FIELDS = tuple(
 
 
 class _Record:
-    """What the hot path stores: references only; summarised into an entry on demand."""
+    """What the hot path stores: references only; summarised into an entry on demand.
 
-    __slots__ = ("actor", "after", "before", "change", "entry", "item", "key", "ms")
+    Six slots and nothing the record alone holds (issue #11, memory): the instance it names is
+    read back from the instance it keeps (:func:`_item`), the actor and the key are the log's
+    shared copies (:meth:`AuditLog._shared`). A record with an item no value carries is an
+    :class:`_ItemRecord`; one holding a ready entry, an :class:`_EntryRecord`."""
+
+    __slots__ = ("actor", "after", "before", "change", "key", "ms")
 
     def __init__(
-        self,
-        ms: int,
-        actor: Actor,
-        key: DatumKey | None,
-        change: Any,
-        item: Any,
-        before: Any,
-        after: Any,
-        entry: AuditEntry | None = None,
+        self, ms: int, actor: Actor, key: DatumKey | None, change: Any, before: Any, after: Any
     ) -> None:
         self.ms = ms
         self.actor = actor
         self.key = key
         self.change = change
-        self.item = item
         self.before = before
         self.after = after
+
+
+class _ItemRecord(_Record):
+    """A record of one named part of a document (a service's cluster, a namespace)."""
+
+    __slots__ = ("item",)
+
+    def __init__(
+        self, ms: int, actor: Actor, key: DatumKey, change: Any, item: str, before: Any, after: Any
+    ) -> None:
+        super().__init__(ms, actor, key, change, before, after)
+        self.item = item
+
+
+class _EntryRecord(_Record):
+    """A ready entry: a write that did not pass the consistency seam, or one reloaded."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, actor: Actor, entry: AuditEntry) -> None:
+        super().__init__(entry.time_ms, actor, None, None, None, None)
         self.entry = entry
+
+
+def _instance(record: _Record) -> Instance | None:
+    """The instance an instance record is about (either side carries its key: the key tuple
+    itself is not stored, it weighed 64 bytes per record)."""
+    if type(record) is not _Record or record.key is None:
+        return None
+    inst = record.after if record.after is not None else record.before
+    return inst if isinstance(inst, Instance) else None
+
+
+def _item(record: _Record) -> Any:
+    """What part of the key's value a record is about: an instance's key, a cluster's name,
+    a namespace id; None for a whole document."""
+    if type(record) is _ItemRecord:
+        return record.item
+    inst = _instance(record)
+    return None if inst is None else inst.key
+
+
+def _entry(record: _Record) -> AuditEntry | None:
+    return record.entry if type(record) is _EntryRecord else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,25 +378,28 @@ def _public(namespace: str) -> str:
     return namespace or "public"
 
 
-def _instance_object(key: DatumKey, item: InstanceKey) -> str:
+def _instance_object(key: DatumKey, item: InstanceKey | Instance) -> str:
     return f"{_public(key.namespace)}/{key.service}/{item.cluster}/{item.ip}:{item.port}"
 
 
 def _locate(record: _Record) -> tuple[str, str]:
     """(kind, object text) of a record: what the filters need, fast for the common case."""
-    if record.entry is not None:
-        return record.entry.kind, record.entry.object
-    key, item = record.key, record.item
-    if key is not None and isinstance(item, InstanceKey):
-        return "instance", _instance_object(key, item)
+    inst = _instance(record)
+    if inst is not None:
+        assert record.key is not None  # _instance() checked
+        return "instance", _instance_object(record.key, inst)
+    entry = _entry(record)
+    if entry is not None:
+        return entry.kind, entry.object
     entry = _summarise(record, "", detail=False)
     return entry.kind, entry.object
 
 
 def _summarise(record: _Record, member: str, detail: bool = True) -> AuditEntry:
     """The entry of a record; without ``detail``, no before/after (enough to filter on)."""
-    if record.entry is not None:
-        return record.entry
+    entry = _entry(record)
+    if entry is not None:
+        return entry
     if not detail:
         return _summarise_parts(record, member, _no_summary)
     return _summarise_parts(record, member, _summary)
@@ -388,7 +434,7 @@ def _summarise_parts(
     service = key.service
     service_object = f"{_public(namespace)}/{service}"
     if key.kind in (KeyKind.EPHEMERAL_INSTANCES, KeyKind.PERSISTENT_INSTANCES):
-        item = record.item
+        item = _item(record)
         if isinstance(item, InstanceKey):
             before, after = record.before, record.after
             if type_name == "upsert_instance":
@@ -424,7 +470,7 @@ def _summarise_parts(
         )
     if key.kind is KeyKind.SERVICE_META:
         if type_name == "upsert_cluster":
-            name = str(record.item)
+            name = str(_item(record))
             return AuditEntry(
                 kind="cluster",
                 object=f"{service_object}/{name}",
@@ -448,7 +494,7 @@ def _summarise_parts(
             **base,
         )
     if key.kind is KeyKind.NAMESPACES:
-        ns_id = str(record.item)
+        ns_id = str(_item(record))
         before, after = record.before, record.after
         return AuditEntry(
             kind="namespace",
@@ -598,12 +644,17 @@ class AuditLog:
         self._write_lock = threading.Lock()
         self._loop: PeriodicLoop | None = None
         self.stats = AuditStats()
+        # One copy of each actor and key for the records to share: the edge builds both anew
+        # for every request, and kept per record they weighed ~190 bytes (issue #11, memory).
+        self._actors: Shared[tuple[str, str, str, str], Actor] = Shared(MAX_SHARED)
+        self._keys: Shared[tuple[KeyKind, str, str], DatumKey] = Shared(MAX_SHARED)
+        self._last_shared: tuple[Actor, Actor] = (UNATTRIBUTED, UNATTRIBUTED)
 
     # -- recording (hot path) ----------------------------------------------------------------
 
     def on_write(self, key: DatumKey, change: Any, before: Datum | None, after: Datum) -> None:
         ms = self._clock_ms()
-        actor = _actor.get()
+        actor, key = self._shared(_actor.get(), key)
         old = _value(before)
         new: Any = after.value
         # Records of instances, services and namespaces keep the change's type name only (a
@@ -612,13 +663,13 @@ class AuditLog:
         if key.kind is KeyKind.EPHEMERAL_INSTANCES or key.kind is KeyKind.PERSISTENT_INSTANCES:
             if new is None or type_name == "clear":
                 if old is not None:
-                    self._add(_Record(ms, actor, key, type_name, None, len(old), 0))
+                    self._add(_Record(ms, actor, key, type_name, len(old), 0))
                 return
             for item in _affected_instances(change, type_name, new):
                 was = old.get(item) if old is not None else None
                 now = new.get(item)
                 if was is not now:  # the same object: nothing changed (a no-op verdict)
-                    self._add(_Record(ms, actor, key, type_name, item, was, now))
+                    self._add(_Record(ms, actor, key, type_name, was, now))
             return
         if key.kind is KeyKind.SERVICE_META:
             if old is new:
@@ -627,20 +678,33 @@ class AuditLog:
                 name = change.config.name
                 was = old.clusters.get(name) if old is not None else None
                 now = new.clusters.get(name) if new is not None else None
-                self._add(_Record(ms, actor, key, type_name, name, was, now))
+                self._add(_ItemRecord(ms, actor, key, type_name, name, was, now))
                 return
-            self._add(_Record(ms, actor, key, type_name, None, old, new))
+            self._add(_Record(ms, actor, key, type_name, old, new))
             return
         if key.kind is KeyKind.NAMESPACES:
             ns = getattr(change, "namespace", None)
             ns_id = ns.id if isinstance(ns, Namespace) else str(getattr(change, "namespace_id", ""))
             was = old.get(ns_id) if old is not None else None
             now = new.get(ns_id) if new is not None else None
-            self._add(_Record(ms, actor, key, type_name, ns_id, was, now))
+            self._add(_ItemRecord(ms, actor, key, type_name, ns_id, was, now))
             return
         # Switches and accounts: summarised from the change alone (the accounts document is
         # large and holds password hashes: never kept here).
-        self._add(_Record(ms, actor, key, change, None, None, None))
+        self._add(_Record(ms, actor, key, change, None, None))
+
+    def _shared(self, actor: Actor, key: DatumKey) -> tuple[Actor, DatumKey]:
+        """The log's copies of an equal actor and key. A background job's one actor for many
+        writes is found by identity first (one tuple, read and replaced whole, so threads
+        never see half of it)."""
+        last = self._last_shared
+        if last[0] is actor:
+            shared = last[1]
+        else:
+            fields = (actor.user, actor.address, actor.via, actor.reason)
+            shared = self._actors.share(fields, actor)
+            self._last_shared = (actor, shared)
+        return shared, self._keys.share((key.kind, key.namespace, key.service), key)
 
     def _add(self, record: _Record) -> None:
         self._ring.append(record)
@@ -650,7 +714,7 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> None:
         """Record a ready entry (writes that do not pass the consistency seam)."""
-        self._add(_Record(entry.time_ms, _actor.get(), None, None, None, None, None, entry))
+        self._add(_EntryRecord(_actor.get(), entry))
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -754,7 +818,7 @@ class AuditLog:
                         try:
                             data = json.loads(line)
                             if isinstance(data, list):
-                                record = _record_of_raw_line(data)
+                                record = _record_of_raw_line(data, self._shared)
                                 if record.ms >= cutoff:
                                     loaded.append(record)
                                 continue
@@ -763,9 +827,7 @@ class AuditLog:
                             continue  # a torn last line after a crash
                         if entry.time_ms >= cutoff:
                             actor = Actor(entry.user, entry.address, entry.via, entry.reason)
-                            loaded.append(
-                                _Record(entry.time_ms, actor, None, None, None, None, None, entry)
-                            )
+                            loaded.append(_EntryRecord(actor, entry))
             except FileNotFoundError:
                 continue
             if path == self.path:
@@ -795,8 +857,8 @@ def _raw_instance(inst: Instance | None) -> list[Any] | None:
 
 
 def _raw_instance_line(record: _Record) -> list[Any] | None:
-    key, item = record.key, record.item
-    if key is None or not isinstance(item, InstanceKey) or not isinstance(record.change, str):
+    key, item = record.key, _instance(record)
+    if key is None or item is None or not isinstance(record.change, str):
         return None
     actor = record.actor
     return [
@@ -824,25 +886,30 @@ def _instance_of_raw(item: InstanceKey, raw: list[Any] | None) -> Instance | Non
         item.ip,
         item.port,
         item.cluster,
-        float(weight),
+        shared_weight(float(weight)),
         bool(healthy),
         bool(enabled),
         bool(ephemeral),
-        freeze_metadata({str(k): str(v) for k, v in metadata.items()}),
+        shared_metadata({str(k): str(v) for k, v in metadata.items()}),
     )
 
 
-def _record_of_raw_line(data: list[Any]) -> _Record:
+def _record_of_raw_line(
+    data: list[Any], shared: Callable[[Actor, DatumKey], tuple[Actor, DatumKey]]
+) -> _Record:
     if data[0] != _RAW_INSTANCE:
         raise ValueError("unknown audit line form")
     _, ms, user, address, via, reason, key_text, type_name, cluster, ip, port, was, now = data
-    item = InstanceKey(str(cluster), str(ip), int(port))
+    # Shared copies of what reloaded records repeat (a full ring is reloaded at every start).
+    item = InstanceKey(sys.intern(str(cluster)), str(ip), shared_port(int(port)))
+    actor, key = shared(
+        Actor(str(user), str(address), str(via), str(reason)), DatumKey.decode(str(key_text))
+    )
     return _Record(
         int(ms),
-        Actor(str(user), str(address), str(via), str(reason)),
-        DatumKey.decode(str(key_text)),
-        str(type_name),
-        item,
+        actor,
+        key,
+        sys.intern(str(type_name)),
         _instance_of_raw(item, was),
         _instance_of_raw(item, now),
     )

@@ -132,8 +132,10 @@ class NamingOperations:
             UpsertInstance(inst, cmd.service.grouped, self._wall_ms()),
         )
         if inst.ephemeral:
-            self.beats.touch(cmd.service, inst.key)
-            self.beats.changed(cmd.service, inst.key)
+            # One key tuple for both: the beat table and the expiry keep it (72 bytes each).
+            key = inst.key
+            self.beats.touch(cmd.service, key)
+            self.beats.changed(cmd.service, key)
 
     def update_instance(self, cmd: s.RegisterInstance) -> None:
         """Strict update: the service must exist (an edge may choose to register instead)."""
@@ -145,8 +147,9 @@ class NamingOperations:
         inst = cmd.instance
         self.consistency.submit(DatumKey.instances(service, inst.ephemeral), UpdateInstance(inst))
         if inst.ephemeral:
-            self.beats.touch(service, inst.key)
-            self.beats.changed(service, inst.key)
+            key = inst.key
+            self.beats.touch(service, key)
+            self.beats.changed(service, key)
 
     def patch_instance(self, cmd: s.PatchInstanceCommand) -> None:
         view = self._require_view(cmd.service)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ from naming.domain import (
     fold_service_name,
     namespace_or_default,
     parse_metadata,
+    shared_port,
+    shared_weight,
     to_bool,
 )
 from naming.parsing import JAVA_INT_MAX, JAVA_INT_MIN, parse_json, to_int, to_number
@@ -142,12 +145,13 @@ def cluster_param(params: Params, *, legacy: bool = True) -> str:
     name = params.raw("clusterName")
     if name is None and legacy:
         name = params.raw("cluster")
-    return check_cluster_name(name or DEFAULT_CLUSTER)
+    # Interned: every instance keeps its cluster name, and clients send the same few.
+    return sys.intern(check_cluster_name(name or DEFAULT_CLUSTER))
 
 
 def instance_key(params: Params, *, legacy_cluster: bool = True) -> InstanceKey:
     ip = check_ip(params.required("ip"))
-    port = check_port(params.integer("port"))
+    port = shared_port(check_port(params.integer("port")))
     return InstanceKey(cluster_param(params, legacy=legacy_cluster), ip, port)
 
 
@@ -160,12 +164,12 @@ def register_instance(params: Params, default_ephemeral: bool) -> RegisterInstan
         ip=key.ip,
         port=key.port,
         cluster=key.cluster,
-        weight=check_weight(params.number("weight", 1.0)),
+        weight=shared_weight(check_weight(params.number("weight", 1.0))),
         healthy=params.boolean("healthy", True),
         enabled=enabled,
         ephemeral=params.boolean("ephemeral", default_ephemeral),
         metadata=parse_metadata(params.raw("metadata")),
-        app=params.optional("app", "DEFAULT"),
+        app=sys.intern(params.optional("app", "DEFAULT")),
     )
     return RegisterInstance(service, instance)
 
