@@ -483,15 +483,13 @@ class NamingServer:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body)) if body else ""
         for name, value in request.headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
+            key = _HEADER_KEYS.get(name)
+            if key is None:
+                key = _header_key(name)
+            if not key:
+                continue  # Content-Length: the body as received is what counts
             text = value.decode("latin-1")
-            if key == "CONTENT_TYPE":
-                environ[key] = text
-            elif key == "CONTENT_LENGTH":
-                continue  # the body as received is what counts
-            else:
-                key = "HTTP_" + key
-                environ[key] = f"{environ[key]},{text}" if key in environ else text
+            environ[key] = f"{environ[key]},{text}" if key in environ else text
         return environ
 
     def _call(self, environ: dict[str, Any], request: _Request) -> bytes | Deferred[Rendered]:
@@ -596,6 +594,25 @@ class NamingServer:
         if self._loop is None:
             self.sock.close()
             self._workers.shutdown(wait=False, cancel_futures=True)
+
+
+# Header name as sent -> its WSGI environ key; filled as names are seen (clients send the same few
+# names in the same spelling), bounded so invented names cannot grow it.
+_HEADER_KEYS: dict[bytes, str] = {}
+_HEADER_KEYS_MAX = 512
+
+
+def _header_key(name: bytes) -> str:
+    upper = name.decode("latin-1").upper().replace("-", "_")
+    if upper == "CONTENT_LENGTH":
+        key = ""
+    elif upper == "CONTENT_TYPE":
+        key = upper
+    else:
+        key = "HTTP_" + upper
+    if len(_HEADER_KEYS) < _HEADER_KEYS_MAX:
+        _HEADER_KEYS[name] = key
+    return key
 
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_plus, unquote_plus
 
 import pytest
 from django.test import RequestFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consistency.datum import Datum, DatumKey, KeyKind
 from consistency.notifier import Notifier
 from distro import signing
 from distro.http import signature_headers
 from distro.mapper import distro_hash, java_string_hash
-from facades.nacos_v1.api import _first_values
+from facades.nacos_v1.api import _first_values, unquote_value
 from facades.nacos_v1.clients import ClientType, client_of
 
 KEY = DatumKey(KeyKind.EPHEMERAL_INSTANCES, "public", "DEFAULT_GROUP@@a")
@@ -98,3 +100,34 @@ def test_a_writer_that_fails_after_notifying_wakes_the_worker() -> None:
         assert delivered.wait(5.0)  # the worker delivered it: nobody waited for the ticket
     finally:
         notifier.stop()
+
+
+# Percent-escapes, multi-byte UTF-8 escapes, bad escapes, plus signs, backslashes and
+# characters beyond latin-1: every case the fast path must hand back to unquote_plus.
+_PIECES = [
+    "%41",
+    "%7B",
+    "%22",
+    "%E4%B8%AD",
+    "%C3",
+    "%zz",
+    "%",
+    "%4",
+    "+",
+    "\\",
+    "\\x41",
+    "a",
+    "é",
+    "中",
+]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=4)), max_size=12))
+def test_unquote_value_matches_unquote_plus(pieces: list[str]) -> None:
+    value = "".join(pieces)
+    assert unquote_value(value) == unquote_plus(value, errors="replace")
+
+
+def test_unquote_value_decodes_a_beat() -> None:
+    beat = '{"ip":"10.0.0.1","metadata":{"k":"中 \\"q\\" \\\\"},"port":80,"weight":1.0}'
+    assert unquote_value(quote_plus(beat)) == beat
