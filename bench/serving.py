@@ -167,6 +167,12 @@ def command(name: str, port: int) -> list[str]:
             "--workers", "1",
             "--blocking-threads", name.removeprefix("granian_bt"),
             "--backlog", "2048",  # as our server's
+            # Measured: the default (backlog / workers = 2048) stops accepting past 2048 open
+            # connections; 10,000 is our server's connection limit.
+            "--backpressure", "10000",
+            # An idle keep-alive connection is closed after this (default 30 s; 60 s is the
+            # most granian accepts), see ``--idle-hold``.
+            "--http1-header-read-timeout", "60000",
             "--log-level", "warning",
             "--host", "127.0.0.1",
             "--port", str(port),
@@ -267,7 +273,13 @@ def rotated(items: Sequence[str], round_index: int) -> list[str]:
     return [*items[start:], *items[:start]]
 
 
-def measure(candidate: Candidate, workload: str, connections: int, seconds: int) -> dict[str, Any]:
+def measure(
+    candidate: Candidate,
+    workload: str,
+    connections: int,
+    seconds: int,
+    slow_connections: int = SLOW_CONNECTIONS,
+) -> dict[str, Any]:
     """One wrk run (two for ``mixed``) and the server tree's CPU over it."""
     path = "/work" if workload == "mixed" else f"/{workload}"
     url = candidate.base + path
@@ -279,7 +291,7 @@ def measure(candidate: Candidate, workload: str, connections: int, seconds: int)
                 wrk,
                 candidate.base + "/slow",
                 seconds + SLOW_LEAD_S + 1,
-                connections=SLOW_CONNECTIONS,
+                connections=slow_connections,
                 timeout_s=WRK_TIMEOUT_S,
             )
             time.sleep(SLOW_LEAD_S)
@@ -411,7 +423,7 @@ def probe_ms(port: int, count: int = PROBES) -> list[float | None]:
     return took
 
 
-def idle_check(candidate: Candidate, count: int) -> dict[str, Any]:
+def idle_check(candidate: Candidate, count: int, hold_s: float) -> dict[str, Any]:
     before = tree_status(candidate.pid)
     sockets: list[socket.socket] = []
     try:
@@ -435,6 +447,9 @@ def idle_check(candidate: Candidate, count: int) -> dict[str, Any]:
             "probe_max_ms": max(answered_ms) if answered_ms else None,
             "probe_failed": len(probes) - len(answered_ms),
         }
+        if hold_s:
+            time.sleep(hold_s)
+            result[f"held_after_{hold_s:g}s"] = sum(1 for s in sockets if still_open(s))
         # SIGTERM with the connections still open: does it exit, cleanly, and how fast?
         result["sigterm"] = candidate.stop()
         return result
@@ -470,6 +485,15 @@ def format_idle(idle: dict[str, dict[str, Any]], app_in_process: dict[str, bool]
 # -- main ----------------------------------------------------------------------------------------
 
 
+def parse_points(text: str) -> list[tuple[str, int]]:
+    """``"empty:16,mixed:64"`` as [("empty", 16), ("mixed", 64)]."""
+    points = []
+    for item in text.split(","):
+        workload, _, connections = item.strip().partition(":")
+        points.append((workload, int(connections)))
+    return points
+
+
 def raise_descriptor_limit(needed: int) -> None:
     """This process opens the idle connections; the candidates inherit the raised limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -486,6 +510,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--idle", type=int, default=IDLE_CONNECTIONS, help="0: skip")
+    parser.add_argument(
+        "--idle-hold",
+        type=float,
+        default=0.0,
+        help="seconds to keep the idle connections before counting again how many are open",
+    )
+    parser.add_argument("--slow-connections", type=int, default=SLOW_CONNECTIONS)
+    parser.add_argument(
+        "--points", default="", help="e.g. mixed:64 (default: every point of POINTS)"
+    )
     args = parser.parse_args()
     names = [n for n in args.candidates.split(",") if n]
     if not set(names) <= set(CANDIDATES):
@@ -493,6 +527,9 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
+    points = parse_points(args.points) if args.points else list(POINTS)
+    if not set(points) <= set(POINTS):
+        parser.error(f"unknown point in {args.points}")
     raise_descriptor_limit(args.idle + 4096)
     spins = calibrate()
     print(f"/work: {spins} iterations (~50 us here, calibrated once)", flush=True)
@@ -509,14 +546,20 @@ def main() -> int:
             wrk(candidate.base + "/empty", 1, connections=16)  # warm-up
             print(f"{candidate.name} on {candidate.base} (pid {candidate.pid})", flush=True)
         for r in range(args.rounds):
-            for workload, connections in POINTS:
+            for workload, connections in points:
                 for name in rotated(names, r):
                     row = {
                         "round": r,
                         "workload": workload,
                         "connections": connections,
                         "candidate": name,
-                        **measure(candidates[name], workload, connections, args.seconds),
+                        **measure(
+                            candidates[name],
+                            workload,
+                            connections,
+                            args.seconds,
+                            args.slow_connections,
+                        ),
                     }
                     runs.append(row)
                     print(
@@ -527,7 +570,7 @@ def main() -> int:
                     )
         if args.idle:
             for name in names:
-                idle[name] = idle_check(candidates[name], args.idle)
+                idle[name] = idle_check(candidates[name], args.idle, args.idle_hold)
                 print(f"idle {name}: {idle[name]}", flush=True)
     finally:
         for candidate in candidates.values():
@@ -545,6 +588,7 @@ def main() -> int:
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": args.seconds,
             "rounds": args.rounds,
+            "slow_connections": args.slow_connections,
             "work_spins": spins,
             "load_average": os.getloadavg(),
             "app_in_started_process": app_in_process,
