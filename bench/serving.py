@@ -461,7 +461,7 @@ def idle_check(candidate: Candidate, count: int, hold_s: float) -> dict[str, Any
 def format_idle(idle: dict[str, dict[str, Any]], app_in_process: dict[str, bool]) -> str:
     lines = [
         f"{'candidate':<12} {'held':>11} {'threads':>9} {'RSS MB':>11} {'probe ms':>9} "
-        f"{'max ms':>8} {'SIGTERM':>13} {'app in started process':>23}"
+        f"{'max ms':>8} {'SIGTERM':>13} {'app in started process':>23} {'held later':>11}"
     ]
     for name, row in idle.items():
         b, a = row["before"], row["after"]
@@ -477,9 +477,18 @@ def format_idle(idle: dict[str, dict[str, Any]], app_in_process: dict[str, bool]
             f"{'-' if median is None else f'{median:.1f}':>9} "
             f"{'-' if top is None else f'{top:.1f}':>8} "
             f"{code:>13} "
-            f"{'yes' if app_in_process.get(name) else 'no':>23}"
+            f"{'yes' if app_in_process.get(name) else 'no':>23} "
+            f"{held_later(row):>11}"
         )
     return "\n".join(lines)
+
+
+def held_later(row: dict[str, Any]) -> str:
+    """``5000 @65s`` when ``--idle-hold`` counted the open connections again, else empty."""
+    for key, value in row.items():
+        if key.startswith("held_after_"):
+            return f"{value} @{key.removeprefix('held_after_')}"
+    return ""
 
 
 # -- main ----------------------------------------------------------------------------------------

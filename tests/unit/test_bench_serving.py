@@ -105,7 +105,10 @@ def test_format_idle_shows_threads_rss_probe_and_sigterm() -> None:
     }
     line = format_idle({"naming_loop": row}, {"naming_loop": True}).splitlines()[1]
     assert "5000/5000" in line and "17->17" in line and "26->40" in line
-    assert "hung 15.0s" in line and line.endswith("yes")
+    assert "hung 15.0s" in line and line.rstrip().endswith("yes")
+    row["held_after_65s"] = 0
+    line = format_idle({"granian_bt8": row}, {}).splitlines()[1]
+    assert line.endswith("0 @65s") and " no " in line
 
 
 def _call(path: str) -> tuple[str, dict[str, str], bytes]:
