@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity bench-peers cluster clean
+.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity bench-peers bench-serving cluster clean
 
 run:
 	python3 dev.py run
@@ -39,6 +39,9 @@ bench-capacity:
 # The node beside etcd 3.4 (Debian etcd-server, installed when missing), same wrk workloads.
 bench-peers:
 	python3 dev.py bench-peers
+# waitress, granian and our asyncio server on the same tiny WSGI app (issue #11 item 2).
+bench-serving:
+	python3 dev.py bench-serving
 
 cluster:
 	python3 dev.py cluster

@@ -13,6 +13,8 @@
                                            # instances beating every 5 s for 2 minutes
     python3 dev.py bench-peers [options]   # venv + deps, then bench/peers.py: the node beside
                                            # etcd 3.4 (needs wrk; installs etcd-server if missing)
+    python3 dev.py bench-serving [options] # venv + deps, then bench/serving.py: the serving-stack
+                                           # candidates side by side (needs wrk)
     python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
                                            # worker and 3 members on :8848/:8858/:8868
 
@@ -143,6 +145,10 @@ def bench_peers(args: list[str]) -> int:
     return bench_script("peers.py", args)
 
 
+def bench_serving(args: list[str]) -> int:
+    return bench_script("serving.py", args)
+
+
 def cluster(args: list[str]) -> int:
     ensure_venv()
     command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
@@ -167,6 +173,7 @@ def main() -> int:
         "bench-distro": bench_distro,
         "bench-capacity": bench_capacity,
         "bench-peers": bench_peers,
+        "bench-serving": bench_serving,
         "cluster": cluster,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
