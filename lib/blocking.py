@@ -61,7 +61,7 @@ def may_block(what: str) -> None:
     from the start on a worker. The one exception is what the request keeps for its own re-run
     under ``naming.*`` keys of its WSGI environ (a verified peer signature, whose nonce is spent).
     """
-    if _loop_thread is not None and threading.get_ident() == _loop_thread:
+    if on_loop():
         raise MustOffload(what)
 
 

@@ -25,14 +25,16 @@ from typing import Any
 
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.wsgi import get_wsgi_application
+from django.http import HttpResponse
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django_application = get_wsgi_application()
 
 from facades.nacos_v1 import handlers as views  # noqa: E402 - needs the app registry that get_wsgi_application set up
 from facades.nacos_v1.forward import DeferredResponse  # noqa: E402
-from lib.blocking import Deferred, PeerReply  # noqa: E402
+from lib.blocking import Complete, Deferred, PeerReply  # noqa: E402
 from lib.counters import REQUEST_DURATION  # noqa: E402
+from server.serving import Rendered  # noqa: E402
 
 HOT_ROUTES: dict[str, Callable[..., Any]] = {
     "/nacos/v1/ns/instance/list": views.instance_list,
@@ -70,18 +72,18 @@ class _Timers(dict[str, Any]):
         return child
 
 
-Rendered = tuple[str, list[tuple[str, str]], bytes]
-
-
-def _rendered(
-    deferred: DeferredResponse, reply: PeerReply | None, reason: str, refused: bool
-) -> Rendered:
-    response = deferred.deferred.complete(reply, reason, refused)
+def _parts(response: HttpResponse) -> Rendered:
     return (
         f"{response.status_code} {response.reason_phrase}",
         list(response.items()),
         response.content,
     )
+
+
+def _rendered(
+    complete: Complete[HttpResponse], reply: PeerReply | None, reason: str, refused: bool
+) -> Rendered:
+    return _parts(complete(reply, reason, refused))
 
 
 _HOT: dict[str, tuple[Callable[..., Any], _Timers]] = {
@@ -107,8 +109,10 @@ def application(
         if isinstance(response, DeferredResponse):
             # A forward started on the event loop: the server sends it and answers later. Not a
             # WSGI body; only ``server.serving`` calls this application on its loop.
-            return Deferred(response.deferred.call, functools.partial(_rendered, response))
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
-        return [response.content]
+            deferred = response.deferred
+            return Deferred(deferred.call, functools.partial(_rendered, deferred.complete))
+        status, headers, body = _parts(response)
+        start_response(status, headers)
+        return [body]
     finally:
         timers[environ.get("REQUEST_METHOD", "")].observe(_clock() - started)
