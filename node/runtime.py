@@ -39,6 +39,7 @@ from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
 from naming.health import BeatTable, CheckTable, HealthServices, HealthSettings
+from naming.leases import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, HolderState, LeaseReaper
 from naming.operations import NamingOperations
 from naming.registry import Registry
 from node.status import StatusReport
@@ -78,6 +79,10 @@ class NodeConfig:
     report_interval_s: float = 2.0
     audit_max_entries: int = DEFAULT_MAX_ENTRIES
     audit_max_age_h: float = DEFAULT_MAX_AGE_H
+    # How long a connection-bound instance may stay orphaned (its holder down, its connection
+    # gone) before it is removed: the time its client gets to reconnect and re-register.
+    lease_grace_s: float = DEFAULT_GRACE_S
+    lease_interval_s: float = DEFAULT_INTERVAL_S
 
     @property
     def address(self) -> str:
@@ -149,6 +154,19 @@ class NodeRuntime:
             # standalone): the expiry walks every service only when it fires.
             ownership_events=True,
         )
+        # Orphaned connection-bound instances (naming.leases). The gRPC edge installs its live
+        # connection ids with ``runtime.leases.connections = ...`` and releases a closed
+        # connection's instances with ``runtime.leases.release_connection``.
+        self.leases = LeaseReaper(
+            self.registry,
+            self.operations.release_leased,
+            config.address,
+            self.holder_state,
+            self.is_responsible,
+            members=lambda: config.members,
+            grace_s=config.lease_grace_s,
+            interval_s=config.lease_interval_s,
+        )
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -178,6 +196,16 @@ class NodeRuntime:
         if self.cluster is None:
             return True
         return self.cluster.responsible(service.grouped)
+
+    def holder_state(self, address: str) -> HolderState:
+        """Whether the member at ``address`` can still hold client connections: anything but
+        DOWN counts as up (SUSPICIOUS may be a slow network; STARTING will hold them again
+        soon); a stranger, a former member, or any other member of a standalone node is down."""
+        if address == self.address:
+            return "up"
+        if self.cluster is None:
+            return "down"
+        return "down" if self.cluster.membership.state_of(address) is MemberState.DOWN else "up"
 
     def is_leader(self, _service: object = None) -> bool:
         """Who probes persistent instances: the Raft leader, so the log gets one verdict per
@@ -252,6 +280,7 @@ class NodeRuntime:
         for hook in self.before_up:
             hook()
         self.health.start()
+        self.leases.start()
         self.push.start()
         self.status = NodeStatus.UP
         self._ready.set()
@@ -263,6 +292,7 @@ class NodeRuntime:
         self.status = NodeStatus.DOWN
         self._stopping.set()
         self.push.stop()
+        self.leases.stop()
         self.health.stop()
         if self.cluster is not None:
             self.cluster.stop()  # its last report tells the peers we are leaving

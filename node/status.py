@@ -71,6 +71,7 @@ class StatusReport:
                 "ownershipChanges": node.health.stats.ownership_changes,
                 "regainedServices": node.health.stats.regained_services,
                 "armedInstances": node.health.armed_instances,
+                "leasedInstances": node.health.leased_instances,
                 "expiryChecks": node.health.stats.expiry_checks,
                 "expiredUnhealthy": node.health.stats.expired_unhealthy,
                 "expiredRemoved": node.health.stats.expired_removed,
@@ -79,6 +80,17 @@ class StatusReport:
                 "checkVerdicts": node.health.stats.check_verdicts,
                 "errors": node.health.stats.errors,
                 "lastError": node.health.stats.last_error,
+            },
+            "leases": {
+                "graceSeconds": node.leases.grace_s,
+                "ticks": node.leases.stats.ticks,
+                "scans": node.leases.stats.scans,
+                "orphansSeen": node.leases.stats.orphans_seen,
+                "orphansTracked": node.leases.tracked,
+                "removed": node.leases.stats.removed,
+                "failures": node.leases.stats.failures,
+                "releaseFailuresReported": node.leases.stats.release_failures_reported,
+                "lastError": node.leases.stats.last_error,
             },
         }
 

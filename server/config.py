@@ -156,6 +156,11 @@ class NamingSettings:
     # Fault injection for tests only: every Distro sync is lost, so only verify replicates.
     fault_drop_sync: bool = field(default=False, metadata=_env("NAMING_FAULT_DROP_SYNC"))
 
+    # Connection-bound instances (Nacos 2.x clients, naming.leases): how long one may stay
+    # orphaned (its holder member down, or its connection gone after a restart) before it is
+    # removed; the time its client has to reconnect to a member and re-register.
+    lease_grace_s: float = field(default=180.0, metadata=_env("NAMING_LEASE_GRACE_S"))
+
     # The audit trail's retention (naming.audit): whichever bound is reached first.
     audit_max_entries: int = field(
         default=100_000, metadata=_env("NAMING_AUDIT_MAX_ENTRIES", minimum=100, maximum=10_000_000)
@@ -194,6 +199,8 @@ class NamingSettings:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 found.append(f"NAMING_HEALTH_CHECK_NETWORKS: {network!r} is not a CIDR network")
+        if self.lease_grace_s <= 0:
+            found.append(f"NAMING_LEASE_GRACE_S must be > 0, got {self.lease_grace_s}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             found.append("NAMING_REDIS_URL must be a redis://, rediss:// or unix:// URL")
 

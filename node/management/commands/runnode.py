@@ -139,6 +139,7 @@ class Command(BaseCommand):
             report_interval_s=naming.member_report_interval_s,
             audit_max_entries=naming.audit_max_entries,
             audit_max_age_h=naming.audit_max_age_h,
+            lease_grace_s=naming.lease_grace_s,
             distro=SyncSettings(
                 batch_window_s=naming.distro_batch_window_ms / 1000.0,
                 verify_interval_s=naming.distro_verify_interval_s,
