@@ -16,7 +16,7 @@ from naming import audit
 from naming import commands as s
 from naming.changes import Change, RemoveLeased, UpdateInstance, UpsertInstance
 from naming.codec import decode_instance, decode_value, encode_instance, encode_value, instance_set
-from naming.domain import Instance, InstanceKey, ServiceName
+from naming.domain import Instance, ServiceName
 from naming.health import HealthServices, HealthSettings
 from naming.leases import (
     Entries,
@@ -28,19 +28,10 @@ from naming.leases import (
 )
 from node.runtime import NodeRuntime
 from testkit.health import in_memory_health
+from tests.unit.test_health import SHORT, SVC, key
 
-SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 SELF = "10.0.0.1:8848"
 PEER = "10.0.0.2:8848"
-SHORT = {
-    "preserved.heart.beat.interval": "1000",
-    "preserved.heart.beat.timeout": "2000",
-    "preserved.ip.delete.timeout": "5000",
-}
-
-
-def key(ip: str) -> InstanceKey:
-    return InstanceKey("DEFAULT", ip, 1)
 
 
 def leased(ip: str, holder: str = SELF, connection: str = "c1", **kw: object) -> Instance:
