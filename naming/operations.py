@@ -123,6 +123,8 @@ class NamingOperations:
     def register_instance(self, cmd: s.RegisterInstance) -> None:
         inst = cmd.instance
         if not inst.ephemeral:
+            if inst.lease:
+                raise InvalidParam("only an ephemeral instance can be bound to a connection")
             view = self._view(cmd.service)
             if view is None or view.meta is None:
                 # A persistent registration persists its service (Nacos writes its meta).

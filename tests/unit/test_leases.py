@@ -198,6 +198,12 @@ def test_a_leased_register_stays_out_of_the_beat_table_and_a_beat_changes_nothin
     assert node.registry.get(SVC).revision == revision
 
 
+def test_a_persistent_instance_cannot_be_leased(node: NodeRuntime):
+    with pytest.raises(InvalidParam):
+        register(node, leased("10.0.0.1", ephemeral=False))
+    assert node.registry.get(SVC) is None
+
+
 def test_release_leased_submits_only_what_matches_and_is_audited(node: NodeRuntime):
     register(node, leased("10.0.0.1"))
     register(node, leased("10.0.0.2", connection="c2"))
