@@ -34,6 +34,7 @@ from distro.transport import HttpPeerTransport
 from facades.nacos_v1 import context as nacos_v1
 from facades.nacos_v1.push import PushService
 from facades.nacos_v1.render import render_push
+from facades.nacos_v2.server import GrpcEdge
 from naming.audit import DEFAULT_MAX_AGE_H, DEFAULT_MAX_ENTRIES, AuditLog
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
@@ -167,6 +168,9 @@ class NodeRuntime:
             grace_s=config.lease_grace_s,
             interval_s=config.lease_interval_s,
         )
+        # The Nacos 2.x gRPC edge, attached by runnode (``attach_grpc``); None in tests that
+        # build a runtime without it.
+        self.grpc: GrpcEdge | None = None
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -177,6 +181,14 @@ class NodeRuntime:
         self.report = StatusReport(self)
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)
+
+    def attach_grpc(self, edge: GrpcEdge) -> None:
+        """Plug the gRPC edge in: its pushes follow the registry, its live connections keep
+        their leased instances alive. Started and stopped by runnode with the HTTP server."""
+        self.grpc = edge
+        self.registry.listeners.add("grpc-push", edge.push.on_service_changed)
+        self.leases.connections = edge.live_connection_ids
+        edge.release = self.leases.release_connection
 
     def _accounts_changed(self, datum: Datum) -> None:
         if datum.key.kind is KeyKind.ACCOUNTS:

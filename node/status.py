@@ -64,6 +64,7 @@ class StatusReport:
             },
             "distro": dict(node.cluster.status()) if node.cluster is not None else None,
             "http": serving.status(),
+            "grpc": node.grpc.status() if node.grpc is not None else None,
             "auth": node.auth.stats() if node.auth is not None else None,
             "health": {
                 "sweeps": node.health.stats.sweeps,
@@ -136,6 +137,11 @@ class StatusReport:
             "address": address,
             "failAccessCnt": fail_count,
         }
+
+    def connections(self) -> list[dict[str, Any]]:
+        """The Nacos 2.x clients connected to this member (empty without the gRPC edge)."""
+        grpc = self._node.grpc
+        return grpc.connection_list() if grpc is not None else []
 
     def members(self) -> list[dict[str, Any]]:
         node = self._node
