@@ -2,7 +2,8 @@
 """Set-up and everyday commands with nothing but Python 3.11 on the machine.
 
     python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
-    python3 dev.py test [pytest options]   # venv + deps, then lint, typecheck, the whole suite
+    python3 dev.py test [pytest options]   # venv + deps (and .venv-sdk3: nacos-sdk-python
+                                           # 3.2.0), then lint, typecheck, the whole suite
     python3 dev.py test-fast [options]     # venv + deps, then the unit tests only (under a minute)
     python3 dev.py lint                    # venv + deps, then lint-imports (layering) and ruff
     python3 dev.py typecheck               # venv + deps, then mypy (strict, django-stubs)
@@ -35,6 +36,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".requirements.sha256"
+# nacos-sdk-python 3.2.0 has the same distribution name as the 2.0.9 in .venv: its own environment.
+SDK3_VENV = ROOT / ".venv-sdk3"
+SDK3_REQUIREMENTS = ROOT / "requirements-sdk3.txt"
 
 
 def ensure_venv() -> None:
@@ -55,6 +59,24 @@ def ensure_venv() -> None:
         check=True,
     )
     STAMP.write_text(digest)
+
+
+def ensure_sdk3_venv() -> None:
+    """``.venv-sdk3`` with requirements-sdk3.txt alone, (re)installed when that file changes."""
+    python = SDK3_VENV / "bin" / "python"
+    stamp = SDK3_VENV / ".requirements.sha256"
+    digest = hashlib.sha256(SDK3_REQUIREMENTS.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and python.exists():
+        return
+    if not python.exists():
+        print("creating .venv-sdk3 ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(SDK3_VENV)
+    print("installing requirements-sdk3.txt ...", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(SDK3_REQUIREMENTS)], check=True
+    )
+    stamp.write_text(digest)
 
 
 def run(args: list[str]) -> int:
@@ -118,6 +140,7 @@ def test_fast(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     ensure_venv()
+    ensure_sdk3_venv()  # the gRPC end-to-end tests drive nacos-sdk-python 3.2.0 from it
     if run_steps(lint_steps() + typecheck_steps()) != 0:
         return 1
     # Two workers: slow timing scenarios run beside the rest (see tests/e2e/test_sdk_timing.py).
