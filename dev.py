@@ -35,48 +35,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-STAMP = VENV / ".requirements.sha256"
 # nacos-sdk-python 3.2.0 has the same distribution name as the 2.0.9 in .venv: its own environment.
 SDK3_VENV = ROOT / ".venv-sdk3"
 SDK3_REQUIREMENTS = ROOT / "requirements-sdk3.txt"
 
 
-def ensure_venv() -> None:
-    digest = hashlib.sha256(
-        b"".join(
-            (ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt")
-        )
-    ).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
-        return
-    if not PY.exists():
-        print("creating .venv ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    print("installing requirements ...", flush=True)
-    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
-        check=True,
-    )
-    STAMP.write_text(digest)
-
-
-def ensure_sdk3_venv() -> None:
-    """``.venv-sdk3`` with requirements-sdk3.txt alone, (re)installed when that file changes."""
-    python = SDK3_VENV / "bin" / "python"
-    stamp = SDK3_VENV / ".requirements.sha256"
-    digest = hashlib.sha256(SDK3_REQUIREMENTS.read_bytes()).hexdigest()
+def ensure_env(env: Path, requirements: Path, inputs: tuple[str, ...]) -> None:
+    """Create ``env`` and ``pip install -r requirements`` into it, again only when one of the
+    ``inputs`` (requirement files) has changed since the last install."""
+    python = env / "bin" / "python"
+    stamp = env / ".requirements.sha256"
+    digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in inputs)).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and python.exists():
         return
     if not python.exists():
-        print("creating .venv-sdk3 ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(SDK3_VENV)
-    print("installing requirements-sdk3.txt ...", flush=True)
+        print(f"creating {env.name} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(env)
+    print(f"installing {requirements.name} ...", flush=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(SDK3_REQUIREMENTS)], check=True
-    )
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
     stamp.write_text(digest)
+
+
+def ensure_venv() -> None:
+    ensure_env(VENV, ROOT / "requirements-dev.txt", ("requirements.txt", "requirements-dev.txt"))
+
+
+def ensure_sdk3_venv() -> None:
+    """``.venv-sdk3`` with requirements-sdk3.txt alone (nacos-sdk-python 3.2.0)."""
+    ensure_env(SDK3_VENV, SDK3_REQUIREMENTS, (SDK3_REQUIREMENTS.name,))
 
 
 def run(args: list[str]) -> int:

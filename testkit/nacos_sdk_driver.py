@@ -42,18 +42,8 @@ def emit(message: dict[str, Any]) -> None:
 
 
 def host_dict(instance: Any) -> dict[str, Any]:
-    return {
-        "instanceId": instance.instanceId,
-        "ip": instance.ip,
-        "port": instance.port,
-        "weight": instance.weight,
-        "healthy": instance.healthy,
-        "enabled": instance.enabled,
-        "ephemeral": instance.ephemeral,
-        "clusterName": instance.clusterName,
-        "serviceName": instance.serviceName,
-        "metadata": dict(instance.metadata or {}),
-    }
+    """The SDK's ``Instance`` (a pydantic model in both versions) as the SDK sees it."""
+    return dict(instance.model_dump(mode="json"))
 
 
 def describe(exc: BaseException) -> str:
@@ -195,14 +185,7 @@ class Driver:
         service = await self._naming().get_service(param)
         if service is None:
             return None
-        return {
-            "name": service.name,
-            "groupName": service.groupName,
-            "clusters": service.clusters,
-            "hosts": [host_dict(h) for h in service.hosts],
-            "lastRefTime": service.lastRefTime,
-            "reachProtectionThreshold": service.reachProtectionThreshold,
-        }
+        return dict(service.model_dump(mode="json", exclude={"jsonFromServer"}))
 
     async def subscribe(self, args: dict[str, Any]) -> Any:
         from v2.nacos import SubscribeServiceParam
