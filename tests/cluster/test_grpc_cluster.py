@@ -1,0 +1,308 @@
+"""Issue #12 in a 3-member cluster, with the real Nacos 2.x Python SDKs (testkit/nacos_sdk.py).
+
+Connection-bound instances replicate through Distro; the member holding the connection answers
+for them (naming/leases.py). What is checked here, with nacos-sdk-python 2.0.9 and 3.2.0:
+
+- instances registered through member A are listed by B and C (v1 HTTP) and by an SDK on B;
+- a clean close on A removes them from every member at once;
+- a subscriber on B is pushed a change made through C (SDK or v1 HTTP);
+- ``kill -9`` of a member holding connections (slow): the SDKs given all three addresses fail
+  over and redo their registers, their services never list empty on the survivors, and what
+  the dead member held for clients that did not come back is removed only after the grace.
+
+Where a client is connected is read from each member's ``grpc.connections`` count in
+``operator/metrics``, so clients are started one at a time.
+
+The members run with a lease grace (``GRACE_S``) much shorter than the default 180 s, yet long
+enough for both SDKs to fail over *and redo*: 2.0.9 notices a dead server by its 5 s keepalive
+and redoes at once on reconnecting; 3.2.0 reconnects at once (its stream breaks) but redoes its
+registers and subscribes only on a 30 s timer (``AbstractRedoService._execute_redo_task`` waits
+30 s on a queue nothing ever feeds), so its instances come back up to 30 s after the failover.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.harness import NodeProcess, assert_converged, running_cluster, wait_for
+from testkit.nacos_sdk import SDK_VERSIONS, SdkClient
+from tests.cluster.distro_support import metrics
+
+pytestmark = pytest.mark.xdist_group("grpc-cluster")
+
+GRACE_S = 36.0  # > 3.2.0's 30 s redo timer + a report round to see the member DOWN
+WITHIN_S = 1.0  # the issue's bound for a clean close and for a push
+POLL_S = 0.1
+MAX_MOVERS = 12
+
+MakeClient = Callable[..., SdkClient]
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
+    env = {"NAMING_LEASE_GRACE_S": str(GRACE_S)}
+    with running_cluster(Path(tmp_path_factory.mktemp("grpc-cluster")), env=env) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def cluster(members: list[NodeProcess]) -> list[NodeProcess]:
+    """The module's cluster with every member running (a test that killed one restarts it)."""
+    for node in members:
+        if node.proc is None or node.proc.poll() is not None:
+            node.start()
+    return members
+
+
+@pytest.fixture(params=SDK_VERSIONS)
+def sdk_version(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def sdk(cluster: list[NodeProcess], tmp_path: Path) -> Iterator[MakeClient]:
+    """``sdk(version, [members])`` starts a client logged in as the admin; all closed after."""
+    clients: list[SdkClient] = []
+
+    def make(version: str, targets: list[NodeProcess]) -> SdkClient:
+        client = SdkClient(version, log_dir=tmp_path / f"sdk-{len(clients)}-{version}")
+        clients.append(client)
+        client.start(
+            [n.address for n in targets],
+            username="nacos",
+            password=cluster[0].admin_password,
+        )
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def listed(node: NodeProcess, service: str) -> set[tuple[str, int]]:
+    result = node.api("GET", "/instance/list", {"serviceName": service}, timeout=5)
+    assert result.status == 200, result.text
+    return {(h["ip"], h["port"]) for h in result.json()["hosts"]}
+
+
+def is_listed(node: NodeProcess, service: str, expected: set[tuple[str, int]]) -> bool:
+    return listed(node, service) == expected
+
+
+def wait_listed(
+    nodes: list[NodeProcess], service: str, expected: set[tuple[str, int]], deadline_s: float = 10
+) -> None:
+    for node in nodes:
+        wait_for(
+            functools.partial(is_listed, node, service, expected),
+            deadline_s,
+            interval_s=0.05,
+            message=f"{node.address} to list {sorted(expected)} for {service}",
+        )
+
+
+def grpc_connections(node: NodeProcess) -> int:
+    return int(metrics(node)["grpc"]["connections"])
+
+
+def connection_counts(nodes: list[NodeProcess]) -> list[int]:
+    return [grpc_connections(n) for n in nodes]
+
+
+# -- replication -----------------------------------------------------------------------------
+
+
+def test_registered_through_a_is_listed_by_b_and_c_and_an_sdk_on_b(
+    cluster: list[NodeProcess], sdk: MakeClient, sdk_version: str, svc: str
+) -> None:
+    a, b, c = cluster
+    writer = sdk(sdk_version, [a])
+    assert writer.call("register", service=svc, ip="10.2.0.1", port=80, metadata={"k": "v"})
+    wait_listed([a, b, c], svc, {("10.2.0.1", 80)})
+
+    reader = sdk(sdk_version, [b])
+    [host] = reader.call("list", service=svc, subscribe=False)
+    assert (host["ip"], host["port"], host["metadata"]) == ("10.2.0.1", 80, {"k": "v"})
+    assert host["ephemeral"] is True
+
+
+def test_a_clean_close_on_a_removes_the_instances_from_every_member(
+    cluster: list[NodeProcess], sdk: MakeClient, sdk_version: str, svc: str
+) -> None:
+    a = cluster[0]
+    client = sdk(sdk_version, [a])
+    services = [f"{svc}-1", f"{svc}-2"]
+    for i, name in enumerate(services):
+        assert client.call("register", service=name, ip=f"10.2.1.{i}", port=80)
+    for i, name in enumerate(services):
+        wait_listed(cluster, name, {(f"10.2.1.{i}", 80)})
+
+    client.call("shutdown")
+    closed = time.monotonic()
+    left: dict[tuple[str, str], float] = {}
+    end = closed + 10 * WITHIN_S  # bounded, and generous: the time is reported, then judged
+    while len(left) < len(cluster) * len(services) and time.monotonic() < end:
+        for node in cluster:
+            for name in services:
+                if (node.address, name) not in left and not listed(node, name):
+                    left[(node.address, name)] = time.monotonic() - closed
+        time.sleep(0.02)
+    print(f"clean close on A seen on every member after {max(left.values(), default=-1):.3f}s")
+    assert len(left) == len(cluster) * len(services), f"still listed somewhere: {left}"
+    # + the HTTP polls themselves (six lists a round on a loaded box)
+    assert max(left.values()) <= WITHIN_S + 0.5, left
+
+
+# -- push across members ---------------------------------------------------------------------
+
+
+def test_a_subscriber_on_b_is_pushed_changes_made_through_c(
+    cluster: list[NodeProcess], sdk: MakeClient, sdk_version: str, svc: str
+) -> None:
+    _, b, c = cluster
+    subscriber = sdk(sdk_version, [b])
+    subscriber.call("subscribe", service=svc)
+    writer = sdk(sdk_version, [c])
+
+    def hosts_are(ips: set[str]) -> Callable[[dict[str, Any]], bool]:
+        return lambda p: p["service"] == svc and {h["ip"] for h in p["hosts"]} == ips
+
+    before, seen = time.time(), len(subscriber.pushes())
+    assert writer.call("register", service=svc, ip="10.2.2.1", port=80)
+    push = subscriber.wait_push(hosts_are({"10.2.2.1"}), timeout_s=10, since=seen)
+    over_sdk = push["t"] - before
+
+    # The same through C's v1 HTTP API (a persistent instance: no beats needed).
+    before, seen = time.time(), len(subscriber.pushes())
+    added = c.api(
+        "POST",
+        "/instance",
+        {"serviceName": svc, "ip": "10.2.2.2", "port": 80, "ephemeral": "false"},
+    )
+    assert added.status == 200, added.text
+    push = subscriber.wait_push(hosts_are({"10.2.2.1", "10.2.2.2"}), timeout_s=10, since=seen)
+    over_http = push["t"] - before
+    print(f"push B<-C: {over_sdk:.3f}s after an SDK register, {over_http:.3f}s after v1 HTTP")
+    assert over_sdk <= 2 * WITHIN_S and over_http <= 2 * WITHIN_S, (over_sdk, over_http)
+
+    removed = c.api(
+        "DELETE",
+        "/instance",
+        {"serviceName": svc, "ip": "10.2.2.2", "port": 80, "ephemeral": "false"},
+    )
+    assert removed.status == 200, removed.text
+    subscriber.wait_push(hosts_are({"10.2.2.1"}), timeout_s=10, since=seen)
+
+
+# -- a member dies ---------------------------------------------------------------------------
+
+
+def place(
+    nodes: list[NodeProcess], expected_total: int, start: Callable[[], SdkClient]
+) -> tuple[SdkClient, int]:
+    """Start one client; it and the index of the member whose connection count went up."""
+    before = wait_for(
+        lambda: (counts := connection_counts(nodes)) and sum(counts) == expected_total and counts,
+        10,
+        message=f"{expected_total} gRPC connections in the cluster",
+    )
+    client = start()
+    after = wait_for(
+        lambda: (
+            (counts := connection_counts(nodes)) and sum(counts) == expected_total + 1 and counts
+        ),
+        10,
+        message="the new client's connection",
+    )
+    [index] = [i for i, (x, y) in enumerate(zip(before, after, strict=True)) if y == x + 1]
+    return client, index
+
+
+@pytest.mark.slow
+def test_killing_a_member_moves_its_clients_and_removes_orphans_after_the_grace(
+    cluster: list[NodeProcess], sdk: MakeClient, svc: str
+) -> None:
+    # Clients given all three addresses, each with a service of its own, started (versions in
+    # turn) until one member holds a client of each version: that member is killed. The SDK
+    # picks its first server at random, so this takes a few clients (at most MAX_MOVERS).
+    movers: list[tuple[SdkClient, str, int, str]] = []  # client, its service, member, version
+    victim_index: int | None = None
+    while victim_index is None and len(movers) < MAX_MOVERS:
+        i = len(movers)
+        version = SDK_VERSIONS[i % len(SDK_VERSIONS)]
+        client, index = place(cluster, i, functools.partial(sdk, version, cluster))
+        assert client.call("register", service=f"{svc}-m{i}", ip=f"10.3.0.{i}", port=80)
+        movers.append((client, f"{svc}-m{i}", index, version))
+        versions_on = {v for _, _, m, v in movers if m == index}
+        if versions_on == set(SDK_VERSIONS):
+            victim_index = index
+    assert victim_index is not None, f"no member got a client of each version: {movers}"
+    victim = cluster[victim_index]
+    survivors = [n for n in cluster if n is not victim]
+    moved = [(c, name) for c, name, m, _ in movers if m == victim_index]
+    stayed = [(c, name) for c, name, m, _ in movers if m != victim_index]
+
+    # Clients that will not come back: one whose only address is the victim, one killed with it.
+    stranded = sdk(SDK_VERSIONS[0], [victim])
+    killed = sdk(SDK_VERSIONS[-1], [victim])
+    orphans = [f"{svc}-stranded", f"{svc}-killed"]
+    assert stranded.call("register", service=orphans[0], ip="10.3.1.1", port=80)
+    assert killed.call("register", service=orphans[1], ip="10.3.1.2", port=80)
+
+    expected = {name: {(f"10.3.0.{i}", 80)} for i, (_, name, _, _) in enumerate(movers)}
+    expected.update({orphans[0]: {("10.3.1.1", 80)}, orphans[1]: {("10.3.1.2", 80)}})
+    for name, hosts in expected.items():
+        wait_listed(cluster, name, hosts)
+
+    victim.kill9()
+    killed.kill9()
+    died = time.monotonic()
+
+    empty: list[tuple[float, str, str]] = []  # (time, member, service) of a mover listed empty
+    orphan_gone: dict[tuple[str, str], float] = {}
+    failover_s: float | None = None
+    rounds = 0
+    end = died + GRACE_S + 20
+    while time.monotonic() < end:
+        now = time.monotonic() - died
+        rounds += 1
+        for node in survivors:
+            for _, name in [*moved, *stayed]:
+                if listed(node, name) != expected[name]:
+                    empty.append((now, node.address, name))
+            for name in orphans:
+                if (node.address, name) not in orphan_gone and not listed(node, name):
+                    orphan_gone[(node.address, name)] = now
+        if failover_s is None and sum(connection_counts(survivors)) == len(movers):
+            failover_s = now
+        # Keep watching the movers for a while after the orphans went: by then their old
+        # instances (the dead member's leases) are gone too, only their redo keeps them listed.
+        if len(orphan_gone) == len(survivors) * len(orphans) and now > GRACE_S + 3:
+            break
+        time.sleep(POLL_S)
+
+    print(
+        f"failover of {[v for _, _, m, v in movers if m == victim_index]}: every mover "
+        f"connected to a survivor {failover_s}s after the kill; "
+        f"orphans gone at {sorted(orphan_gone.values())} (grace {GRACE_S}s); {rounds} rounds"
+    )
+    assert empty == [], f"a moved client's service lost its instance on a survivor: {empty[:5]}"
+    assert failover_s is not None, "the clients of the dead member did not reconnect"
+    assert len(orphan_gone) == len(survivors) * len(orphans), (
+        f"orphans still listed {GRACE_S + 20}s after the kill: {orphan_gone}"
+    )
+    # Removed no sooner than the grace (timed from when a survivor saw the member DOWN, which
+    # is after the kill) and not much later (DOWN within a report round or two, reaper 1 s).
+    assert min(orphan_gone.values()) >= GRACE_S - POLL_S, orphan_gone
+    assert max(orphan_gone.values()) <= GRACE_S + 10, orphan_gone
+    assert_converged(survivors)
+    for client, name in moved:
+        assert client.alive()
+        [host] = client.call("list", service=name, subscribe=False)
+        assert (host["ip"], host["port"]) in expected[name]
