@@ -32,7 +32,7 @@ import pytest
 
 from testkit.harness import NodeProcess, assert_converged, running_cluster, wait_for
 from testkit.nacos_sdk import SDK_VERSIONS, SdkClient
-from tests.cluster.distro_support import metrics
+from tests.cluster.distro_support import metrics, service_owned_by
 
 pytestmark = pytest.mark.xdist_group("grpc-cluster")
 
@@ -122,6 +122,7 @@ def test_registered_through_a_is_listed_by_b_and_c_and_an_sdk_on_b(
     cluster: list[NodeProcess], sdk: MakeClient, sdk_version: str, svc: str
 ) -> None:
     a, b, c = cluster
+    svc = service_owned_by(cluster, c, svc)  # A forwards the write to C, which syncs B
     writer = sdk(sdk_version, [a])
     assert writer.call("register", service=svc, ip="10.2.0.1", port=80, metadata={"k": "v"})
     wait_listed([a, b, c], svc, {("10.2.0.1", 80)})
@@ -135,9 +136,10 @@ def test_registered_through_a_is_listed_by_b_and_c_and_an_sdk_on_b(
 def test_a_clean_close_on_a_removes_the_instances_from_every_member(
     cluster: list[NodeProcess], sdk: MakeClient, sdk_version: str, svc: str
 ) -> None:
-    a = cluster[0]
+    a, b, _ = cluster
+    # A releases one service itself, the other through its owner B.
+    services = [service_owned_by(cluster, a, f"{svc}-a"), service_owned_by(cluster, b, f"{svc}-b")]
     client = sdk(sdk_version, [a])
-    services = [f"{svc}-1", f"{svc}-2"]
     for i, name in enumerate(services):
         assert client.call("register", service=name, ip=f"10.2.1.{i}", port=80)
     for i, name in enumerate(services):
