@@ -9,7 +9,8 @@ member holding the connection (the *holder*) answers for its life:
 - the connection closes: the holder releases what it registered (``RemoveLeased`` through
   :meth:`naming.operations.NamingOperations.release_leased`), which removes an instance only
   while its lease is still that connection's, so a client that re-registered elsewhere in the
-  meantime is kept;
+  meantime is kept; not when the holder itself stops (its clients are moving to another
+  member: their instances stay, as after a crash, until a redo replaces them or the grace ends);
 - beats never expire a leased instance (``naming.health`` does not arm them);
 - orphans, whose release never came, are removed by the :class:`LeaseReaper` once they have been
   orphaned for the grace period (``NAMING_LEASE_GRACE_S``, 180 s as Nacos's client expiry):

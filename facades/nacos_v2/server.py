@@ -126,6 +126,8 @@ class EdgeStats:
     not_up: int = 0
     releases: int = 0
     release_failures: int = 0
+    # Connections whose instances the stopping node left to the lease grace (not released).
+    kept_on_stop: int = 0
     streams: int = 0
 
 
@@ -431,10 +433,21 @@ class GrpcEdge:
         """The stream ended: release the connection's instances everywhere, drop its
         subscriptions. Instances go through the core like a deregister (to the service's
         Distro owner, synced to every member); what cannot be released now (an unreachable
-        owner) is left to the lease reaper, which removes it after its grace."""
+        owner) is left to the lease reaper, which removes it after its grace.
+
+        Not when this node is stopping: its clients did not leave, they are about to move to
+        another member and redo their registers (2.0.9 within its 5 s keepalive, 3.2.0 only on
+        its 30 s redo timer). Releasing would empty their services on every member until
+        then; left as they are, they stay listed under this member's lease, which the others
+        reap after the grace once they see it DOWN (as after a crash), unless a redo has
+        replaced it."""
         self.connections.remove(conn)
         self.push.drop(conn)
         if not conn.instances:
+            return
+        if self._stopping is not None and self._stopping.is_set():
+            self.stats.kept_on_stop += 1
+            conn.instances.clear()
             return
         lease = conn.lease
         held = {service: [(key, lease) for key in keys] for service, keys in conn.instances.items()}

@@ -158,6 +158,20 @@ def test_register_binds_the_instance_to_the_connection(node: NodeRuntime, client
     wait_for(lambda: (v := node.registry.get(SERVICE)) is None or not v.instance_count)
 
 
+def test_a_stopping_node_leaves_its_connections_instances_to_the_lease_grace(
+    node: NodeRuntime, edge: GrpcEdge, client: Client
+):
+    """Its clients are moving to another member: a release would empty their services on
+    every member until their redo; the other members reap the lease after the grace."""
+    client.connect()
+    wait_for(lambda: _registered(client))
+    wait_for(lambda: node.registry.get(SERVICE))
+    edge.stop()
+    assert edge.stats.kept_on_stop == 1 and edge.stats.releases == 0
+    view = node.registry.get(SERVICE)
+    assert view is not None and view.instance_count == 1
+
+
 def _registered(client: Client) -> wire.Inbound | None:
     answer = client.request("InstanceRequest", **register_body())
     return answer if answer.type == "InstanceResponse" else None
