@@ -8,7 +8,9 @@ for them (naming/leases.py). What is checked here, with nacos-sdk-python 2.0.9 a
 - a subscriber on B is pushed a change made through C (SDK or v1 HTTP);
 - ``kill -9`` of a member holding connections (slow): the SDKs given all three addresses fail
   over and redo their registers, their services never list empty on the survivors, and what
-  the dead member held for clients that did not come back is removed only after the grace.
+  the dead member held for clients that did not come back is removed only after the grace;
+- SIGTERM of a member holding connections (a rolling restart, slow): its clients' instances stay
+  listed on the others while the clients move (the stopping member releases nothing).
 
 Where a client is connected is read from each member's ``grpc.connections`` count in
 ``operator/metrics``, so clients are started one at a time.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,29 +229,43 @@ def place(
     return client, index
 
 
+@dataclass
+class Mover:
+    client: SdkClient  # given all three addresses
+    service: str  # its own, with one instance
+    hosts: set[tuple[str, int]]
+    member: int  # index of the member it connected to
+    version: str
+
+
+def movers_with_a_victim(
+    cluster: list[NodeProcess], sdk: MakeClient, svc: str
+) -> tuple[list[Mover], int]:
+    """Clients given all three addresses, each registering a service of its own, started
+    (versions in turn) until one member holds a client of each version: that member is the
+    victim. The SDK picks its first server at random: this takes a few clients."""
+    movers: list[Mover] = []
+    while len(movers) < MAX_MOVERS:
+        i = len(movers)
+        version = SDK_VERSIONS[i % len(SDK_VERSIONS)]
+        client, index = place(cluster, i, functools.partial(sdk, version, cluster))
+        mover = Mover(client, f"{svc}-m{i}", {(f"10.3.0.{i}", 80)}, index, version)
+        assert client.call("register", service=mover.service, ip=f"10.3.0.{i}", port=80)
+        movers.append(mover)
+        if {m.version for m in movers if m.member == index} == set(SDK_VERSIONS):
+            return movers, index
+    raise AssertionError(f"no member got a client of each version: {movers}")
+
+
 @pytest.mark.slow
 def test_killing_a_member_moves_its_clients_and_removes_orphans_after_the_grace(
     cluster: list[NodeProcess], sdk: MakeClient, svc: str
 ) -> None:
-    # Clients given all three addresses, each with a service of its own, started (versions in
-    # turn) until one member holds a client of each version: that member is killed. The SDK
-    # picks its first server at random, so this takes a few clients (at most MAX_MOVERS).
-    movers: list[tuple[SdkClient, str, int, str]] = []  # client, its service, member, version
-    victim_index: int | None = None
-    while victim_index is None and len(movers) < MAX_MOVERS:
-        i = len(movers)
-        version = SDK_VERSIONS[i % len(SDK_VERSIONS)]
-        client, index = place(cluster, i, functools.partial(sdk, version, cluster))
-        assert client.call("register", service=f"{svc}-m{i}", ip=f"10.3.0.{i}", port=80)
-        movers.append((client, f"{svc}-m{i}", index, version))
-        versions_on = {v for _, _, m, v in movers if m == index}
-        if versions_on == set(SDK_VERSIONS):
-            victim_index = index
-    assert victim_index is not None, f"no member got a client of each version: {movers}"
+    movers, victim_index = movers_with_a_victim(cluster, sdk, svc)
     victim = cluster[victim_index]
     survivors = [n for n in cluster if n is not victim]
-    moved = [(c, name) for c, name, m, _ in movers if m == victim_index]
-    stayed = [(c, name) for c, name, m, _ in movers if m != victim_index]
+    moved = [(m.client, m.service) for m in movers if m.member == victim_index]
+    stayed = [(m.client, m.service) for m in movers if m.member != victim_index]
 
     # Clients that will not come back: one whose only address is the victim, one killed with it.
     stranded = sdk(SDK_VERSIONS[0], [victim])
@@ -257,7 +274,7 @@ def test_killing_a_member_moves_its_clients_and_removes_orphans_after_the_grace(
     assert stranded.call("register", service=orphans[0], ip="10.3.1.1", port=80)
     assert killed.call("register", service=orphans[1], ip="10.3.1.2", port=80)
 
-    expected = {name: {(f"10.3.0.{i}", 80)} for i, (_, name, _, _) in enumerate(movers)}
+    expected = {m.service: m.hosts for m in movers}
     expected.update({orphans[0]: {("10.3.1.1", 80)}, orphans[1]: {("10.3.1.2", 80)}})
     for name, hosts in expected.items():
         wait_listed(cluster, name, hosts)
@@ -290,7 +307,7 @@ def test_killing_a_member_moves_its_clients_and_removes_orphans_after_the_grace(
         time.sleep(POLL_S)
 
     print(
-        f"failover of {[v for _, _, m, v in movers if m == victim_index]}: every mover "
+        f"failover of {[m.version for m in movers if m.member == victim_index]}: every mover "
         f"connected to a survivor {failover_s}s after the kill; "
         f"orphans gone at {sorted(orphan_gone.values())} (grace {GRACE_S}s); {rounds} rounds"
     )
@@ -308,3 +325,38 @@ def test_killing_a_member_moves_its_clients_and_removes_orphans_after_the_grace(
         assert client.alive()
         [host] = client.call("list", service=name, subscribe=False)
         assert (host["ip"], host["port"]) in expected[name]
+
+
+@pytest.mark.slow
+def test_stopping_a_member_leaves_its_clients_instances_listed_while_they_move(
+    cluster: list[NodeProcess], sdk: MakeClient, svc: str
+) -> None:
+    """A rolling restart: SIGTERM of a member holding connections. Its clients did not leave:
+    their instances must stay listed (under the stopped member's lease, reaped after the grace
+    if no redo replaces it) instead of being released, which would empty their services on
+    every member until the redo (2.0.9: its 5 s keepalive; 3.2.0: its 30 s redo timer)."""
+    movers, victim_index = movers_with_a_victim(cluster, sdk, svc)
+    victim = cluster[victim_index]
+    survivors = [n for n in cluster if n is not victim]
+    for mover in movers:
+        wait_listed(cluster, mover.service, mover.hosts)
+
+    victim.stop()
+    stopped = time.monotonic()
+    lost: list[tuple[float, str, str]] = []
+    failover_s: float | None = None
+    # Until every client is connected to a survivor, and a little longer (bounded).
+    while time.monotonic() < stopped + 30:
+        now = time.monotonic() - stopped
+        for node in survivors:
+            for mover in movers:
+                if listed(node, mover.service) != mover.hosts:
+                    lost.append((now, node.address, mover.service))
+        if failover_s is None and sum(connection_counts(survivors)) == len(movers):
+            failover_s = now
+        if failover_s is not None and now > failover_s + 2:
+            break
+        time.sleep(POLL_S)
+    print(f"graceful stop: every mover connected to a survivor {failover_s}s after it")
+    assert lost == [], f"a stopped member's client lost its instance on a survivor: {lost[:5]}"
+    assert failover_s is not None, "the clients of the stopped member did not reconnect"
