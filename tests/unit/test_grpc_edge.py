@@ -322,3 +322,13 @@ def test_the_schema_matches_the_sdk_generated_module():
     assert wire.decode(payload.SerializeToString()) == wire.Inbound(
         "X", {"a": "b"}, "1.2.3.4", {"k": 1}
     )
+
+
+def test_the_loader_endpoint_lists_connections_by_id(node: NodeRuntime, client: Client):
+    from django.test import Client as HttpClient
+
+    conn_id = client.connect()
+    wait_for(lambda: node.report.connections())
+    listed = HttpClient().get("/nacos/v1/core/loader/current").json()
+    assert list(listed) == [conn_id]
+    assert listed[conn_id]["version"] == "test"
