@@ -155,6 +155,7 @@ class GrpcEdge:
         self._bound = threading.Event()
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._shutting_down = False
         # Releases a closed connection's instances (blocking: run on the worker pool). The
         # runtime installs its lease reaper's, which leaves what fails to the reaper.
         self.release: Callable[[Mapping[ServiceName, Entries]], int] = self._release_each
@@ -232,6 +233,10 @@ class GrpcEdge:
         self._bound.set()
         ejector = asyncio.create_task(self._eject_loop())
         await self._stopping.wait()
+        # From here a closing stream keeps its instances: the clients reconnect to another
+        # member and register again there; releasing them now would empty their services on
+        # every member for that moment. Those that do not come back are reaped after the grace.
+        self._shutting_down = True
         ejector.cancel()
         for conn in list(self.connections.by_id.values()):
             conn.close()
@@ -434,7 +439,7 @@ class GrpcEdge:
         owner) is left to the lease reaper, which removes it after its grace."""
         self.connections.remove(conn)
         self.push.drop(conn)
-        if not conn.instances:
+        if not conn.instances or self._shutting_down:
             return
         lease = conn.lease
         held = {service: [(key, lease) for key in keys] for service, keys in conn.instances.items()}
