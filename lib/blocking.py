@@ -22,7 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-_loop_thread: int | None = None
+# The threads that run an event loop: the HTTP server's and the gRPC edge's (``facades.nacos_v2``).
+# Replaced whole, never mutated, so a reader needs no lock.
+_loop_threads: frozenset[int] = frozenset()
 T = TypeVar("T")
 
 
@@ -39,19 +41,24 @@ class MustOffload(BaseException):
         self.what = what
 
 
+_marking = threading.Lock()
+
+
 def mark_loop_thread() -> None:
-    """Called by the server on the thread that runs its event loop, before serving."""
-    global _loop_thread
-    _loop_thread = threading.get_ident()
+    """Called by a server on the thread that runs its event loop, before serving."""
+    global _loop_threads
+    with _marking:
+        _loop_threads = _loop_threads | {threading.get_ident()}
 
 
 def clear_loop_thread() -> None:
-    global _loop_thread
-    _loop_thread = None
+    global _loop_threads
+    with _marking:
+        _loop_threads = _loop_threads - {threading.get_ident()}
 
 
 def on_loop() -> bool:
-    return _loop_thread is not None and threading.get_ident() == _loop_thread
+    return threading.get_ident() in _loop_threads
 
 
 def may_block(what: str) -> None:

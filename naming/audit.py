@@ -72,6 +72,10 @@ HEARTBEAT_EXPIRY = "heartbeat expiry"
 HEALTH_CHECK = "health-check verdict"
 AUTO_CLEAN = "auto-clean"
 BEAT = "beat"
+# Connection-bound instances (naming.leases): released when their connection closed, or removed
+# by the lease reaper once orphaned (holder member down, connection gone) past the grace.
+CONNECTION_CLOSED = "connection closed"
+LEASE_EXPIRY = "lease expiry"
 
 # One encoder for the writer thread: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
@@ -558,6 +562,8 @@ def _affected_instances(change: Any, type_name: str, after: Any) -> Sequence[Ins
         return (change.key,)
     if type_name == "remove_instances":
         return tuple(change.keys)
+    if type_name == "remove_leased":
+        return tuple(k for k, _ in change.entries)
     if type_name == "set_health":
         return tuple(k for k, _ in change.verdicts)
     if type_name == "update_metadata":

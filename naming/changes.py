@@ -95,7 +95,9 @@ class UpsertInstance(Change):
 
     As in Nacos ``Cluster.updateIps``, an instance that already exists keeps its instance id and
     its health flag unless the new one is ``marked``; it also keeps its registration time (a
-    re-register or a PUT is not a new registration). ``registered_ms`` is the operation's wall
+    re-register or a PUT is not a new registration). Its lease is the new one's: a client that
+    re-registers after a reconnect moves it to its new connection, and a v1 register clears it
+    (the instance is beat-based again). ``registered_ms`` is the operation's wall
     clock, read before the change was submitted, so every member applies the same value; it is
     set in the one ``replace`` apply makes anyway (no extra copy on the register path).
     """
@@ -163,7 +165,13 @@ class UpdateInstance(Change):
                 f"instance not exist: {self.instance.ip}:{self.instance.port} "
                 f"in cluster {self.instance.cluster}"
             )
-        new = replace(self.instance, instance_id=old.instance_id, registered_ms=old.registered_ms)
+        # An edit is not a registration: the instance keeps its lease (and so its life).
+        new = replace(
+            self.instance,
+            instance_id=old.instance_id,
+            registered_ms=old.registered_ms,
+            lease=old.lease,
+        )
         if not new.marked:
             new = replace(new, healthy=old.healthy)
         instances[new.key] = new
@@ -244,6 +252,33 @@ class RemoveInstances(Change):
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
         return cls(tuple(InstanceKey(*k) for k in data["keys"]))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveLeased(Change):
+    """Release connection-bound instances (``naming.leases``): each is removed only while it
+    still carries the given lease. A client that re-registered meanwhile, through another
+    connection or member (a new lease) or as a v1 instance (no lease), is kept, so a late
+    release from the member that held its old connection cannot take it away. An empty lease
+    matches nothing: a beat-based instance is never released this way."""
+
+    type_name: ClassVar[str] = "remove_leased"
+    entries: tuple[tuple[InstanceKey, str], ...]
+
+    def apply(self, current: Value | None) -> Value | None:
+        instances = _instances(current)
+        for key, lease in self.entries:
+            old = instances.get(key)
+            if old is not None and lease and old.lease == lease:
+                del instances[key]
+        return _frozen(instances)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"entries": [[list(k), lease] for k, lease in self.entries]}
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Change:
+        return cls(tuple((InstanceKey(*k), str(lease)) for k, lease in data["entries"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ def service_of(key: DatumKey) -> ServiceName:
 
 
 def encode_instance(inst: Instance) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "ip": inst.ip,
         "port": inst.port,
         "clusterName": inst.cluster,
@@ -58,6 +58,11 @@ def encode_instance(inst: Instance) -> dict[str, Any]:
         "marked": inst.marked,
         "registeredMs": inst.registered_ms,
     }
+    if inst.lease:
+        # Only when set: beat-based instances (most) encode as before, and data written before
+        # leases existed decodes as beat-based.
+        out["lease"] = inst.lease
+    return out
 
 
 def decode_instance(data: Mapping[str, Any]) -> Instance:
@@ -80,6 +85,7 @@ def decode_instance(data: Mapping[str, Any]) -> Instance:
         app=sys.intern(str(data.get("app", "DEFAULT"))),
         marked=bool(data.get("marked", False)),
         registered_ms=int(data.get("registeredMs", 0)),
+        lease=str(data.get("lease") or ""),
     )
 
 

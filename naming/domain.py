@@ -335,6 +335,10 @@ class Instance:
     marked: bool = False
     # Wall-clock ms of the registration that created it (0: unknown, stored before it was kept).
     registered_ms: int = 0
+    # "<holder member>|<connection id>" for an instance bound to a client connection (the Nacos
+    # 2.x gRPC API, ``naming.leases``): it lives as long as that connection and never expires
+    # by beats. Empty: a classic beat-based instance. Replicated, never rendered to clients.
+    lease: str = ""
 
     @property
     def key(self) -> InstanceKey:

@@ -8,9 +8,10 @@ Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop``
 ``naming_loop_*{loop=<name>}``, started by ``runnode``, stopped by ``stop()`` setting their one
 shared Event and joining):
 - ``beat-sweeper``: a tick every ``sweep_interval_s`` (0.25 s) judges the ephemeral instances whose
-  deadline came due (``naming.expiry``) and marks them unhealthy or removes them; it owns the
-  deadlines, and takes in changes from request threads (``BeatTable.changed``), the notifier
-  thread (the registry listener) and the membership listener (``ownership_changed``);
+  deadline came due (``naming.expiry``) and marks them unhealthy or removes them (never a
+  connection-bound one: ``naming.leases`` decides when those go); it owns the deadlines, and
+  takes in changes from request threads (``BeatTable.changed``), the notifier thread (the
+  registry listener) and the membership listener (``ownership_changed``);
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
   bounded thread pool and submits only health *changes*; the time and result of each instance's
@@ -257,6 +258,9 @@ class HealthServices:
         self._last_sweep: float | None = None  # clock at the start of the last tick
         self._swept = False  # a first tick arms every owned service; later ones only changes
         self._owned: set[ServiceName] = set()  # services whose instances are armed here
+        # Connection-bound instances of owned services, seen and left unarmed: they never
+        # expire by beats (naming.leases). Kept so that counting them keeps the tick cheap.
+        self._leased: dict[ServiceName, set[InstanceKey]] = {}
         self._known: set[ServiceName] = set()  # every service seen at the last tick
         self._ownership_events = ownership_events
         self._ownership_epoch = 0  # bumped by ownership_changed (any thread)
@@ -273,6 +277,11 @@ class HealthServices:
     def armed_instances(self) -> int:
         """Ephemeral instances with a pending deadline on this member (those it expires)."""
         return len(self._expiry)
+
+    @property
+    def leased_instances(self) -> int:
+        """Connection-bound instances of the services this member owns, left unarmed."""
+        return sum(len(keys) for keys in list(self._leased.values()))
 
     def ownership_changed(self) -> None:
         """The Distro ownership map changed: the next tick re-reads who owns what."""
@@ -438,7 +447,7 @@ class HealthServices:
         if view is None:  # deleted: nothing left to expire
             self._known.discard(name)
             self._owned.discard(name)
-            self._expiry.disarm_service(name)
+            self._disarm_service(name)
             self._beats.forget_services((name,))
             return False
         owns = self._is_responsible(name)
@@ -448,18 +457,22 @@ class HealthServices:
         if not owns:
             if name in self._owned:
                 self._owned.discard(name)
-                self._expiry.disarm_service(name)
+                self._disarm_service(name)
             return False
         if name not in self._owned:
             self._owned.add(name)
             if known and self._swept:
                 regained = True
                 self._beats.forget_services((name,))
-                self._expiry.disarm_service(name)
+                self._disarm_service(name)
             self._arm_service(view, now, full=True)
         elif changed:
             self._arm_service(view, now, full=False)
         return regained
+
+    def _disarm_service(self, name: ServiceName) -> None:
+        self._expiry.disarm_service(name)
+        self._leased.pop(name, None)
 
     def _arm_service(self, view: ServiceView, now: float, full: bool) -> None:
         """Arm the instances of ``view`` that have no deadline, drop those that left it.
@@ -468,19 +481,33 @@ class HealthServices:
         sets costs O(instances of the service), so it is skipped when the counts agree (the
         usual case: a health flag or a metadata edit). Instances registered through this
         member are armed by ``BeatTable.changed`` anyway; the count check catches the ones that
-        arrive by Distro sync and the ones that left."""
+        arrive by Distro sync and the ones that left. Connection-bound instances are counted
+        but never armed; one that turned connection-bound while armed is dropped when its
+        deadline comes due (:meth:`_expire_due`)."""
         keys = view.ephemeral_keys()
-        armed = self._expiry.armed_keys(view.name)
-        if not full and len(keys) == len(armed):
-            return
         name = view.name
+        armed = self._expiry.armed_keys(name)
+        leased = self._leased.get(name)
+        if not full and len(keys) == len(armed) + (len(leased) if leased else 0):
+            return
         for key in list(armed - keys):
             self._expiry.disarm_key(name, key)
             self._beats.forget(name, key)
-        for key in keys - armed:
-            inst = view.ephemeral_map().get(key)
-            if inst is not None:
-                self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+        fresh = keys - armed
+        if leased:
+            leased &= keys
+            fresh -= leased
+        instances = view.ephemeral_map()
+        for key in fresh:
+            inst = instances.get(key)
+            if inst is None:
+                continue
+            if inst.lease:
+                self._leased.setdefault(name, set()).add(key)
+                continue
+            self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+        if leased is not None and not leased:
+            self._leased.pop(name, None)
 
     def _rearm_changed(self, now: float) -> None:
         """Instances (re)registered or edited through this member since the last tick: their
@@ -491,8 +518,21 @@ class HealthServices:
                 continue
             view = self._registry.get(name)
             inst = view.ephemeral_map().get(key) if view is not None else None
-            if inst is not None:
-                self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+            if inst is None:
+                continue
+            if inst.lease:
+                self._set_leased(name, key)
+                continue
+            leased = self._leased.get(name)
+            if leased is not None:
+                leased.discard(key)  # a v1 register took it back: beat-based again
+            self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+
+    def _set_leased(self, name: ServiceName, key: InstanceKey) -> None:
+        """Stop judging ``key`` by beats: it is bound to a connection now."""
+        self._expiry.disarm_key(name, key)
+        self._beats.forget(name, key)
+        self._leased.setdefault(name, set()).add(key)
 
     def _expire_due(self, now: float) -> None:
         """Judge each instance whose deadline came due against its real last beat; re-arm it
@@ -517,6 +557,11 @@ class HealthServices:
                 if inst is None:  # gone: deregistered, removed, or the service deleted
                     expiry.disarm(record, key)
                     beats.pop(key, None)
+                    continue
+                if inst.lease:  # re-registered over a connection since it was armed
+                    expiry.disarm(record, key)
+                    beats.pop(key, None)
+                    self._leased.setdefault(name, set()).add(key)
                     continue
                 last = beats.get(key)
                 if last is None:  # never seen beating here: a full timeout from now

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from consistency.datum import DatumKey
@@ -29,6 +29,7 @@ from naming.changes import (
     EnsureService,
     PatchInstance,
     RemoveInstances,
+    RemoveLeased,
     SetHealth,
     SetSwitch,
     UpdateInstance,
@@ -122,6 +123,8 @@ class NamingOperations:
     def register_instance(self, cmd: s.RegisterInstance) -> None:
         inst = cmd.instance
         if not inst.ephemeral:
+            if inst.lease:
+                raise InvalidParam("only an ephemeral instance can be bound to a connection")
             view = self._view(cmd.service)
             if view is None or view.meta is None:
                 # A persistent registration persists its service (Nacos writes its meta).
@@ -131,7 +134,7 @@ class NamingOperations:
             DatumKey.instances(cmd.service, inst.ephemeral),
             UpsertInstance(inst, cmd.service.grouped, self._wall_ms()),
         )
-        if inst.ephemeral:
+        if inst.ephemeral and not inst.lease:
             # One key tuple for both: the beat table and the expiry keep it (72 bytes each).
             key = inst.key
             self.beats.touch(cmd.service, key)
@@ -146,7 +149,7 @@ class NamingOperations:
         )
         inst = cmd.instance
         self.consistency.submit(DatumKey.instances(service, inst.ephemeral), UpdateInstance(inst))
-        if inst.ephemeral:
+        if inst.ephemeral and not _leased(self._view(service), inst.key):
             key = inst.key
             self.beats.touch(service, key)
             self.beats.changed(service, key)
@@ -158,7 +161,7 @@ class NamingOperations:
             raise NotFound("instance not found")
         change = PatchInstance(cmd.key, cmd.weight, cmd.healthy, cmd.enabled, cmd.metadata, cmd.app)
         self.consistency.submit(DatumKey.instances(cmd.service, found.ephemeral), change)
-        if found.ephemeral:
+        if found.ephemeral and not found.lease:
             self.beats.touch(cmd.service, cmd.key)
             self.beats.changed(cmd.service, cmd.key)
 
@@ -171,6 +174,26 @@ class NamingOperations:
         )
         if ref.ephemeral:
             self.beats.forget(ref.service, ref.key)
+
+    def release_leased(
+        self, service: ServiceName, entries: Iterable[tuple[InstanceKey, str]]
+    ) -> int:
+        """Remove the service's connection-bound instances that still carry the given leases
+        (a closed connection, an orphan past its grace): one change for all of them. Returns how
+        many matched this member's view; none: nothing is submitted (as a deregister of what is
+        not there). The owner applies only those whose lease still matches then."""
+        view = self._view(service)
+        if view is None:
+            return 0
+        found = view.ephemeral_map()
+        matched = []
+        for key, lease in entries:
+            inst = found.get(key)
+            if inst is not None and lease and inst.lease == lease:
+                matched.append((key, lease))
+        if matched:
+            self.consistency.submit(DatumKey.instances(service, True), RemoveLeased(tuple(matched)))
+        return len(matched)
 
     def get_instance(self, service: ServiceName, key: InstanceKey) -> Instance:
         view = self._require_view(service, f"no service {service.grouped} found!")
@@ -201,7 +224,9 @@ class NamingOperations:
             )
             with audit.because(audit.BEAT):
                 self.register_instance(s.RegisterInstance(cmd.service, inst))
-        elif inst.ephemeral:
+        elif inst.ephemeral and not inst.lease:
+            # (A connection-bound instance lives as long as its connection: a beat that
+            # reaches it answers ok and changes nothing.)
             self.beats.touch(cmd.service, inst.key)
             if not inst.healthy and not inst.marked:
                 with audit.because(audit.BEAT):
@@ -443,6 +468,11 @@ class NamingOperations:
     def set_switch(self, entry: str, value: str) -> None:
         apply_switch(self.switches, entry, value)  # validate here: a bad value is a 400
         self.consistency.submit(DatumKey.switches(), SetSwitch(entry, value))
+
+
+def _leased(view: ServiceView | None, key: InstanceKey) -> bool:
+    inst = view.ephemeral_map().get(key) if view is not None else None
+    return inst is not None and bool(inst.lease)
 
 
 def _substring_pattern(expr: str) -> re.Pattern[str] | None:

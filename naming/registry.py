@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, KeysView, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -233,3 +234,40 @@ class Registry:
     @property
     def service_count(self) -> int:
         return len(self._views)
+
+
+def select_hosts(
+    view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool
+) -> list[tuple[Instance, bool]]:
+    """Cluster filter, protect threshold, healthy-first order, then drop disabled ones."""
+    return select(view, cluster_names, healthy_only).hosts
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a consumer is given: (instance, healthy as shown) pairs, and whether the protect
+    threshold fired (every selected instance then shows as healthy: Nacos's
+    ``reachProtectionThreshold``)."""
+
+    hosts: list[tuple[Instance, bool]]
+    protected: bool
+
+
+def select(view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool) -> Selection:
+    """The one protocol-neutral instance query every edge renders (Consul's health query)."""
+    if cluster_names:
+        selected = [i for c in cluster_names for i in view.clusters.get(c, ())]
+    else:
+        selected = [i for members in view.clusters.values() for i in members]
+    if not selected:
+        return Selection([], False)
+    healthy = [i for i in selected if i.healthy]
+    unhealthy = [i for i in selected if not i.healthy]
+    # Nacos counts disabled instances in the denominator, and 0 <= 0 fires with no healthy one.
+    protected = len(healthy) / len(selected) <= view.settings.protect_threshold
+    if protected:
+        healthy, unhealthy = healthy + unhealthy, []
+    chosen = [(i, True) for i in healthy]
+    if not healthy_only:
+        chosen += [(i, False) for i in unhealthy]
+    return Selection([(i, h) for i, h in chosen if i.enabled], protected)

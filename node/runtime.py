@@ -34,11 +34,13 @@ from distro.transport import HttpPeerTransport
 from facades.nacos_v1 import context as nacos_v1
 from facades.nacos_v1.push import PushService
 from facades.nacos_v1.render import render_push
+from facades.nacos_v2.server import GrpcEdge
 from naming.audit import DEFAULT_MAX_AGE_H, DEFAULT_MAX_ENTRIES, AuditLog
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
 from naming.health import BeatTable, CheckTable, HealthServices, HealthSettings
+from naming.leases import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, HolderState, LeaseReaper
 from naming.operations import NamingOperations
 from naming.registry import Registry
 from node.status import StatusReport
@@ -78,6 +80,10 @@ class NodeConfig:
     report_interval_s: float = 2.0
     audit_max_entries: int = DEFAULT_MAX_ENTRIES
     audit_max_age_h: float = DEFAULT_MAX_AGE_H
+    # How long a connection-bound instance may stay orphaned (its holder down, its connection
+    # gone) before it is removed: the time its client gets to reconnect and re-register.
+    lease_grace_s: float = DEFAULT_GRACE_S
+    lease_interval_s: float = DEFAULT_INTERVAL_S
 
     @property
     def address(self) -> str:
@@ -149,6 +155,22 @@ class NodeRuntime:
             # standalone): the expiry walks every service only when it fires.
             ownership_events=True,
         )
+        # Orphaned connection-bound instances (naming.leases). The gRPC edge installs its live
+        # connection ids with ``runtime.leases.connections = ...`` and releases a closed
+        # connection's instances with ``runtime.leases.release_connection``.
+        self.leases = LeaseReaper(
+            self.registry,
+            self.operations.release_leased,
+            config.address,
+            self.holder_state,
+            self.is_responsible,
+            members=lambda: config.members,
+            grace_s=config.lease_grace_s,
+            interval_s=config.lease_interval_s,
+        )
+        # The Nacos 2.x gRPC edge, attached by runnode (``attach_grpc``); None in tests that
+        # build a runtime without it.
+        self.grpc: GrpcEdge | None = None
         self.status = NodeStatus.STARTING
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -159,6 +181,14 @@ class NodeRuntime:
         self.report = StatusReport(self)
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)
+
+    def attach_grpc(self, edge: GrpcEdge) -> None:
+        """Plug the gRPC edge in: its pushes follow the registry, its live connections keep
+        their leased instances alive. Started and stopped by runnode with the HTTP server."""
+        self.grpc = edge
+        self.registry.listeners.add("grpc-push", edge.push.on_service_changed)
+        self.leases.connections = edge.live_connection_ids
+        edge.release = self.leases.release_connection
 
     def _accounts_changed(self, datum: Datum) -> None:
         if datum.key.kind is KeyKind.ACCOUNTS:
@@ -178,6 +208,16 @@ class NodeRuntime:
         if self.cluster is None:
             return True
         return self.cluster.responsible(service.grouped)
+
+    def holder_state(self, address: str) -> HolderState:
+        """Whether the member at ``address`` can still hold client connections: anything but
+        DOWN counts as up (SUSPICIOUS may be a slow network; STARTING will hold them again
+        soon); a stranger, a former member, or any other member of a standalone node is down."""
+        if address == self.address:
+            return "up"
+        if self.cluster is None:
+            return "down"
+        return "down" if self.cluster.membership.state_of(address) is MemberState.DOWN else "up"
 
     def is_leader(self, _service: object = None) -> bool:
         """Who probes persistent instances: the Raft leader, so the log gets one verdict per
@@ -252,6 +292,7 @@ class NodeRuntime:
         for hook in self.before_up:
             hook()
         self.health.start()
+        self.leases.start()
         self.push.start()
         self.status = NodeStatus.UP
         self._ready.set()
@@ -263,6 +304,7 @@ class NodeRuntime:
         self.status = NodeStatus.DOWN
         self._stopping.set()
         self.push.stop()
+        self.leases.stop()
         self.health.stop()
         if self.cluster is not None:
             self.cluster.stop()  # its last report tells the peers we are leaving

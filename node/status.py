@@ -64,6 +64,7 @@ class StatusReport:
             },
             "distro": dict(node.cluster.status()) if node.cluster is not None else None,
             "http": serving.status(),
+            "grpc": node.grpc.status() if node.grpc is not None else None,
             "auth": node.auth.stats() if node.auth is not None else None,
             "health": {
                 "sweeps": node.health.stats.sweeps,
@@ -71,6 +72,7 @@ class StatusReport:
                 "ownershipChanges": node.health.stats.ownership_changes,
                 "regainedServices": node.health.stats.regained_services,
                 "armedInstances": node.health.armed_instances,
+                "leasedInstances": node.health.leased_instances,
                 "expiryChecks": node.health.stats.expiry_checks,
                 "expiredUnhealthy": node.health.stats.expired_unhealthy,
                 "expiredRemoved": node.health.stats.expired_removed,
@@ -79,6 +81,17 @@ class StatusReport:
                 "checkVerdicts": node.health.stats.check_verdicts,
                 "errors": node.health.stats.errors,
                 "lastError": node.health.stats.last_error,
+            },
+            "leases": {
+                "graceSeconds": node.leases.grace_s,
+                "ticks": node.leases.stats.ticks,
+                "scans": node.leases.stats.scans,
+                "orphansSeen": node.leases.stats.orphans_seen,
+                "orphansTracked": node.leases.tracked,
+                "removed": node.leases.stats.removed,
+                "failures": node.leases.stats.failures,
+                "releaseFailuresReported": node.leases.stats.release_failures_reported,
+                "lastError": node.leases.stats.last_error,
             },
         }
 
@@ -124,6 +137,11 @@ class StatusReport:
             "address": address,
             "failAccessCnt": fail_count,
         }
+
+    def connections(self) -> list[dict[str, Any]]:
+        """The Nacos 2.x clients connected to this member (empty without the gRPC edge)."""
+        grpc = self._node.grpc
+        return grpc.connection_list() if grpc is not None else []
 
     def members(self) -> list[dict[str, Any]]:
         node = self._node

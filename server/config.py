@@ -110,6 +110,39 @@ class NamingSettings:
     http_drain_s: float = field(
         default=2.0, metadata=_env("NAMING_HTTP_DRAIN_S", minimum=0.0, maximum=300.0)
     )
+    # The Nacos 2.x gRPC edge (facades/nacos_v2): its port (0: the HTTP port + 1000, what the
+    # SDKs compute; -1: no gRPC edge), connection limits and timings (nacos-v2-grpc.md §2).
+    grpc_port: int = field(default=0, metadata=_env("NAMING_GRPC_PORT", minimum=-1, maximum=65535))
+    grpc_max_connections: int = field(
+        default=20_000, metadata=_env("NAMING_GRPC_MAX_CONNECTIONS", minimum=1)
+    )
+    # Connections from one client address (0: no limit; Nacos's countLimitPerClientIp).
+    grpc_max_per_client: int = field(
+        default=0, metadata=_env("NAMING_GRPC_MAX_PER_CLIENT", minimum=0)
+    )
+    grpc_max_message_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_env("NAMING_GRPC_MAX_MESSAGE_BYTES", minimum=4096, maximum=256 * 1024 * 1024),
+    )
+    # A connection silent this long is probed with a ClientDetectionRequest, and dropped when
+    # the probe is not answered in time (Nacos: 20 s and 5 s, checked every 3 s).
+    grpc_idle_probe_s: float = field(
+        default=20.0, metadata=_env("NAMING_GRPC_IDLE_PROBE_S", minimum=0.1)
+    )
+    grpc_probe_timeout_s: float = field(
+        default=5.0, metadata=_env("NAMING_GRPC_PROBE_TIMEOUT_S", minimum=0.1)
+    )
+    # Changes to one service within this window go out as one push (Nacos merges 500 ms; a
+    # short window keeps the change-to-callback latency low).
+    grpc_push_merge_ms: float = field(
+        default=20.0, metadata=_env("NAMING_GRPC_PUSH_MERGE_MS", minimum=0.0, maximum=5000.0)
+    )
+    grpc_push_timeout_s: float = field(
+        default=5.0, metadata=_env("NAMING_GRPC_PUSH_TIMEOUT_S", minimum=0.1)
+    )
+    grpc_push_retries: int = field(
+        default=3, metadata=_env("NAMING_GRPC_PUSH_RETRIES", minimum=0, maximum=100)
+    )
     # The GIL switch interval (ms), applied by runnode with sys.setswitchinterval: the event-loop
     # thread competes with the workers. 5 ms is CPython's own default.
     switch_interval_ms: float = field(
@@ -156,6 +189,11 @@ class NamingSettings:
     # Fault injection for tests only: every Distro sync is lost, so only verify replicates.
     fault_drop_sync: bool = field(default=False, metadata=_env("NAMING_FAULT_DROP_SYNC"))
 
+    # Connection-bound instances (Nacos 2.x clients, naming.leases): how long one may stay
+    # orphaned (its holder member down, or its connection gone after a restart) before it is
+    # removed; the time its client has to reconnect to a member and re-register.
+    lease_grace_s: float = field(default=180.0, metadata=_env("NAMING_LEASE_GRACE_S"))
+
     # The audit trail's retention (naming.audit): whichever bound is reached first.
     audit_max_entries: int = field(
         default=100_000, metadata=_env("NAMING_AUDIT_MAX_ENTRIES", minimum=100, maximum=10_000_000)
@@ -194,6 +232,8 @@ class NamingSettings:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 found.append(f"NAMING_HEALTH_CHECK_NETWORKS: {network!r} is not a CIDR network")
+        if self.lease_grace_s <= 0:
+            found.append(f"NAMING_LEASE_GRACE_S must be > 0, got {self.lease_grace_s}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             found.append("NAMING_REDIS_URL must be a redis://, rediss:// or unix:// URL")
 

@@ -83,11 +83,13 @@ def free_port() -> int:
 
 
 def free_node_port() -> int:
-    """A port P with P and P-1000 (the raft port) both free."""
+    """A port P with P, P-1000 (the raft port) and P+1000 (the gRPC port) all free, all three
+    below the ephemeral range."""
     first, last = _listen_port_range()
+    first, last = first + 1000, last - 1000
     for _ in range(200):
         port = first + secrets.randbelow(last - first)
-        if port_free(port) and port_free(port - 1000):
+        if port_free(port) and port_free(port - 1000) and port_free(port + 1000):
             return port
     raise RuntimeError("no free port pair found")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from facades.nacos_v1.params import strip_group
 from naming.domain import Instance
-from naming.registry import ServiceView
+from naming.registry import ServiceView, select_hosts
 
 # The rendered pieces are cached per service revision in the view's ``response_cache`` (a slot
 # the core leaves to the edges: it dies with the view, so no eviction, no lock). Keys carry
@@ -41,27 +41,6 @@ def host_json(inst: Instance, healthy: bool, service_field: str) -> dict[str, An
         "serviceName": service_field,
         "ephemeral": inst.ephemeral,
     }
-
-
-def select_hosts(
-    view: ServiceView, cluster_names: tuple[str, ...], healthy_only: bool
-) -> list[tuple[Instance, bool]]:
-    """Cluster filter, protect threshold, healthy-first order, then drop disabled ones."""
-    if cluster_names:
-        selected = [i for c in cluster_names for i in view.clusters.get(c, ())]
-    else:
-        selected = [i for members in view.clusters.values() for i in members]
-    if not selected:
-        return []
-    healthy = [i for i in selected if i.healthy]
-    unhealthy = [i for i in selected if not i.healthy]
-    # Nacos counts disabled instances in the denominator, and 0 <= 0 fires with no healthy one.
-    if len(healthy) / len(selected) <= view.settings.protect_threshold:
-        healthy, unhealthy = healthy + unhealthy, []
-    chosen = [(i, True) for i in healthy]
-    if not healthy_only:
-        chosen += [(i, False) for i in unhealthy]
-    return [(i, h) for i, h in chosen if i.enabled]
 
 
 def render_hosts(

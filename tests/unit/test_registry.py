@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from facades.nacos_v1.render import select_hosts
 from naming.codec import EMPTY_INSTANCES, instance_set
 from naming.domain import Instance, ServiceMeta, ServiceName
-from naming.registry import ServiceView
+from naming.registry import ServiceView, select_hosts
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@svc")
 

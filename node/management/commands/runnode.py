@@ -32,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory
 from distro.sync import SyncSettings
+from facades.nacos_v2.server import GrpcEdge, GrpcSettings
 from lib.errors import ErrorCode, NamingError
 from lib.files import make_private_dir
 from lib.keys import node_keys
@@ -77,6 +78,10 @@ def naming_settings() -> NamingSettings:
     return naming
 
 
+# The Nacos 2.x SDKs reach gRPC on the HTTP port + 1000 (nacos-v2-grpc.md §1).
+GRPC_PORT_OFFSET = 1000
+
+
 class Command(BaseCommand):
     help = "Run one naming node (HTTP API + Distro + Raft) in this process."
 
@@ -87,6 +92,9 @@ class Command(BaseCommand):
         parser.add_argument("--members", default="")
         parser.add_argument("--raft-port", type=int, default=None)
         parser.add_argument("--threads", type=int, default=None)
+        # The Nacos 2.x gRPC port (default: NAMING_GRPC_PORT, or the HTTP port + 1000 as the
+        # SDKs compute it; -1 turns the gRPC edge off).
+        parser.add_argument("--grpc-port", type=int, default=None)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         # Before anything is created: SQLite and pysyncobj create files with the process umask.
@@ -139,6 +147,7 @@ class Command(BaseCommand):
             report_interval_s=naming.member_report_interval_s,
             audit_max_entries=naming.audit_max_entries,
             audit_max_age_h=naming.audit_max_age_h,
+            lease_grace_s=naming.lease_grace_s,
             distro=SyncSettings(
                 batch_window_s=naming.distro_batch_window_ms / 1000.0,
                 verify_interval_s=naming.distro_verify_interval_s,
@@ -198,6 +207,32 @@ class Command(BaseCommand):
             server.stats.threads,
         )
 
+        grpc_port = opts["grpc_port"] if opts["grpc_port"] is not None else naming.grpc_port
+        if grpc_port == 0:
+            grpc_port = port + GRPC_PORT_OFFSET
+        if grpc_port > 0:
+            edge = GrpcEdge(
+                runtime,
+                config.host,
+                grpc_port,
+                GrpcSettings(
+                    max_connections=naming.grpc_max_connections,
+                    max_per_client=naming.grpc_max_per_client,
+                    max_message_bytes=naming.grpc_max_message_bytes,
+                    idle_probe_s=naming.grpc_idle_probe_s,
+                    probe_timeout_s=naming.grpc_probe_timeout_s,
+                    push_merge_ms=naming.grpc_push_merge_ms,
+                    push_timeout_s=naming.grpc_push_timeout_s,
+                    push_retries=naming.grpc_push_retries,
+                ),
+            )
+            runtime.attach_grpc(edge)
+            try:
+                edge.start()  # answers INVALID_SERVER_STATUS until the node is UP
+            except RuntimeError as exc:
+                server.close()
+                raise CommandError(str(exc)) from None
+
         def starter() -> None:
             try:
                 runtime.finish_start()
@@ -227,6 +262,8 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             server.close()
+            if runtime.grpc is not None:
+                runtime.grpc.stop()
             runtime.stop()
             if runtime.auth is not None:
                 runtime.auth.close()
