@@ -2,7 +2,8 @@
 """Set-up and everyday commands with nothing but Python 3.11 on the machine.
 
     python3 dev.py run [runnode options]   # venv + deps, then a standalone node on :8848
-    python3 dev.py test [pytest options]   # venv + deps, then lint, typecheck, the whole suite
+    python3 dev.py test [pytest options]   # venv + deps (and .venv-sdk3: nacos-sdk-python
+                                           # 3.2.0), then lint, typecheck, the whole suite
     python3 dev.py test-fast [options]     # venv + deps, then the unit tests only (under a minute)
     python3 dev.py lint                    # venv + deps, then lint-imports (layering) and ruff
     python3 dev.py typecheck               # venv + deps, then mypy (strict, django-stubs)
@@ -34,27 +35,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-STAMP = VENV / ".requirements.sha256"
+# nacos-sdk-python 3.2.0 has the same distribution name as the 2.0.9 in .venv: its own environment.
+SDK3_VENV = ROOT / ".venv-sdk3"
+SDK3_REQUIREMENTS = ROOT / "requirements-sdk3.txt"
+
+
+def ensure_env(env: Path, requirements: Path, inputs: tuple[str, ...]) -> None:
+    """Create ``env`` and ``pip install -r requirements`` into it, again only when one of the
+    ``inputs`` (requirement files) has changed since the last install."""
+    python = env / "bin" / "python"
+    stamp = env / ".requirements.sha256"
+    digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in inputs)).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and python.exists():
+        return
+    if not python.exists():
+        print(f"creating {env.name} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(env)
+    print(f"installing {requirements.name} ...", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
+    stamp.write_text(digest)
 
 
 def ensure_venv() -> None:
-    digest = hashlib.sha256(
-        b"".join(
-            (ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt")
-        )
-    ).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == digest and PY.exists():
-        return
-    if not PY.exists():
-        print("creating .venv ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    print("installing requirements ...", flush=True)
-    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(PY), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
-        check=True,
-    )
-    STAMP.write_text(digest)
+    ensure_env(VENV, ROOT / "requirements-dev.txt", ("requirements.txt", "requirements-dev.txt"))
+
+
+def ensure_sdk3_venv() -> None:
+    """``.venv-sdk3`` with requirements-sdk3.txt alone (nacos-sdk-python 3.2.0)."""
+    ensure_env(SDK3_VENV, SDK3_REQUIREMENTS, (SDK3_REQUIREMENTS.name,))
 
 
 def run(args: list[str]) -> int:
@@ -118,6 +127,7 @@ def test_fast(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     ensure_venv()
+    ensure_sdk3_venv()  # the gRPC end-to-end tests drive nacos-sdk-python 3.2.0 from it
     if run_steps(lint_steps() + typecheck_steps()) != 0:
         return 1
     # Two workers: slow timing scenarios run beside the rest (see tests/e2e/test_sdk_timing.py).
