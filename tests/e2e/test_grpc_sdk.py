@@ -211,9 +211,7 @@ def test_service_list_pages(sdk: MakeClient, svc: str) -> None:
 # -- push ------------------------------------------------------------------------------------
 
 
-def test_subscribe_pushes_changes_to_the_callback(
-    sdk: MakeClient, svc: str
-) -> None:
+def test_subscribe_pushes_changes_to_the_callback(sdk: MakeClient, svc: str) -> None:
     subscriber, writer = sdk(), sdk()
     subscriber.call("subscribe", service=svc)
     assert writer.call("register", service=svc, ip="10.0.4.1", port=80)
