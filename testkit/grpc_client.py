@@ -46,7 +46,11 @@ class GrpcClient:
         client_ip: str = "",
         answer_probes: bool = False,
     ) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        # A transport of its own, as the SDKs ask: the server keys a connection by its
+        # transport peer, and grpc would otherwise share one TCP connection between channels.
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         self.unary: Any = self.channel.unary_unary("/Request/request")
         self.headers = dict(headers or {})
         self.client_ip = client_ip
@@ -75,6 +79,14 @@ class GrpcClient:
         fields = {"clientVersion": "test", "tenant": "", "labels": {"a": "b"}, **setup}
         self.send("ConnectionSetupRequest", **fields)
         return str(checked.body["connectionId"])
+
+    def ready(self, timeout: float = 10.0) -> None:
+        """Wait until the server has registered the connection (the setup travels on the
+        stream, so the first unary requests after it may still meet ``UN_REGISTER``)."""
+        deadline = time.monotonic() + timeout
+        while self.request("HealthCheckRequest").type != "HealthCheckResponse":
+            assert time.monotonic() < deadline, "the connection was not registered in time"
+            time.sleep(0.02)
 
     def open_stream(self) -> None:
         def outgoing() -> Iterator[bytes]:
