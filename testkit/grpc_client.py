@@ -72,17 +72,21 @@ class GrpcClient:
     def raw(self, data: bytes, timeout: float = 10.0) -> wire.Inbound:
         return wire.decode(self.unary(data, timeout=timeout))
 
-    def connect(self, **setup: Any) -> str:
+    def connect(self, wait: bool = True, **setup: Any) -> str:
+        """ServerCheck, then the stream and its setup; with ``wait``, until the server has
+        registered the connection (the setup travels on the stream, so a unary request sent
+        right after it may still meet ``UN_REGISTER``)."""
         checked = self.request("ServerCheckRequest")
         assert checked.type == "ServerCheckResponse", checked
         self.open_stream()
         fields = {"clientVersion": "test", "tenant": "", "labels": {"a": "b"}, **setup}
         self.send("ConnectionSetupRequest", **fields)
+        if wait:
+            self.ready()
         return str(checked.body["connectionId"])
 
     def ready(self, timeout: float = 10.0) -> None:
-        """Wait until the server has registered the connection (the setup travels on the
-        stream, so the first unary requests after it may still meet ``UN_REGISTER``)."""
+        """Wait until the server has registered the connection."""
         deadline = time.monotonic() + timeout
         while self.request("HealthCheckRequest").type != "HealthCheckResponse":
             assert time.monotonic() < deadline, "the connection was not registered in time"
@@ -96,7 +100,8 @@ class GrpcClient:
                     return
                 yield item
 
-        self._stream = self.channel.stream_stream("/BiRequestStream/requestBiStream")(outgoing())
+        open_call: Any = self.channel.stream_stream("/BiRequestStream/requestBiStream")
+        self._stream = open_call(outgoing())
 
         def pump() -> None:
             try:
