@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from facades.nacos_v2 import wire
 from testkit.grpc_client import GrpcClient, payload
 from testkit.harness import ROOT, NodeProcess, running_node, wait_for
+from tests.hostile.test_fuzz import JSON_VALUES  # the HTTP fuzz's JSON values
 
 GRPC_FUZZ_EXAMPLES = int(os.environ.get("GRPC_FUZZ_EXAMPLES", "150"))
 MAX_MESSAGE = 16 * 1024
@@ -649,6 +650,7 @@ def test_the_connection_over_a_limit_is_reset_and_closed(tmp_path: Path, limit_e
 VANISHING = """
 import sys, threading, time
 from facades.nacos_v2 import wire
+from tests.hostile.test_fuzz import JSON_VALUES  # the HTTP fuzz's JSON values
 from testkit.grpc_client import GrpcClient
 port, token, channels, streams = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 setup = wire.encode("ConnectionSetupRequest", {"clientVersion": "vanish", "labels": {}})
@@ -722,17 +724,6 @@ def test_a_client_with_many_streams_that_vanishes_leaves_nothing(
 
 # -- fuzz --------------------------------------------------------------------------------------
 
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 HOSTILE = (
     st.sampled_from(
         ["", " ", "@@", "a@@b", "a##b", "x" * 600, "\x00", "\u202e", "NaN", "1e400", "[", "{}"]
