@@ -541,7 +541,9 @@ def test_expired_garbage_and_missing_tokens_answer_no_right(
             "accessToken": _signed(node, {"sub": "nacos", "gen": 0, "exp": now - 5})
         },
         "token invalid!": {"accessToken": "garbage.token.value"},
-        "forged": {"accessToken": _signed(node, {"sub": "nacos", "gen": 0, "exp": now + 99}, b"k")},
+        "forged": {
+            "accessToken": _signed(node, {"sub": "nacos", "gen": 0, "exp": now + 99}, b"k" * 32)
+        },
         "user not found!": {},
     }
     for expected, headers in tokens.items():
