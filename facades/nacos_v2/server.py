@@ -410,6 +410,9 @@ class GrpcEdge:
         holder: list[Connection],
     ) -> bool:
         conn = self.connections.find(peer) or self.connections.check(peer)
+        if conn.registered:  # another stream on a registered transport joins it as it is
+            holder.append(conn)
+            return True
         body = inbound.body
         conn.client_ip = inbound.client_ip
         conn.version = str(body.get("clientVersion") or "")[:64]
