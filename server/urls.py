@@ -36,6 +36,7 @@ urlpatterns = [
     path("nacos/v1/console/health/liveness", console.liveness),
     path("nacos/v1/console/health/readiness", console.readiness),
     path("nacos/v1/core/cluster/nodes", views.cluster_nodes),
+    path("nacos/v1/core/loader/current", views.loader_current),
     path("nacos/v1/console/audit", audit.audit),
     path("nacos/v1/core/cluster/report", peer.report),
     path(NS + "distro/datum", peer.datum),

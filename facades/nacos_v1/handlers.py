@@ -475,6 +475,13 @@ def cluster_nodes(request: HttpRequest, params: Params, caller: Caller) -> dict[
     return {"code": 200, "message": None, "data": members}
 
 
+@nacos_api("GET", action=Action.ADMIN, resource=operator_resource("core/loader"), gated=False)
+def loader_current(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    """The Nacos 2.x clients connected to this member, by connection id (Nacos
+    ``ServerLoaderController``): an admin's view, as it names client addresses."""
+    return {row["connectionId"]: row for row in current().report.connections()}
+
+
 # -- /auth ----------------------------------------------------------------------------------
 
 

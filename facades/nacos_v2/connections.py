@@ -171,7 +171,9 @@ class Connections:
         if self.registered_count() >= self.max_connections:
             self.stats.refused_total_limit += 1
             raise ConnectionLimitError(f"over the connection limit ({self.max_connections})")
-        client = conn.client_ip or conn.remote_ip
+        # The transport's address, not the clientIp the client claims in its metadata: a limit
+        # keyed by a claim is lifted by claiming another address on each connection.
+        client = conn.remote_ip
         if self.max_per_client and self.per_client[client] >= self.max_per_client:
             self.stats.refused_client_limit += 1
             raise ConnectionLimitError(
@@ -195,7 +197,7 @@ class Connections:
         was = conn.registered
         if was:
             conn.registered = False
-            client = conn.client_ip or conn.remote_ip
+            client = conn.remote_ip
             self.per_client[client] -= 1
             if self.per_client[client] <= 0:
                 del self.per_client[client]

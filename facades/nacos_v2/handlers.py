@@ -97,7 +97,7 @@ def _int(body: Body, name: str, default: int) -> int:
         raise InvalidParam(f"{name} must be an integer")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 parses as inf
         raise InvalidParam(f"{name} must be an integer, got {str(value)[:40]}") from None
 
 

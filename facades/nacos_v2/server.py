@@ -126,8 +126,6 @@ class EdgeStats:
     not_up: int = 0
     releases: int = 0
     release_failures: int = 0
-    # Connections whose instances the stopping node left to the lease grace (not released).
-    kept_on_stop: int = 0
     streams: int = 0
 
 
@@ -157,6 +155,7 @@ class GrpcEdge:
         self._bound = threading.Event()
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._shutting_down = False
         # Releases a closed connection's instances (blocking: run on the worker pool). The
         # runtime installs its lease reaper's, which leaves what fails to the reaper.
         self.release: Callable[[Mapping[ServiceName, Entries]], int] = self._release_each
@@ -234,6 +233,10 @@ class GrpcEdge:
         self._bound.set()
         ejector = asyncio.create_task(self._eject_loop())
         await self._stopping.wait()
+        # From here a closing stream keeps its instances: the clients reconnect to another
+        # member and register again there; releasing them now would empty their services on
+        # every member for that moment. Those that do not come back are reaped after the grace.
+        self._shutting_down = True
         ejector.cancel()
         for conn in list(self.connections.by_id.values()):
             conn.close()
@@ -407,6 +410,9 @@ class GrpcEdge:
         holder: list[Connection],
     ) -> bool:
         conn = self.connections.find(peer) or self.connections.check(peer)
+        if conn.registered:  # another stream on a registered transport joins it as it is
+            holder.append(conn)
+            return True
         body = inbound.body
         conn.client_ip = inbound.client_ip
         conn.version = str(body.get("clientVersion") or "")[:64]
@@ -433,21 +439,10 @@ class GrpcEdge:
         """The stream ended: release the connection's instances everywhere, drop its
         subscriptions. Instances go through the core like a deregister (to the service's
         Distro owner, synced to every member); what cannot be released now (an unreachable
-        owner) is left to the lease reaper, which removes it after its grace.
-
-        Not when this node is stopping: its clients did not leave, they are about to move to
-        another member and redo their registers (2.0.9 within its 5 s keepalive, 3.2.0 only on
-        its 30 s redo timer). Releasing would empty their services on every member until
-        then; left as they are, they stay listed under this member's lease, which the others
-        reap after the grace once they see it DOWN (as after a crash), unless a redo has
-        replaced it."""
+        owner) is left to the lease reaper, which removes it after its grace."""
         self.connections.remove(conn)
         self.push.drop(conn)
-        if not conn.instances:
-            return
-        if self._stopping is not None and self._stopping.is_set():
-            self.stats.kept_on_stop += 1
-            conn.instances.clear()
+        if not conn.instances or self._shutting_down:
             return
         lease = conn.lease
         held = {service: [(key, lease) for key in keys] for service, keys in conn.instances.items()}

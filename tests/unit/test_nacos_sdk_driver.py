@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,8 +145,8 @@ def test_host_dict_is_json() -> None:
     assert json.loads(json.dumps(host)) == host
 
 
-def test_the_child_answers_each_command_by_id_and_reports_errors() -> None:
-    with SdkClient("2.0.9") as client:
+def test_the_child_answers_each_command_by_id_and_reports_errors(tmp_path: Path) -> None:
+    with SdkClient("2.0.9", log_dir=tmp_path) as client:
         assert client.call("version")["sdk"] == "2.0.9"
         with pytest.raises(SdkError) as refused:
             client.call("register", service="s", ip="10.0.0.1", port=1)
@@ -159,8 +160,8 @@ def test_the_child_answers_each_command_by_id_and_reports_errors() -> None:
     assert pid > 0
 
 
-def test_a_killed_child_fails_the_next_call_instead_of_hanging() -> None:
-    client = SdkClient("2.0.9")
+def test_a_killed_child_fails_the_next_call_instead_of_hanging(tmp_path: Path) -> None:
+    client = SdkClient("2.0.9", log_dir=tmp_path)
     try:
         client.kill9()
         with pytest.raises(AssertionError, match="driver"):
