@@ -510,6 +510,21 @@ def grpc_address(node: Any) -> str:
     return f"{node.host}:{node.port + GRPC_OFFSET}"
 
 
+def profiler(
+    args: argparse.Namespace, pid: int, name: str, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    """With ``--profile DIR``: py-spy on the server for this run (raw folded stacks, 100 Hz;
+    the sampling slows the server a little, so a profiled run's figures are not quoted)."""
+    if not args.profile:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = Path(args.profile) / f"{name}.raw"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "-r", "100", "-f", "raw", "-p", str(pid), "-o", str(out)]
+    command += ["-d", str(max(1, int(seconds) - 1))]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def throughput(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from bench.run import user_token
     from testkit.harness import free_port
@@ -560,9 +575,12 @@ def throughput(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             row: dict[str, dict[str, Any]] = {}
             for name in rotated(names, r):
                 pid = pids[name]
+                spy = profiler(args, pid, name, args.seconds) if r == 0 else None
                 before = cpu_seconds_of(pid)
                 result = gen.ask({"target": name, "seconds": args.seconds}, args.seconds + 60)
                 used = cpu_seconds_of(pid) - before
+                if spy is not None:
+                    spy.wait(60)
                 result["server_cpu_us_per_call"] = used / max(result["calls"], 1) * 1e6
                 result["server_cpu_pct"] = 100 * used / result["seconds"]
                 row[name] = result
@@ -730,7 +748,14 @@ async def hold(spec: dict[str, Any]) -> None:
 
     async def connect() -> RawClient:
         async with gate:
-            return await RawClient(spec["address"], spec["token"]).open(60)
+            client = RawClient(spec["address"], spec["token"])
+            if not spec.get("floor"):
+                return await client.open(60)
+            # The floor server knows no protocol: a channel, connected by its first call.
+            client.channel = grpc.aio.insecure_channel(client.target, options=channel_options())
+            client.unary = client.channel.unary_unary("/Request/request")
+            await client.unary(health_request(), timeout=30)
+            return client
 
     clients = list(await asyncio.gather(*(connect() for _ in range(count))))
     print("connected", flush=True)
@@ -745,7 +770,8 @@ async def hold(spec: dict[str, Any]) -> None:
                 if answer.get("resultCode") != 200:
                     raise RuntimeError(f"register: {answer}")
 
-    await asyncio.gather(*(register(k, c) for k, c in enumerate(clients)))
+    if not spec.get("floor"):
+        await asyncio.gather(*(register(k, c) for k, c in enumerate(clients)))
     print("registered", flush=True)
     sent = ok = errors = 0
     latencies: list[float] = []
@@ -754,7 +780,10 @@ async def hold(spec: dict[str, Any]) -> None:
 
     async def keepalive(client: RawClient, offset: float) -> None:
         nonlocal sent, ok, errors
-        await asyncio.sleep(offset)
+        try:
+            await asyncio.wait_for(stop.wait(), offset)
+        except TimeoutError:
+            pass
         while not stop.is_set():
             started = time.perf_counter()
             sent += 1
@@ -803,31 +832,98 @@ def grpc_metrics(node: Any) -> dict[str, Any]:
     return dict(metrics["grpc"])
 
 
+def sample_cpu(
+    pid: int, gens: Sequence[Child], seconds: float
+) -> tuple[list[tuple[float, float]], list[list[tuple[float, float]]]]:
+    """(wall, CPU seconds) of ``pid`` and of each generator, every second for ``seconds``."""
+    samples: list[tuple[float, float]] = []
+    gen_samples: list[list[tuple[float, float]]] = [[] for _ in gens]
+    end = time.perf_counter() + seconds
+    while True:
+        now = time.perf_counter()
+        samples.append((now, cpu_seconds_of(pid)))
+        for g, s in zip(gens, gen_samples, strict=True):
+            s.append((now, cpu_seconds_of(g.pid)))
+        if now >= end:
+            return samples, gen_samples
+        time.sleep(min(1.0, end - now))
+
+
+def start_holders(address: str, token: str, args: argparse.Namespace, floor: bool) -> list[Child]:
+    per = [args.clients // args.generators] * args.generators
+    per[0] += args.clients - sum(per)
+    gens, first = [], 0
+    for n in per:
+        spec = {
+            "address": address,
+            "token": token,
+            "first": first,
+            "clients": n,
+            "interval": args.interval,
+            "services": args.services,
+            "floor": floor,
+        }
+        first += n
+        gens.append(Child("--hold-clients", json.dumps(spec)))
+    return gens
+
+
+def capacity_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """The same clients and keepalive pace against the empty-call floor server: what grpc.aio
+    itself costs per call when calls arrive one at a time over many connections."""
+    from testkit.harness import free_port
+
+    port = free_port()
+    floor = Child("--serve-floor", str(port))
+    gens: list[Child] = []
+    try:
+        floor.expect("ready", 30)
+        gens = start_holders(f"127.0.0.1:{port}", "", args, True)
+        for g in gens:
+            g.expect("connected", 600)
+        for g in gens:
+            g.send("register")
+        for g in gens:
+            g.expect("registered", 600)
+        samples, _ = sample_cpu(floor.pid, gens, args.hold)
+        for g in gens:
+            g.send("stop")
+        reports = [json.loads(g.expect("{", 120)) for g in gens]
+        per_second = cpu_pct(samples)
+        steady = per_second[min(int(args.interval), len(per_second) // 2) :]
+        calls = sum(r["health_ok"] for r in reports)
+        return {
+            "clients": args.clients,
+            "median_pct": statistics.median(steady) if steady else float("nan"),
+            "per_call_us": (samples[-1][1] - samples[0][1]) / max(calls, 1) * 1e6,
+            "calls": calls,
+        }
+    finally:
+        for g in [*gens, floor]:
+            if g.proc.poll() is None:
+                g.proc.kill()
+                g.proc.wait(10)
+
+
 def capacity(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from bench.run import user_token
 
-    node = start_node(base, "capacity")
+    # A node scans its leased instances every second for ``grace + 2`` seconds after it starts
+    # (they may be its previous life's); a short grace lets the hold see the steady state.
+    node = start_node(base, "capacity", NAMING_LEASE_GRACE_S=str(args.lease_grace))
+    node_started = time.monotonic()
     gens: list[Child] = []
     try:
         pid = node.proc.pid
         token = user_token(node)
-        time.sleep(2)
+        idle_samples = []
+        for _ in range(4):  # the node's own CPU with no client: its loops and threads
+            idle_samples.append((time.perf_counter(), cpu_seconds_of(pid)))
+            time.sleep(1)
+        idle_pct = cpu_pct([idle_samples[0], idle_samples[-1]])[0]
         rss_idle = rss_kb(pid)
-        per = [args.clients // args.generators] * args.generators
-        per[0] += args.clients - sum(per)
-        first = 0
         started = time.perf_counter()
-        for n in per:
-            spec = {
-                "address": grpc_address(node),
-                "token": token,
-                "first": first,
-                "clients": n,
-                "interval": args.interval,
-                "services": args.services,
-            }
-            first += n
-            gens.append(Child("--hold-clients", json.dumps(spec)))
+        gens = start_holders(grpc_address(node), token, args, False)
         for g in gens:
             g.expect("connected", 600)
         connect_s = time.perf_counter() - started
@@ -841,26 +937,21 @@ def capacity(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         rss_registered = rss_kb(pid)
         print(
             f"capacity: {args.clients} clients connected in {connect_s:.1f} s, "
-            f"{args.clients * 5} instances registered; holding {args.hold:.0f} s",
+            f"{args.clients * 5} instances registered; holding {args.hold:.0f} s (node PID {pid})",
             flush=True,
         )
-        samples: list[tuple[float, float]] = []
-        gen_samples: list[list[tuple[float, float]]] = [[] for _ in gens]
-        end = time.perf_counter() + args.hold
-        while True:
-            now = time.perf_counter()
-            samples.append((now, cpu_seconds_of(pid)))
-            for g, s in zip(gens, gen_samples, strict=True):
-                s.append((now, cpu_seconds_of(g.pid)))
-            if now >= end:
-                break
-            time.sleep(min(1.0, end - now))
+        time.sleep(max(0.0, node_started + args.lease_grace + 3 - time.monotonic()))
+        spy = profiler(args, pid, "capacity", args.hold)
+        samples, gen_samples = sample_cpu(pid, gens, args.hold)
         metrics = grpc_metrics(node)
         rss_end = rss_kb(pid)
+        if spy is not None:
+            spy.wait(60)
         for g in gens:
             g.send("stop")
         reports = [json.loads(g.expect("{", 120)) for g in gens]
-        steady = cpu_pct(samples)[int(args.interval) :]  # the first interval left out
+        per_second = cpu_pct(samples)
+        steady = per_second[min(int(args.interval), len(per_second) // 2) :]  # warm-up out
         whole = cpu_pct([samples[0], samples[-1]])
         conns = metrics["connections"]
         return {
@@ -869,11 +960,13 @@ def capacity(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             "generators": args.generators,
             "interval_s": args.interval,
             "hold_s": args.hold,
+            "lease_grace_s": args.lease_grace,
             "connect_s": round(connect_s, 1),
             "node_cpu": {
                 "median_pct": statistics.median(steady) if steady else float("nan"),
                 "max_pct": max(steady) if steady else float("nan"),
                 "mean_pct": whole[0] if whole else float("nan"),
+                "idle_pct": idle_pct,
                 "per_health_check_us": (
                     (samples[-1][1] - samples[0][1])
                     / max(sum(r["health_ok"] for r in reports), 1)
@@ -978,12 +1071,19 @@ def report(results: dict[str, Any]) -> None:
         print(
             f"\ncapacity: {cap['clients']} clients, {cap['instances']} instances, health "
             f"check every {cap['interval_s']} s for {cap['hold_s']} s: node CPU median "
-            f"{cpu['median_pct']:.1f} % (max {cpu['max_pct']:.1f} %), "
+            f"{cpu['median_pct']:.1f} % (max {cpu['max_pct']:.1f} %, "
+            f"idle {cpu['idle_pct']:.1f} %), "
             f"{cpu['per_health_check_us']:.0f} us per health check; RSS "
             f"{rss['idle'] // 1024} -> {rss['connected'] // 1024} -> "
             f"{rss['registered'] // 1024} MB: {cap['bytes_per_connection'] / 1024:.1f} KB per "
             f"connection, {cap['bytes_per_instance']:.0f} B per instance"
         )
+        floor = results.get("capacity_floor")
+        if floor:
+            print(
+                f"  the floor server at the same pace: {floor['median_pct']:.1f} % CPU, "
+                f"{floor['per_call_us']:.0f} us per call"
+            )
         for r in cap["generators_report"]:
             print(
                 f"  generator: {r['health_ok']}/{r['health_sent']} health checks ok, "
@@ -994,7 +1094,7 @@ def report(results: dict[str, Any]) -> None:
         print(f"  {'met   ' if met else 'MISSED'} {target}: {measured}")
 
 
-PHASES = ("throughput", "push", "cluster", "capacity")
+PHASES = ("throughput", "push", "cluster", "capacity", "capacity-floor")
 
 
 def main() -> int:
@@ -1015,6 +1115,9 @@ def main() -> int:
         default=[f"{k}_auth_{a}" for a in ("off", "on") for k in ("health", "register", "query")],
         help="throughput: which of <health|register|query>_auth_<off|on> (the floor always)",
     )
+    parser.add_argument(
+        "--profile", help="py-spy the servers (throughput round 1, the capacity hold) into DIR"
+    )
     parser.add_argument("--distinct", type=int, default=None, help="register: instances cycled")
     parser.add_argument("--changes", type=int, default=None, help="push: changes measured")
     parser.add_argument("--gap", type=float, default=0.05, help="push: seconds between changes")
@@ -1022,6 +1125,12 @@ def main() -> int:
     parser.add_argument("--generators", type=int, default=2)
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--interval", type=float, default=5.0, help="health check period, s")
+    parser.add_argument(
+        "--lease-grace",
+        type=float,
+        default=10.0,
+        help="capacity: the node's NAMING_LEASE_GRACE_S (its after-start scan window)",
+    )
     parser.add_argument("--hold", type=float, default=None, help="capacity: seconds held")
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--generate", help=argparse.SUPPRESS)
@@ -1054,6 +1163,8 @@ def main() -> int:
             results["push_cluster"] = push_cluster(args, base)
         if "capacity" not in args.skip:
             results["capacity"] = capacity(args, base)
+        if "capacity-floor" not in args.skip:
+            results["capacity_floor"] = capacity_floor(args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     RESULTS.parent.mkdir(exist_ok=True)
