@@ -22,10 +22,16 @@
    holding 5 instances each, each sending ``HealthCheckRequest`` every 5 s (the SDK's keepalive,
    spread evenly) for ``--hold`` seconds: the node's CPU (% of one core, sampled every second
    over the steady state), RSS per connection and per instance (/proc, before and after each
-   step) and the node's own ``grpc`` metrics (operator/metrics).
+   step) and the node's own ``grpc`` metrics (operator/metrics). The node runs with
+   ``NAMING_LEASE_GRACE_S`` = ``--lease-grace`` (10 s) and the hold starts once that window has
+   passed: a node scans its leased instances every second for ``grace + 2`` s after it starts,
+   and with the default 180 s the whole hold would be that start-up window. Then the same
+   clients at the same pace against the floor server (``capacity_floor``): what grpc.aio itself
+   costs per call when calls come one at a time over many connections.
 
-``--quick`` shrinks every phase (about a minute in all). Results: ``bench/results/grpc.json``.
-Every process started here is stopped by its PID in ``finally``; every wait is bounded.
+``--quick`` shrinks every phase (about two minutes in all, most of it starting nodes).
+Results: ``bench/results/grpc.json``. Every process started here is stopped by its PID in
+``finally``; every wait is bounded.
 """
 
 from __future__ import annotations
