@@ -1,5 +1,5 @@
 # Thin aliases for dev.py, which needs nothing but Python 3.11.
-.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity bench-peers bench-serving cluster clean
+.PHONY: run test test-fast lint typecheck bench bench-raft bench-distro bench-capacity bench-peers bench-serving bench-grpc cluster clean
 
 run:
 	python3 dev.py run
@@ -42,6 +42,10 @@ bench-peers:
 # waitress, granian and our asyncio server on the same tiny WSGI app (issue #11 item 2).
 bench-serving:
 	python3 dev.py bench-serving
+# The Nacos 2.x gRPC edge (issue #12): throughput beside an empty-call floor, push latency, 2,000
+# connected clients; `python3 dev.py bench-grpc --quick` for a short look.
+bench-grpc:
+	python3 dev.py bench-grpc
 
 cluster:
 	python3 dev.py cluster

@@ -16,6 +16,9 @@
                                            # etcd 3.4 (needs wrk; installs etcd-server if missing)
     python3 dev.py bench-serving [options] # venv + deps, then bench/serving.py: the serving-stack
                                            # candidates side by side (needs wrk)
+    python3 dev.py bench-grpc [options]    # venv + deps, then bench/grpc.py: the Nacos 2.x gRPC
+                                           # edge (throughput beside an empty-call floor, push
+                                           # latency, 2,000 clients); --quick for a short look
     python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
                                            # worker and 3 members on :8848/:8858/:8868
 
@@ -159,6 +162,10 @@ def bench_serving(args: list[str]) -> int:
     return bench_script("serving.py", args)
 
 
+def bench_grpc(args: list[str]) -> int:
+    return bench_script("grpc.py", args)
+
+
 def cluster(args: list[str]) -> int:
     ensure_venv()
     command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
@@ -184,6 +191,7 @@ def main() -> int:
         "bench-capacity": bench_capacity,
         "bench-peers": bench_peers,
         "bench-serving": bench_serving,
+        "bench-grpc": bench_grpc,
         "cluster": cluster,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

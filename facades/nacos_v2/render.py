@@ -1,14 +1,15 @@
 """Domain values → the Nacos 2.x JSON bodies (``serviceInfo`` and its hosts).
 
 A subscriber's ``serviceInfo`` for one (view, clusters, healthyOnly) is built once per service
-revision and cached on the view (the cache dies with it); a push or an answer copies only the
-few per-message fields around it.
+revision and cached on the view (the cache dies with it), its host list already encoded
+(``wire.RawJson``); a push or an answer encodes only the few per-message fields around it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from facades.nacos_v2 import wire
 from naming.domain import Instance, ServiceName
 from naming.registry import ServiceView, select
 
@@ -45,7 +46,7 @@ def service_info(
 ) -> dict[str, Any]:
     """``ServiceInfo``: ``name`` without its group (the SDKs key their cache by
     ``group@@name``), the protect threshold applied, disabled instances left out."""
-    hosts: list[dict[str, Any]] = []
+    hosts: wire.RawJson | list[Any] = []
     protected = False
     checksum = ""
     if view is not None:
@@ -55,7 +56,7 @@ def service_info(
             names = tuple(c for c in (x.strip() for x in clusters.split(",")) if c)
             chosen = select(view, names, healthy_only)
             cached = (
-                [host_json(i, h, name.grouped) for i, h in chosen.hosts],
+                wire.RawJson.of([host_json(i, h, name.grouped) for i, h in chosen.hosts]),
                 chosen.protected,
             )
             view.response_cache[key] = cached

@@ -102,6 +102,19 @@ def failure(type_name: str, request_id: str, code: int, message: str) -> bytes:
     )
 
 
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The grpc.aio server's options (a function so that bench/grpc.py builds its empty-call
+    floor server with exactly these)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        # Clients keep their channel open for hours; let them ping it (Nacos allows it).
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class GrpcSettings:
     max_connections: int = 20_000
@@ -202,17 +215,7 @@ class GrpcEdge:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.push.bind(self._loop)
-        size = self.settings.max_message_bytes
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
-                ("grpc.so_reuseport", 0),
-                # Clients keep their channel open for hours; let them ping it (Nacos allows it).
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ]
-        )
+        server = grpc.aio.server(options=server_options(self.settings.max_message_bytes))
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(

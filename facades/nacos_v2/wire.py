@@ -66,6 +66,56 @@ SCHEMA = _schema
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+class RawJson:
+    """A JSON value encoded once and spliced into every body that carries it: a 100-host list
+    costs half a millisecond of encoding, the rest of an answer around it a few microseconds."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def of(cls, value: Any) -> RawJson:
+        return cls(_dumps(value))
+
+
+# The encoder writes this string where a RawJson goes, and the fragment replaces its encoded
+# form. A client's own string equal to it would throw the count off: then (never in practice)
+# the fragments are parsed and encoded like any other value.
+_MARK = "\x00raw\x00"
+_MARK_ENCODED = _dumps(_MARK)
+
+
+def _parsed(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return json.loads(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps_spliced(body: dict[str, Any]) -> str:
+    raws: list[str] = []
+
+    def default(value: Any) -> Any:
+        if isinstance(value, RawJson):
+            raws.append(value.text)
+            return _MARK
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=default).encode(body)
+    if not raws:
+        return text
+    parts = text.split(_MARK_ENCODED)
+    if len(parts) != len(raws) + 1:  # a client's own string held the mark: decode the fragments
+        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_parsed).encode(
+            body
+        )
+    out = [parts[0]]
+    for raw, part in zip(raws, parts[1:], strict=True):
+        out += (raw, part)
+    return "".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One decoded payload: its type name, metadata headers, client address and JSON body."""
@@ -102,6 +152,6 @@ def encode(type_name: str, body: dict[str, Any], headers: dict[str, str] | None 
     payload.metadata.type = type_name
     if headers:
         payload.metadata.headers.update(headers)
-    payload.body.value = _dumps(body).encode()
+    payload.body.value = _dumps_spliced(body).encode()
     data: bytes = payload.SerializeToString()
     return data
