@@ -90,12 +90,16 @@ class PushHub:
     # -- subscriptions (loop) --------------------------------------------------------------------
 
     def subscribe(self, conn: Connection, service: ServiceName, clusters: str) -> None:
-        """Subscribe, and push the service as it is to this subscriber alone, a merge window
+        """Subscribe, and push the service as it is to a new subscriber alone, a merge window
         later (Nacos's push task for a new subscriber): 2.0.9 ignores the state in the
         subscribe answer, so its callback would otherwise hear nothing until the next change."""
-        self.subscribers.setdefault(service, {})[conn] = clusters
+        subs = self.subscribers.setdefault(service, {})
+        # Only a new subscription: 3.2.0 subscribes again on every list that misses its cache,
+        # and it (like 2.0.9) already has the service from the first push.
+        fresh = subs.get(conn) != clusters
+        subs[conn] = clusters
         conn.subscriptions[service] = clusters
-        if self._loop is not None:
+        if fresh and self._loop is not None:
             self._loop.call_later(self.merge_s, self.push, conn, service)
 
     def unsubscribe(self, conn: Connection, service: ServiceName) -> None:
