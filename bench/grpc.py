@@ -24,7 +24,7 @@
    over the steady state), RSS per connection and per instance (/proc, before and after each
    step) and the node's own ``grpc`` metrics (operator/metrics). The node runs with
    ``NAMING_LEASE_GRACE_S`` = ``--lease-grace`` (10 s) and the hold starts once that window has
-   passed: a node scans its leased instances every second for ``grace + 2`` s after it starts,
+   passed: a node walks its leased instances (every 10 s) for ``grace + 2`` s after it starts,
    and with the default 180 s the whole hold would be that start-up window. Then the same
    clients at the same pace against the floor server (``capacity_floor``): what grpc.aio itself
    costs per call when calls come one at a time over many connections.
@@ -914,7 +914,7 @@ def capacity_floor(args: argparse.Namespace) -> dict[str, Any]:
 def capacity(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from bench.run import user_token
 
-    # A node scans its leased instances every second for ``grace + 2`` seconds after it starts
+    # A node walks its leased instances (every 10 s) for ``grace + 2`` seconds after it starts
     # (they may be its previous life's); a short grace lets the hold see the steady state.
     node = start_node(base, "capacity", NAMING_LEASE_GRACE_S=str(args.lease_grace))
     node_started = time.monotonic()
