@@ -64,11 +64,13 @@ def unquote_value(value: str) -> str:
     300 characters with a hundred escapes, which ``unquote_plus`` (pure Python) took 18-30 µs
     to decode, a fifth of a beat's CPU. Turning each ``%`` into a ``\\x`` escape lets the C
     ``unicode_escape`` codec do the work; the bytes it yields are then read as UTF-8. Anything
-    that codec would read differently (a literal backslash, a character outside latin-1, a bad
+    that codec would read differently (a literal backslash or non-ASCII character, a bad
     escape, bytes that are not UTF-8) takes ``unquote_plus`` itself, so the result is always
     the same (``tests/unit/test_hot_path.py`` checks it on generated strings).
     """
-    if "\\" in value:
+    if "\\" in value or not value.isascii():
+        # A literal non-ASCII character is itself to unquote_plus; the codec path would read
+        # its latin-1 byte as part of a UTF-8 sequence ("Â\x80" → "\x80").
         return unquote_plus(value, errors="replace")
     try:
         raw = value.replace("+", " ").replace("%", "\\x").encode("latin-1")

@@ -62,6 +62,7 @@ PATHS = [
     "/nacos/v1/console/health/readiness",
     "/nacos/v1/console/audit",
     "/nacos/v1/core/cluster/nodes",
+    "/nacos/v1/core/loader/current",
     "/metrics",
     NS + "no/such/api",  # the catch-all route of naming/urls.py
     # The console's pages: without a session every one redirects to the login page or refuses
