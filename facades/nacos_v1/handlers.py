@@ -37,6 +37,7 @@ from lib.errors import MissingParam, Unavailable
 from lib.http import JSON, respond
 from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
 from naming.operations import NamingOperations
+from naming.registry import ServiceView
 
 OK = "ok"
 BEAT_OK = 10200
@@ -101,7 +102,7 @@ instance = by_method(
 
 
 @nacos_api("GET")
-def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw:
+def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw | HttpResponse:
     query = s.list_instances(params, client_of(request), request.META.get("REMOTE_ADDR", ""))
     if query.is_check:
         return Raw("{}")  # Nacos 1.4 quirk: the computed result is thrown away
@@ -127,9 +128,13 @@ def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw:
             query.app,
         )
         cache_millis = switches.defaultPushCacheMillis
-    return Raw(
+    view = ops.find_service(query.service)
+    tag = entity_tag(view)
+    if not_modified(request, tag):
+        return unchanged(tag)
+    response = respond(
         render.render_instance_list(
-            ops.find_service(query.service),
+            view,
             query.service.grouped,
             query.clusters,
             query.cluster_names,
@@ -138,8 +143,43 @@ def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw:
             query.env,
             cache_millis,
             ops.wall_ms(),
-        )
+        ),
+        200,
+        JSON,
     )
+    response["ETag"] = tag
+    return response
+
+
+# -- conditional fetch (issue #13) -------------------------------------------------------------
+# A list's entity tag is the service's checksum: the same for the same instances and settings on
+# every member (a client may ask any of them), and weak, as the body also carries lastRefTime.
+# A client that sends it back in If-None-Match is answered 304 with no body while nothing
+# changed.
+
+_NO_SERVICE_TAG = 'W/"none"'
+
+
+def entity_tag(view: ServiceView | None) -> str:
+    return _NO_SERVICE_TAG if view is None else f'W/"{view.checksum}"'
+
+
+def not_modified(request: HttpRequest, tag: str) -> bool:
+    wanted = request.META.get("HTTP_IF_NONE_MATCH")
+    if not wanted:
+        return False
+    bare = tag[2:]
+    for candidate in str(wanted).split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == bare:
+            return True
+    return False
+
+
+def unchanged(tag: str) -> HttpResponse:
+    response = respond(b"", 304)
+    response["ETag"] = tag
+    return response
 
 
 # Rendered beat answers by (interval, found, light beat): every client of a fleet gets one of
@@ -298,15 +338,22 @@ def catalog_service(request: HttpRequest, params: Params, caller: Caller) -> dic
 
 
 @nacos_api("GET", "POST", "PUT", "DELETE", action=Action.READ)
-def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse:
     name = s.service_name(params)
     cluster = params.required("clusterName")
     page = s.page(params)
-    members = _ops().catalog_instances(name, cluster)
-    return {
+    ops = _ops()
+    members = ops.catalog_instances(name, cluster)
+    tag = entity_tag(ops.find_service(name))
+    if request.method == "GET" and not_modified(request, tag):
+        return unchanged(tag)
+    body = {
         "list": [render.full_instance_json(i, name.grouped) for i in page.slice(members)],
         "count": len(members),
     }
+    response = respond(json.dumps(body, separators=(",", ":")), 200, JSON)
+    response["ETag"] = tag
+    return response
 
 
 @nacos_api("GET", resource=namespace_resource)
