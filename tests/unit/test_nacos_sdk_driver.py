@@ -7,10 +7,7 @@ for subscribe and unsubscribe, push lines). As a child: replies, errors and exit
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 from testkit.nacos_sdk import SdkClient, SdkError
 from testkit.nacos_sdk_driver import Driver, host_dict
+from testkit.own_loop import run_on_own_thread
 
 
 class FakeNaming:
@@ -55,32 +53,7 @@ class FakeNaming:
 
 
 def run(driver: Driver, command: str, **args: Any) -> Any:
-    return run_apart(lambda: driver.handlers[command](args))
-
-
-def run_apart(make: Callable[[], Awaitable[Any]]) -> Any:
-    """``asyncio.run`` on a thread of its own: playwright's session fixture may keep a loop
-    running on the xdist worker's thread, where ``asyncio.run`` refuses to start. What the
-    awaitable returns or raises comes back here."""
-    outcome: list[tuple[bool, Any]] = []
-
-    async def main() -> Any:
-        return await make()
-
-    def target() -> None:
-        try:
-            outcome.append((True, asyncio.run(main())))
-        except BaseException as exc:  # handed to the test's thread below
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=target, name="driver-test")
-    thread.start()
-    thread.join(30)
-    assert outcome, "the driver command did not finish"
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
+    return run_on_own_thread(lambda: driver.handlers[command](args))
 
 
 @pytest.fixture
@@ -155,7 +128,7 @@ def test_subscribe_and_unsubscribe_hand_the_sdk_one_callback_that_prints_pushes(
 
     run(driver, "subscribe", service="svc", clusters=["c1"])
     callback = driver.naming.calls[0][1].subscribe_callback
-    run_apart(lambda: callback([Instance(ip="10.0.0.9", port=9)]))
+    run_on_own_thread(lambda: callback([Instance(ip="10.0.0.9", port=9)]))
     push = json.loads(capsys.readouterr().out)
     assert push["event"] == "push" and push["service"] == "svc" and push["group"] == "DEFAULT_GROUP"
     assert push["clusters"] == ["c1"] and push["hosts"][0]["ip"] == "10.0.0.9"

@@ -5,33 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import pytest
 
 from lib.blocking import PeerCall
 from server.peers import PeerClient, PeerFailed
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """``asyncio.run`` on a thread of its own: a session-wide playwright fixture keeps an event
-    loop running on the test thread of the xdist worker that ran the browser tests."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # handed to the test thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the coroutine did not finish within 30 s"
-    if failure:
-        raise failure[0]
+from testkit.own_loop import run_on_own_thread
 
 
 def call(port: int, timeout: float = 2.0, body: bytes = b"x=1") -> PeerCall:
@@ -94,7 +73,7 @@ def test_answers_are_read_and_the_connection_is_kept() -> None:
         client.close()
         server.close()
 
-    run(main)
+    run_on_own_thread(main)
 
 
 def test_a_connection_the_peer_closed_while_idle_is_replaced() -> None:
@@ -109,7 +88,7 @@ def test_a_connection_the_peer_closed_while_idle_is_replaced() -> None:
         client.close()
         server.close()
 
-    run(main)
+    run_on_own_thread(main)
 
 
 def test_refused_and_silent_peers_fail_with_a_reason() -> None:
@@ -135,7 +114,7 @@ def test_refused_and_silent_peers_fail_with_a_reason() -> None:
         assert client.failed == 2
         client.close()
 
-    run(main)
+    run_on_own_thread(main)
 
 
 def test_a_malformed_answer_is_a_failure_not_a_hang() -> None:
@@ -147,4 +126,4 @@ def test_a_malformed_answer_is_a_failure_not_a_hang() -> None:
         client.close()
         server.close()
 
-    run(main)
+    run_on_own_thread(main)
