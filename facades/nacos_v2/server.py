@@ -95,6 +95,14 @@ def answer(type_name: str, request_id: str, body: Mapping[str, Any] | None = Non
     return wire.encode(type_name, out)
 
 
+def internal_request(type_name: str) -> bytes:
+    """A server-to-client request of the connection itself (a probe, a reset), with a requestId
+    of the server's choosing that the client's answer echoes."""
+    return wire.encode(
+        type_name, {"requestId": next_request_id(), "headers": {}, "module": "internal"}
+    )
+
+
 def failure(type_name: str, request_id: str, code: int, message: str) -> bytes:
     return wire.encode(
         type_name,
@@ -432,12 +440,7 @@ class GrpcEdge:
         except ConnectionLimitError as exc:
             log.info("gRPC connection %s refused: %s", conn.id, exc.message)
             self.connections.remove(conn)
-            outbox.put_nowait(
-                wire.encode(
-                    "ConnectResetRequest",
-                    {"requestId": next_request_id(), "headers": {}, "module": "internal"},
-                )
-            )
+            outbox.put_nowait(internal_request("ConnectResetRequest"))
             return False
         holder.append(conn)
         return True
@@ -510,12 +513,7 @@ class GrpcEdge:
             elif now - conn.last_active >= self.settings.idle_probe_s:
                 conn.probe_sent = now
                 stats.probes_sent += 1
-                conn.send(
-                    wire.encode(
-                        "ClientDetectionRequest",
-                        {"requestId": next_request_id(), "headers": {}, "module": "internal"},
-                    )
-                )
+                conn.send(internal_request("ClientDetectionRequest"))
 
     # -- operator view -----------------------------------------------------------------------
 
