@@ -262,7 +262,8 @@ def subscribe(call: Call) -> Body:
     conn, hub = call.conn, call.subscriptions
     if _bool(call.body, "subscribe", True):
         # Subscribed before the view is read: a change landing in between is pushed again,
-        # never lost (the push reads the view it sends when it sends).
+        # never lost (the push reads the view it sends when it sends). The one handler that
+        # changes loop-owned state itself: nothing here waits, so it never leaves the loop.
         hub.subscribe(conn, service, clusters)
     else:
         hub.unsubscribe(conn, service)
