@@ -129,12 +129,15 @@ class InstancesCodec:
 
 class ServiceMetaCodec:
     def encode(self, value: ServiceMeta) -> dict[str, Any]:
-        return {
+        data = {
             "protectThreshold": value.protect_threshold,
             "metadata": dict(value.metadata),
             "selector": value.selector.to_json(),
             "clusters": [_encode_cluster(c) for c in value.clusters.values()],
         }
+        if value.pinned_leaders:  # absent otherwise: stored metas keep their old shape
+            data["pinnedLeaders"] = dict(sorted(value.pinned_leaders.items()))
+        return data
 
     def decode(self, data: Any) -> ServiceMeta:
         selector = data.get("selector") or {}
@@ -147,6 +150,9 @@ class ServiceMetaCodec:
                 expression=str(selector.get("expression", "")),
             ),
             clusters=MappingProxyType({c.name: c for c in clusters}),
+            pinned_leaders=MappingProxyType(
+                {str(k): str(v) for k, v in (data.get("pinnedLeaders") or {}).items()}
+            ),
         )
 
     def canonical(self, value: ServiceMeta) -> dict[str, Any]:

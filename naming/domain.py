@@ -470,6 +470,9 @@ class ServiceMeta:
     metadata: Mapping[str, str] = field(default_factory=lambda: EMPTY_METADATA)
     selector: Selector = field(default_factory=Selector)
     clusters: Mapping[str, ClusterConfig] = field(default_factory=lambda: MappingProxyType({}))
+    # Leaders an operator pinned (``naming.leaders``): scope ("" for the whole service, else a
+    # cluster name) -> "ip:port". Empty for almost every service.
+    pinned_leaders: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def check_protect_threshold(value: float) -> float:

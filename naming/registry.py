@@ -119,9 +119,13 @@ class ServiceView:
         return self._ephemeral_set.keys()
 
     def ephemeral_map(self) -> Mapping[InstanceKey, Instance]:
-        """The stored ephemeral instances by key, weights not clamped (no copy: the expiry
-        reads only their health and timeouts)."""
+        """The stored ephemeral instances by key, in registration order, weights not clamped
+        (no copy: the expiry reads only their health and timeouts)."""
         return self._ephemeral_set
+
+    def persistent_map(self) -> Mapping[InstanceKey, Instance]:
+        """The stored persistent instances by key, in registration order, weights not clamped."""
+        return self._persistent_set
 
     def cluster_config(self, cluster: str) -> ClusterConfig:
         return self.settings.clusters.get(cluster) or ClusterConfig(cluster)

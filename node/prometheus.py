@@ -41,6 +41,18 @@ def _node_gauges() -> Iterable[Metric]:
         "UDP push subscribers (clients that polled with udpPort).",
         node.push.subscriber_count(),
     )
+    feed = node.feed.status()
+    gauge("naming_feed_events", "Change-feed events kept (naming.feed).", float(feed["size"]))
+    gauge(
+        "naming_feed_last_index",
+        "This member's change-feed index (its global revision: grows on any change).",
+        float(feed["lastIndex"]),
+    )
+    gauge(
+        "naming_feed_oldest_index",
+        "The oldest change-feed index still kept (a resume from before it starts over).",
+        float(feed["oldestIndex"]),
+    )
     # The store's own status, not DistroCluster.status(): that one hashes every datum.
     ephemeral = node.cluster.store if node.cluster is not None else node.distro
     gauge(

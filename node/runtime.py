@@ -39,6 +39,7 @@ from naming.audit import DEFAULT_MAX_AGE_H, DEFAULT_MAX_ENTRIES, AuditLog
 from naming.changes import Change
 from naming.codec import DATUM_CODEC
 from naming.domain import ServiceName
+from naming.feed import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION_S, ChangeFeed
 from naming.health import BeatTable, CheckTable, HealthServices, HealthSettings
 from naming.leases import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, HolderState, LeaseReaper
 from naming.operations import NamingOperations
@@ -84,6 +85,8 @@ class NodeConfig:
     # gone) before it is removed: the time its client gets to reconnect and re-register.
     lease_grace_s: float = DEFAULT_GRACE_S
     lease_interval_s: float = DEFAULT_INTERVAL_S
+    feed_retention_s: float = DEFAULT_RETENTION_S
+    feed_max_events: int = DEFAULT_MAX_EVENTS
 
     @property
     def address(self) -> str:
@@ -143,6 +146,9 @@ class NodeRuntime:
         # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
         self.push = PushService(config.host, render_push)
         self.registry.listeners.add("push", self.push.on_service_changed)
+        # What changed, in order (naming.feed): held fetches, event streams and revisions.
+        self.feed = ChangeFeed(config.feed_retention_s, config.feed_max_events)
+        self.registry.listeners.add("feed", self.feed.on_view)
         self.health = HealthServices(
             self.registry,
             self.beats,

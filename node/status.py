@@ -65,6 +65,7 @@ class StatusReport:
             "distro": dict(node.cluster.status()) if node.cluster is not None else None,
             "http": serving.status(),
             "grpc": node.grpc.status() if node.grpc is not None else None,
+            "feed": node.feed.status(),
             "auth": node.auth.stats() if node.auth is not None else None,
             "health": {
                 "sweeps": node.health.stats.sweeps,

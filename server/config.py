@@ -194,6 +194,15 @@ class NamingSettings:
     # removed; the time its client has to reconnect to a member and re-register.
     lease_grace_s: float = field(default=180.0, metadata=_env("NAMING_LEASE_GRACE_S"))
 
+    # The change feed (naming.feed): how long events are kept for held fetches, event streams
+    # and resumes, and the most kept at once (whichever bound is reached first).
+    feed_retention_s: float = field(
+        default=180.0, metadata=_env("NAMING_FEED_RETENTION_S", minimum=10.0, maximum=86_400.0)
+    )
+    feed_max_events: int = field(
+        default=100_000, metadata=_env("NAMING_FEED_MAX_EVENTS", minimum=1_000, maximum=10_000_000)
+    )
+
     # The audit trail's retention (naming.audit): whichever bound is reached first.
     audit_max_entries: int = field(
         default=100_000, metadata=_env("NAMING_AUDIT_MAX_ENTRIES", minimum=100, maximum=10_000_000)

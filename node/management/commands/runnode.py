@@ -148,6 +148,8 @@ class Command(BaseCommand):
             audit_max_entries=naming.audit_max_entries,
             audit_max_age_h=naming.audit_max_age_h,
             lease_grace_s=naming.lease_grace_s,
+            feed_retention_s=naming.feed_retention_s,
+            feed_max_events=naming.feed_max_events,
             distro=SyncSettings(
                 batch_window_s=naming.distro_batch_window_ms / 1000.0,
                 verify_interval_s=naming.distro_verify_interval_s,
