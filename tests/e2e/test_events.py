@@ -70,9 +70,15 @@ class Reader:
     def next(self, timeout: float = 30.0) -> ServerSentEvent:
         return self.events.get(timeout=timeout)
 
+    def nothing_more(self, quiet_s: float = 1.0) -> None:
+        """No further event for a while (an event no change made would show here)."""
+        with pytest.raises(queue.Empty):
+            extra = self.events.get(timeout=quiet_s)
+            pytest.fail(f"an unexpected event: {extra}")
+
     def changes(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
-        found = []
+        found: list[dict[str, Any]] = []
         while len(found) < count:
             event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             found.append({"id": event.id, **json.loads(event.data)})
@@ -181,8 +187,8 @@ def test_a_held_catalog_list_wakes_on_a_change(
 ) -> None:
     register(node, svc, "10.20.3.1")
     url = "/nacos/v1/ns/catalog/instances"
-    query = {"serviceName": svc, "clusterName": "DEFAULT", "pageNo": 1, "pageSize": 10}
-    query["accessToken"] = node.token()
+    query: dict[str, Any] = {"serviceName": svc, "clusterName": "DEFAULT", "pageNo": 1}
+    query.update(pageSize=10, accessToken=node.token())
     tag = http.get(url, params=query).headers["ETag"]
     threading.Timer(0.5, register, (node, svc, "10.20.3.2")).start()
     held = http.get(url, params={**query, "wait": 20000}, headers={"If-None-Match": tag})
@@ -251,9 +257,7 @@ def test_a_stream_delivers_current_then_one_event_per_change_in_order(
         assert ids == sorted(ids) and len(set(ids)) == changes
         revisions = [e["revision"] for e in got]
         assert revisions == sorted(revisions)
-        with pytest.raises(queue.Empty):
-            extra = reader.next(timeout=1.0)
-            pytest.fail(f"an event no change made: {extra}")
+        reader.nothing_more()
         assert reader.keepalives >= 1  # the 1-second pause above was idle
 
 
@@ -263,6 +267,7 @@ def test_resume_with_last_event_id_loses_nothing(node: NodeProcess, svc: str) ->
         assert json.loads(reader.next().data)["kind"] == "current"
         register(node, svc, "10.23.0.2")
         seen = reader.changes(1)  # the leader (10.23.0.1, the oldest) stays
+        reader.nothing_more()
     assert [(e["kind"], e["instance"]["ip"]) for e in seen] == [("up", "10.23.0.2")]
     last_id = seen[0]["id"]
     # While disconnected: two instances come, the leader goes.
@@ -271,13 +276,15 @@ def test_resume_with_last_event_id_loses_nothing(node: NodeProcess, svc: str) ->
     done = node.api("DELETE", "/instance", {"serviceName": svc, "ip": "10.23.0.1", "port": 80})
     assert done.text == "ok"
     with stream(node, {"serviceName": svc}, {"Last-Event-ID": last_id}) as reader:
-        replay = reader.changes(4)
-    kinds = [(e["kind"], (e["instance"] or {}).get("ip")) for e in replay]
+        replay = reader.changes(5)
+        reader.nothing_more()
+    kinds = [(e["kind"], e.get("scope"), (e["instance"] or {}).get("ip")) for e in replay]
     assert kinds == [
-        ("up", "10.23.0.3"),
-        ("up", "10.23.0.4"),
-        ("removed", "10.23.0.1"),
-        ("leader", "10.23.0.2"),
+        ("up", None, "10.23.0.3"),
+        ("up", None, "10.23.0.4"),
+        ("removed", None, "10.23.0.1"),
+        ("leader", "", "10.23.0.2"),  # of the service
+        ("leader", "DEFAULT", "10.23.0.2"),  # of its cluster
     ]
     ids = [int(e["id"].rpartition("-")[2]) for e in replay]
     assert ids[0] > int(last_id.rpartition("-")[2]) and ids == sorted(ids)
@@ -297,12 +304,14 @@ def test_a_group_stream_sees_services_created_after_it_opened(node: NodeProcess)
         assert [s["serviceName"] for s in current["services"]] == ["before"]
         register(node, "after", "10.25.0.2", groupName=group)
         register(node, "elsewhere", "10.25.0.3")  # DEFAULT_GROUP: not in this stream
-        got = reader.changes(2)
-    assert [(e["kind"], e["serviceName"], e["groupName"]) for e in got] == [
-        ("up", "after", group),
-        ("leader", "after", group),
+        got = reader.changes(3)
+        reader.nothing_more()
+    assert [(e["kind"], e["serviceName"], e["groupName"], e.get("scope")) for e in got] == [
+        ("up", "after", group, None),
+        ("leader", "after", group, ""),
+        ("leader", "after", group, "DEFAULT"),
     ]
-    assert got[1]["scope"] == "" and got[1]["instance"]["ip"] == "10.25.0.2"
+    assert {e["instance"]["ip"] for e in got} == {"10.25.0.2"}
 
 
 def test_bad_input_answers_4xx_and_holds_nothing(
@@ -347,13 +356,14 @@ def test_a_user_without_read_on_the_namespace_is_refused(
     before = watch_state(node)
     login = http.post("/nacos/v1/auth/login", data={"username": user, "password": password})
     token = login.json()["accessToken"]
-    for path, params in (
+    cases: list[tuple[str, dict[str, Any]]] = [
         (EVENTS, {}),
         (EVENTS, {"serviceName": svc}),
         (EVENTS, {"groupName": "DEFAULT_GROUP"}),
         (REVISIONS, {}),
         (LIST, {"serviceName": svc, "wait": 5000}),
-    ):
+    ]
+    for path, params in cases:
         refused = http.get(path, params={**params, "accessToken": token})
         assert refused.status_code == 403, (path, params, refused.text)
     after = watch_state(node)
