@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.harness import NodeProcess, running_node, wait_for
 from testkit.sse import EVENTS, stream
@@ -326,3 +327,21 @@ def test_a_stream_ends_and_a_held_request_answers_on_shutdown(tmp_path: Path) ->
                 holder.join(20)
                 assert answers == [304]
                 assert time.monotonic() - started < 15  # not the 60 s wait
+
+
+def test_the_counts_are_in_metrics(node: NodeProcess, svc: str) -> None:
+    register(node, svc, "10.29.0.1")
+    with stream(node, {"serviceName": svc}) as reader:
+        reader.next()
+        wait_for(lambda: watch_state(node)["streamsOpen"] >= 1, 10, message="open")
+        text = node.request("GET", "/metrics").text
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples["naming_http_event_streams"] >= 1
+    assert samples["naming_http_held_requests"] == 0
+    assert samples["naming_http_streams_opened_total"] >= 1
+    assert "naming_http_events_sent_total" in samples
+    assert "naming_http_held_woken_total" in samples
