@@ -168,7 +168,7 @@ def test_a_burst_is_one_pull_and_one_write_per_stream(loop: asyncio.AbstractEven
         b"first;up:10.0.0.1;leader:10.0.0.1;leaderDEFAULT:10.0.0.1;"
         b"up:10.0.0.2;up:10.0.0.3;up:10.0.0.4;up:10.0.0.5;"
     )
-    assert connection.busy and watchers.status()["streamsOpen"] == 1
+    assert connection.busy and watchers.stream_count == 1
 
 
 def test_streams_see_only_their_namespace_and_only_after_their_position(
@@ -220,7 +220,7 @@ def test_held_requests_wake_by_service_and_end_with_their_wait(
     on_a, on_b = Connection(), Connection()
     watchers.hold(as_conn(on_a), request(), held(A, feed.last_index, 30, judge))
     watchers.hold(as_conn(on_b), request(), held(B, feed.last_index, 0.2, judge))
-    assert watchers.status()["heldNow"] == 2 and on_a.busy and on_b.busy
+    assert watchers.held_count == 2 and on_a.busy and on_b.busy
     views.change(B, "10.0.0.9")  # B's judge says unchanged: it waits on
     settle(loop)
     assert on_b.answers == [] and watchers.stats.held_rechecked == 1
@@ -231,7 +231,7 @@ def test_held_requests_wake_by_service_and_end_with_their_wait(
     settle(loop, 0.3)
     assert on_b.answers == [b"200|new"]  # judged at the end (final)
     assert (watchers.stats.held_woken, watchers.stats.held_timed_out) == (1, 1)
-    assert watchers.status()["heldNow"] == 0 and watchers.held == {}
+    assert watchers.held_count == 0 and watchers.held == {}
 
 
 def test_a_client_that_leaves_is_forgotten(loop: asyncio.AbstractEventLoop) -> None:
@@ -242,7 +242,7 @@ def test_a_client_that_leaves_is_forgotten(loop: asyncio.AbstractEventLoop) -> N
     watchers.stream(as_conn(streaming), request(), spec(0))
     watchers.forget(waiting.watch)
     watchers.forget(streaming.watch)
-    assert watchers.status()["heldNow"] == 0 and watchers.status()["streamsOpen"] == 0
+    assert watchers.held_count == 0 and watchers.stream_count == 0
     assert (watchers.stats.held_cancelled, watchers.stats.streams_closed_by_client) == (1, 1)
     assert not watchers.watching
 
@@ -259,7 +259,7 @@ def test_a_stream_whose_client_does_not_read_is_closed(loop: asyncio.AbstractEve
     settle(loop)
     assert connection.transport.closed and watchers.stats.streams_closed_slow == 1
     assert connection.transport.written[-1] == b"0\r\n\r\n"  # the last chunk: a clean end
-    assert watchers.status()["streamsOpen"] == 0
+    assert watchers.stream_count == 0
 
 
 def test_a_stream_the_feed_left_behind_is_closed(loop: asyncio.AbstractEventLoop) -> None:
@@ -289,7 +289,7 @@ def test_the_cap_on_streams_answers_503(loop: asyncio.AbstractEventLoop) -> None
     watchers.stream(as_conn(first), request(), spec(0))
     watchers.stream(as_conn(second), request(), spec(0))
     assert second.answers and second.answers[0].startswith(b"503 Service Unavailable|too many")
-    assert watchers.stats.streams_refused == 1 and watchers.status()["streamsOpen"] == 1
+    assert watchers.stats.streams_refused == 1 and watchers.stream_count == 1
 
 
 def test_shutdown_answers_held_requests_and_ends_streams(loop: asyncio.AbstractEventLoop) -> None:
