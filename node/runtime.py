@@ -291,8 +291,8 @@ class NodeRuntime:
                 if not self.config.cluster:
                     raise RuntimeError("raft did not become ready in time")
                 log.warning(
-                    "no raft leader yet (waiting for a quorum of %s)",
-                    ", ".join(self.config.members),
+                    "no raft leader yet (waiting for a quorum of the voters %s)",
+                    ", ".join(m for m in self.config.members if self.config.is_voter(m)),
                 )
         # Never serve (or push) an empty list for a service that has instances elsewhere.
         if self.cluster is not None and self.cluster.load_snapshot(self._stopping) is None:
