@@ -2,7 +2,8 @@
 
 Persistent writes go through every member, non-voters included (they forward to the leader),
 and reach every living member; the leader is always a voter; killing both non-voters (kill -9)
-costs no quorum, and neither does killing one voter after that (2 of 3 still vote).
+costs no quorum, and neither does killing one voter after that (2 of 3 still vote); a
+non-voter restarted then catches up and forwards writes again.
 """
 
 from __future__ import annotations
@@ -125,6 +126,11 @@ def test_writes_through_any_member_survive_losing_both_nonvoters_then_a_voter(
     for node in survivors:
         raft = node.request("GET", "/nacos/v1/ns/operator/cluster/state").json()["raft"]
         assert raft["voter"] is True and raft["role"] in ("LEADER", "FOLLOWER")
-        assert json.loads(node.request("GET", "/nacos/v1/ns/raft/leader").json()["leader"])[
-            "ip"
-        ] in {n.address for n in survivors}
+        named = node.request("GET", "/nacos/v1/ns/raft/leader").json()["leader"]
+        assert json.loads(named)["ip"] in {n.address for n in survivors}
+
+    # A restarted non-voter replays its own journal and fetches what it missed from the leader.
+    returned = cluster[NONVOTERS[0]].restart()
+    assert_everywhere([returned], written)
+    written.add(register(returned))
+    assert_everywhere(cluster, written)
