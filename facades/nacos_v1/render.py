@@ -13,6 +13,7 @@ from typing import Any
 
 from facades.nacos_v1.params import strip_group
 from naming.domain import Instance
+from naming.leaders import Leadership
 from naming.registry import ServiceView, select_hosts
 
 # The rendered pieces are cached per service revision in the view's ``response_cache`` (a slot
@@ -145,6 +146,26 @@ def instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
         "healthy": inst.healthy,
         "instanceId": inst.instance_id,
         "metadata": dict(inst.metadata),
+    }
+
+
+def leader_json(found: Leadership, grouped_service: str) -> dict[str, Any]:
+    """``GET /service/leader``: the instance as a host of ``instance/list`` shows it, with
+    whether a pin put it there and which scope ("" the service, else a cluster) it leads."""
+    inst = found.instance
+    return {
+        "instanceId": inst.instance_id,
+        "ip": inst.ip,
+        "port": inst.port,
+        "weight": inst.weight,
+        "healthy": inst.healthy,
+        "enabled": inst.enabled,
+        "ephemeral": inst.ephemeral,
+        "clusterName": inst.cluster,
+        "serviceName": grouped_service,
+        "metadata": dict(inst.metadata),
+        "pinned": found.pinned,
+        "scope": found.scope,
     }
 
 

@@ -272,6 +272,7 @@ CORE_BY_ROUTE: dict[str, list[str]] = {
     "service": ["serviceName", "protectThreshold", "metadata", "selector"],
     "service/list": ["pageNo", "pageSize", "selector", "groupName"],
     "service/subscribers": ["serviceName", "pageNo", "pageSize"],
+    "service/leader": ["serviceName", "ip", "port", "clusterName"],
     "catalog/instances": ["serviceName", "clusterName", "pageNo", "pageSize"],
     "catalog/services": ["pageNo", "pageSize", "serviceNameParam", "withInstances", "hasIpCount"],
     "cluster": [
