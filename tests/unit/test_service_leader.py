@@ -249,3 +249,17 @@ def test_reading_needs_read_and_pinning_needs_write(secured: NodeRuntime, client
     assert client.put(f"{LEADER}?{as_writer}{pin}").status_code == 200
     assert client.get(f"{LEADER}?{as_reader}").json()["pinned"] is True
     assert client.delete(f"{LEADER}?{as_writer}").status_code == 200
+
+
+# -- console ------------------------------------------------------------------------------------
+
+
+def test_the_console_marks_the_leaders(node: NodeRuntime, client: Client) -> None:
+    register(node, 1, "a")
+    register(node, 2, "b")
+    register(node, 3, "b")
+    node.operations.pin_leader(s.PinLeaderCommand(SVC, "b", "10.0.0.3", 80))
+    html = client.get("/nacos/console/service/instances?name=s").content.decode()
+    assert '10.0.0.1 <span class="badge leader">leader</span>' in html
+    assert '10.0.0.2 <span class="badge' not in html
+    assert '10.0.0.3 <span class="badge leader">cluster leader, pinned</span>' in html
