@@ -91,9 +91,8 @@ def render_instance_list(
     )
 
 
-def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
-    """The whole Instance object (catalog, Distro payloads): includes the derived fields."""
-    out: dict[str, Any] = {
+def _instance_fields(inst: Instance, grouped_service: str) -> dict[str, Any]:
+    return {
         "instanceId": inst.instance_id,
         "ip": inst.ip,
         "port": inst.port,
@@ -104,6 +103,13 @@ def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
         "clusterName": inst.cluster,
         "serviceName": grouped_service,
         "metadata": dict(inst.metadata),
+    }
+
+
+def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
+    """The whole Instance object (catalog, Distro payloads): includes the derived fields."""
+    out: dict[str, Any] = {
+        **_instance_fields(inst, grouped_service),
         "instanceHeartBeatInterval": inst.heartbeat_interval_ms,
         "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms,
         "ipDeleteTimeout": inst.ip_delete_timeout_ms,
@@ -152,18 +158,8 @@ def instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
 def leader_json(found: Leadership, grouped_service: str) -> dict[str, Any]:
     """``GET /service/leader``: the instance as a host of ``instance/list`` shows it, with
     whether a pin put it there and which scope ("" the service, else a cluster) it leads."""
-    inst = found.instance
     return {
-        "instanceId": inst.instance_id,
-        "ip": inst.ip,
-        "port": inst.port,
-        "weight": inst.weight,
-        "healthy": inst.healthy,
-        "enabled": inst.enabled,
-        "ephemeral": inst.ephemeral,
-        "clusterName": inst.cluster,
-        "serviceName": grouped_service,
-        "metadata": dict(inst.metadata),
+        **_instance_fields(found.instance, grouped_service),
         "pinned": found.pinned,
         "scope": found.scope,
     }

@@ -4,8 +4,6 @@ its instance serves, and bad input is a 4xx in the Nacos shape."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from naming.changes import Change, PinLeader, UnpinLeader
 from naming.domain import Instance, ServiceMeta, ServiceName
 from naming.feed import EventKind
 from node import runtime
-from node.runtime import NodeConfig, NodeRuntime, in_memory_runtime
+from node.runtime import NodeRuntime
 from testkit.harness import wait_for
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@s")
@@ -213,27 +211,18 @@ def test_no_healthy_instance_is_a_404(node: NodeRuntime, client: Client) -> None
 
 
 @pytest.fixture
-def secured() -> Iterator[NodeRuntime]:
-    rt = in_memory_runtime(NodeConfig(port=8848))
-    rt.auth = Authenticator(
-        b"leader-test-key-0123456789abcdef", UserDirectory(rt.accounts), pool=HashingPool(nice=0)
-    )
-    rt.accounts.ensure_admin("admin-pw-1", lambda: "unused")
-    for user in ("reader", "writer"):
-        rt.accounts.create_user(user, "password-1")
-        rt.accounts.bind_role(f"ROLE_{user}", user)
-    rt.accounts.add_permission("ROLE_reader", ":*:*", "r")
-    rt.accounts.add_permission("ROLE_writer", ":*:*", "rw")
-    deadline = time.monotonic() + 5
-    while not rt.accounts.directory().permissions_of(["ROLE_writer"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    runtime.install(rt)
-    try:
-        yield rt
-    finally:
-        runtime.install(None)
-        rt.stop()
+def secured(node: NodeRuntime) -> NodeRuntime:
+    """The unit ``node`` with auth on: a reader and a writer of the public namespace."""
+    key = b"leader-test-key-0123456789abcdef"
+    node.auth = Authenticator(key, UserDirectory(node.accounts), pool=HashingPool(nice=0))
+    node.accounts.ensure_admin("admin-pw-1", lambda: "unused")
+    for user, action in (("reader", "r"), ("writer", "rw")):
+        node.accounts.create_user(user, "password-1")
+        node.accounts.bind_role(f"ROLE_{user}", user)
+        node.accounts.add_permission(f"ROLE_{user}", ":*:*", action)
+    wait_for(lambda: node.accounts.directory().permissions_of(["ROLE_writer"]), 5.0, 0.01)
+    runtime.install(node)  # again: the edges take the authenticator when installed
+    return node
 
 
 def test_reading_needs_read_and_pinning_needs_write(secured: NodeRuntime, client: Client) -> None:
