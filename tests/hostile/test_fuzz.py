@@ -526,6 +526,7 @@ def _probe_methods(sender: Sender, node: NodeProcess) -> dict[str, list[str]]:
             status, _ = sender.send(method, path, None, auth)
             if status not in (405, 501):
                 found.setdefault(path, []).append(method)
+    node._token = None  # the probe's POST to auth/logout revoked the admin token
     return found
 
 
