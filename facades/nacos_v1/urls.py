@@ -23,6 +23,7 @@ ns_patterns = [
     path("service/names", views.service_names),
     path("service/subscribers", views.service_subscribers),
     path("service/checksum", views.service_checksum),
+    path("service/leader", views.service_leader),
     path("catalog/service", views.catalog_service),
     path("catalog/instances", views.catalog_instances),
     path("catalog/services", views.catalog_services),
