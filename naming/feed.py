@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -103,29 +103,76 @@ def _same_to_clients(old: Instance, new: Instance) -> bool:
     return old == new
 
 
+def _touched(
+    old: Mapping[InstanceKey, Instance], new: Mapping[InstanceKey, Instance]
+) -> tuple[list[tuple[Instance | None, Instance]], list[Instance]]:
+    """(before, after) of every instance that is not the very same object in ``new``, and the
+    instances that left; both in stored order.
+
+    Runs on every write, so the O(n) part stays in C: an update or an append keeps the stored
+    order of what was there, so the common case compares the two value lists object by object
+    (``map(is_not)``, ``compress``) without hashing a key; a removal falls back to one dict
+    lookup per key, still without a Python-level loop.
+    """
+    count = len(old)
+    new_keys, new_values = list(new), list(new.values())
+    if new_keys[:count] == list(old):  # identical key objects: a pointer compare each
+        old_values = list(old.values())
+        pairs: list[tuple[Instance | None, Instance]] = [
+            (old_values[n], new_values[n]) for n in _differing(old_values, new_values[:count])
+        ]
+        pairs.extend((None, inst) for inst in new_values[count:])
+        return pairs, []
+    befores = list(map(old.get, new_keys))
+    pairs = [(befores[n], new_values[n]) for n in _differing(befores, new_values)]
+    gone = old.keys() - new.keys()
+    return pairs, [inst for key, inst in old.items() if key in gone] if gone else []
+
+
+_BLOCK = 256
+
+
+def _differing(before: Sequence[Instance | None], after: Sequence[Instance]) -> list[int]:
+    """Where two equally long lists differ. Blocks are compared as lists first: C skips the
+    identical objects (a pointer compare each), so only a block holding a change is walked."""
+    found: list[int] = []
+    for start in range(0, len(after), _BLOCK):
+        end = start + _BLOCK
+        if before[start:end] != after[start:end]:
+            found.extend(n for n in range(start, min(end, len(after))) if before[n] is not after[n])
+    return found
+
+
 def _instance_kinds(
     old: Mapping[InstanceKey, Instance], new: Mapping[InstanceKey, Instance]
 ) -> list[tuple[EventKind, Instance]]:
     if old is new:
         return []
+    pairs, gone = _touched(old, new)
     changes: list[tuple[EventKind, Instance]] = []
-    for key, inst in new.items():
-        before = old.get(key)
-        if before is inst:
-            continue
+    for before, inst in pairs:
         if before is None or serving(before) != serving(inst):
             changes.append((EventKind.UP if serving(inst) else EventKind.DOWN, inst))
         elif not _same_to_clients(before, inst):
             changes.append((EventKind.UPDATE, inst))
-    if old:
-        # Stored order, so removals come out in registration order too.
-        gone = old.keys() - new.keys()
-        changes.extend((EventKind.REMOVED, inst) for key, inst in old.items() if key in gone)
+    changes.extend((EventKind.REMOVED, inst) for inst in gone)
     return changes
 
 
 def _leader_key(inst: Instance | None) -> tuple[str, int, str, bool] | None:
     return None if inst is None else (inst.ip, inst.port, inst.cluster, inst.ephemeral)
+
+
+def _leaders_unaffected(
+    found: list[tuple[EventKind, Instance | None, str, ServiceMeta | None]], before: Leaders
+) -> bool:
+    """Whether no leader can have moved: only updates (a serving instance stays serving, keeps
+    its place in the order), none of them to a current leader. Registrations, state flips,
+    removals and settings (pins) recompute: O(n) over the stored sets."""
+    current = {_leader_key(inst) for inst in before.values()}
+    return all(
+        kind is EventKind.UPDATE and _leader_key(inst) not in current for kind, inst, _, _ in found
+    )
 
 
 class ChangeFeed:
@@ -171,7 +218,10 @@ class ChangeFeed:
         if view.meta is not old_meta and view.meta != old_meta:
             found.append((EventKind.SERVICE, None, "", view.meta))
         before = self._leaders.get(name, {})
-        now_leading = leaders(view) if view.exists else {}
+        if old is not None and view.exists and _leaders_unaffected(found, before):
+            now_leading = before
+        else:
+            now_leading = leaders(view) if view.exists else {}
         for scope in {**before, **now_leading}:
             new_leader = now_leading.get(scope)
             if _leader_key(before.get(scope)) != _leader_key(new_leader):

@@ -273,6 +273,7 @@ CORE_BY_ROUTE: dict[str, list[str]] = {
     "service": ["serviceName", "protectThreshold", "metadata", "selector"],
     "service/list": ["pageNo", "pageSize", "selector", "groupName"],
     "service/subscribers": ["serviceName", "pageNo", "pageSize"],
+    "service/leader": ["serviceName", "ip", "port", "clusterName"],
     "catalog/instances": ["serviceName", "clusterName", "pageNo", "pageSize", "wait"],
     "events": ["serviceName", "groupName", "namespaceId", "lastEventId"],
     "service/revisions": ["groupName", "namespaceId"],
@@ -533,6 +534,7 @@ def _probe_methods(sender: Sender, node: NodeProcess) -> dict[str, list[str]]:
             status, _ = sender.send(method, path, None, auth)
             if status not in (405, 501):
                 found.setdefault(path, []).append(method)
+    node._token = None  # the probe's POST to auth/logout revoked the admin token
     return found
 
 

@@ -195,3 +195,24 @@ def test_the_runtime_feeds_every_registry_change(node: NodeRuntime) -> None:
     assert up.service == SVC and up.instance is not None and up.instance.ip == "10.1.0.1"
     assert up.revision == node.registry.get(SVC).revision
     assert node.feed.status()["lastIndex"] == node.feed.last_index
+
+
+def test_changes_anywhere_in_a_large_service_are_found() -> None:
+    feed, view = ChangeFeed(), Views()
+    many = [Instance(f"10.2.{n // 250}.{n % 250}", 80) for n in range(600)]
+    feed.on_view(view(*many))
+    mark = feed.last_index
+    changed = list(many)
+    changed[5] = many[5].with_changes(weight=2.0)
+    changed[590] = many[590].with_changes(healthy=False)
+    feed.on_view(view(*changed, Instance("10.3.0.1", 80)))  # same order, one appended
+    assert kinds(feed, mark) == [("update", "10.2.0.5"), ("down", "10.2.2.90"), ("up", "10.3.0.1")]
+    mark = feed.last_index
+    del changed[300]
+    changed[400] = changed[400].with_changes(metadata=MappingProxyType({"a": "b"}))
+    feed.on_view(view(*changed))  # a removal shifts the order: the other path
+    assert kinds(feed, mark) == [
+        ("update", "10.2.1.151"),
+        ("removed", "10.2.1.50"),
+        ("removed", "10.3.0.1"),
+    ]
