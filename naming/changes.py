@@ -128,7 +128,9 @@ class UpsertInstance(Change):
         else:
             new = replace(
                 new,
-                instance_id=simple_instance_id(new.ip, new.port, new.cluster, self.grouped_service),
+                # A foreign protocol's instance keeps its own id: two of them may share ip:port.
+                instance_id=new.native_id
+                or simple_instance_id(new.ip, new.port, new.cluster, self.grouped_service),
                 registered_ms=self.registered_ms,
             )
         instances[new.key] = new
@@ -212,7 +214,7 @@ class PatchInstance(Change):
 
     def _fields(self) -> dict[str, Any]:
         return {
-            "key": list(self.key),
+            "key": self.key.to_wire(),
             "weight": self.weight,
             "healthy": self.healthy,
             "enabled": self.enabled,
@@ -247,7 +249,7 @@ class RemoveInstances(Change):
         return _frozen(instances)
 
     def _fields(self) -> dict[str, Any]:
-        return {"keys": [list(k) for k in self.keys]}
+        return {"keys": [k.to_wire() for k in self.keys]}
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
@@ -274,7 +276,7 @@ class RemoveLeased(Change):
         return _frozen(instances)
 
     def _fields(self) -> dict[str, Any]:
-        return {"entries": [[list(k), lease] for k, lease in self.entries]}
+        return {"entries": [[k.to_wire(), lease] for k, lease in self.entries]}
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
@@ -297,7 +299,7 @@ class SetHealth(Change):
         return _frozen(instances)
 
     def _fields(self) -> dict[str, Any]:
-        return {"verdicts": [[list(k), h] for k, h in self.verdicts]}
+        return {"verdicts": [[k.to_wire(), h] for k, h in self.verdicts]}
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> Change:
@@ -329,7 +331,7 @@ class UpdateMetadata(Change):
 
     def _fields(self) -> dict[str, Any]:
         return {
-            "keys": None if self.keys is None else [list(k) for k in self.keys],
+            "keys": None if self.keys is None else [k.to_wire() for k in self.keys],
             "metadata": dict(self.metadata),
             "delete": self.delete,
         }

@@ -62,6 +62,8 @@ def encode_instance(inst: Instance) -> dict[str, Any]:
         # Only when set: beat-based instances (most) encode as before, and data written before
         # leases existed decodes as beat-based.
         out["lease"] = inst.lease
+    if inst.native_id:  # likewise: only foreign protocols' instances carry one
+        out["nativeId"] = inst.native_id
     return out
 
 
@@ -86,6 +88,7 @@ def decode_instance(data: Mapping[str, Any]) -> Instance:
         marked=bool(data.get("marked", False)),
         registered_ms=int(data.get("registeredMs", 0)),
         lease=str(data.get("lease") or ""),
+        native_id=str(data.get("nativeId") or ""),
     )
 
 

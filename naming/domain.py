@@ -310,14 +310,27 @@ def _ms_from_metadata(metadata: Mapping[str, str], key: PreservedKey, default: i
 
 
 class InstanceKey(NamedTuple):
-    """Identity of an instance inside one (ephemeral or persistent) list of a service."""
+    """Identity of an instance inside one (ephemeral or persistent) list of a service.
+
+    ``native`` is the id a foreign protocol gives the instance (a Eureka instance id, an
+    airlift service announcement's UUID): two of them on one ip:port are two instances. Empty
+    for Nacos clients, whose identity stays (cluster, ip, port)."""
 
     cluster: str
     ip: str
     port: int
+    native: str = ""
 
     def datum_key(self) -> str:
-        return f"{self.ip}:{self.port}:unknown:{self.cluster}"
+        base = f"{self.ip}:{self.port}:unknown:{self.cluster}"
+        return f"{base}:{self.native}" if self.native else base
+
+    def to_wire(self) -> list[str | int]:
+        """As replicated changes carry it: three items unless a native id is set, so keys of
+        Nacos clients encode as they always did."""
+        if self.native:
+            return [self.cluster, self.ip, self.port, self.native]
+        return [self.cluster, self.ip, self.port]
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +352,13 @@ class Instance:
     # 2.x gRPC API, ``naming.leases``): it lives as long as that connection and never expires
     # by beats. Empty: a classic beat-based instance. Replicated, never rendered to clients.
     lease: str = ""
+    # The id a foreign protocol knows it by (``InstanceKey.native``); empty for Nacos clients.
+    native_id: str = ""
 
     @property
     def key(self) -> InstanceKey:
+        if self.native_id:
+            return InstanceKey(self.cluster, self.ip, self.port, self.native_id)
         return InstanceKey(self.cluster, self.ip, self.port)
 
     @property

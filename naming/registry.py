@@ -153,7 +153,7 @@ class ServiceView:
         )
         parts = sorted(
             f"{i.ip}:{i.port}_{i.weight}_{i.healthy}_{i.enabled}_{i.cluster}_{i.ephemeral}_"
-            f"{sorted(i.metadata.items())}"
+            f"{sorted(i.metadata.items())}{i.native_id}"
             for i in self.instances()
         )
         return hashlib.md5(
