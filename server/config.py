@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -109,6 +110,22 @@ class NamingSettings:
     # On SIGTERM, requests in progress get this long to finish (idle connections close at once).
     http_drain_s: float = field(
         default=2.0, metadata=_env("NAMING_HTTP_DRAIN_S", minimum=0.0, maximum=300.0)
+    )
+    # Protocol facades over the same registry (issue #14), each off unless given a port. Eureka
+    # clients conventionally use 8761; airlift discovery has no fixed port.
+    eureka_port: int = field(
+        default=0, metadata=_env("NAMING_EUREKA_PORT", minimum=0, maximum=65535)
+    )
+    airlift_port: int = field(
+        default=0, metadata=_env("NAMING_AIRLIFT_PORT", minimum=0, maximum=65535)
+    )
+    # airlift clients send no credentials: writes are taken only from these networks.
+    airlift_trusted_networks: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128"), metadata=_env("NAMING_AIRLIFT_TRUSTED_NETWORKS")
+    )
+    # The environment the airlift facade serves; announcements for another one are refused.
+    airlift_environment: str = field(
+        default="production", metadata=_env("NAMING_AIRLIFT_ENVIRONMENT")
     )
     # The Nacos 2.x gRPC edge (facades/nacos_v2): its port (0: the HTTP port + 1000, what the
     # SDKs compute; -1: no gRPC edge), connection limits and timings (nacos-v2-grpc.md §2).
@@ -245,11 +262,23 @@ class NamingSettings:
                 found.append(f"{name} must be <= {high}, got {value}")
         if self.log_level not in LOG_LEVELS:
             found.append(f"NAMING_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
-        for network in self.check_networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                found.append(f"NAMING_HEALTH_CHECK_NETWORKS: {network!r} is not a CIDR network")
+        for name, networks in (
+            ("NAMING_HEALTH_CHECK_NETWORKS", self.check_networks),
+            ("NAMING_AIRLIFT_TRUSTED_NETWORKS", self.airlift_trusted_networks),
+        ):
+            for network in networks:
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    found.append(f"{name}: {network!r} is not a CIDR network")
+        if not re.fullmatch(r"[a-z0-9][_a-z0-9]*", self.airlift_environment):
+            found.append(
+                "NAMING_AIRLIFT_ENVIRONMENT must match [a-z0-9][_a-z0-9]* (airlift's rule), "
+                f"got {self.airlift_environment!r}"
+            )
+        ports = [p for p in (self.eureka_port, self.airlift_port) if p]
+        if len(set(ports)) != len(ports):
+            found.append("NAMING_EUREKA_PORT and NAMING_AIRLIFT_PORT must differ")
         if self.lease_grace_s <= 0:
             found.append(f"NAMING_LEASE_GRACE_S must be > 0, got {self.lease_grace_s}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import io
 import logging
@@ -42,7 +43,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from email.utils import formatdate
@@ -134,8 +135,11 @@ _REASONS = {400: "Bad Request", 413: "Payload Too Large", 431: "Request Header F
 class HttpConnection(asyncio.Protocol):
     """One client connection: parse, queue in order, answer in order (HTTP/1.1 pipelining)."""
 
-    def __init__(self, server: NamingServer) -> None:
+    def __init__(self, server: NamingServer, facade: str = "") -> None:
         self.server = server
+        # The protocol facade whose port this connection came in on ("" for the main port):
+        # ``server.wsgi`` serves each facade's paths on its own port only.
+        self.facade = facade
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.current: _Request | None = None  # being parsed
@@ -323,6 +327,7 @@ class NamingServer:
         feed: ChangeFeed | None = None,
         events_keepalive_s: float = DEFAULT_EVENTS_KEEPALIVE_S,
         events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS,
+        facade_ports: Mapping[str, int] | None = None,
     ) -> None:
         self.application = application
         self.drain_s = drain_s
@@ -354,11 +359,17 @@ class NamingServer:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(BACKLOG)
-        self.sock.setblocking(False)
+        self.sock = _listen(host, port)
+        # One more listener per protocol facade that was given a port (Eureka, airlift): the
+        # same loop, workers, limits and application; only the paths served differ by port.
+        self.facade_ports = dict(facade_ports or {})
+        self.facade_socks: dict[str, socket.socket] = {}
+        try:
+            for facade, facade_port in self.facade_ports.items():
+                self.facade_socks[facade] = _listen(host, facade_port)
+        except OSError:
+            self.close_sockets()
+            raise
 
     @property
     def open_connections(self) -> int:
@@ -514,6 +525,9 @@ class NamingServer:
         environ["QUERY_STRING"] = query.decode("latin-1")
         environ["SERVER_PROTOCOL"] = f"HTTP/{request.version}"
         environ["REMOTE_ADDR"], port = connection.peer
+        if connection.facade:
+            environ["naming.facade"] = connection.facade
+            environ["SERVER_PORT"] = str(self.facade_ports[connection.facade])
         environ["REMOTE_PORT"] = str(port)
         body = b"".join(request.body) if request.body else b""
         environ["wsgi.input"] = io.BytesIO(body)
@@ -577,15 +591,21 @@ class NamingServer:
         mark_loop_thread()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        server = await loop.create_server(
-            lambda: HttpConnection(self), sock=self.sock, backlog=BACKLOG
-        )
+        servers: list[asyncio.AbstractServer] = [
+            await loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=BACKLOG)
+        ]
+        for facade, sock in self.facade_socks.items():
+            servers.append(
+                await loop.create_server(
+                    functools.partial(HttpConnection, self, facade), sock=sock, backlog=BACKLOG
+                )
+            )
         loop.call_later(MAINTENANCE_EVERY_S, self._maintenance)
         self.watchers.start(loop)
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(server)
+            await self._shutdown(servers)
             clear_loop_thread()
 
     def _on_signal(self, signum: int) -> None:
@@ -603,10 +623,11 @@ class NamingServer:
         self.stats.accept_errors += 1
         log.warning("event loop: %s", context.get("message"), exc_info=context.get("exception"))
 
-    async def _shutdown(self, server: asyncio.AbstractServer) -> None:
+    async def _shutdown(self, servers: list[asyncio.AbstractServer]) -> None:
         """Refuse new connections, let requests in progress finish (bounded), close the rest."""
         self.draining = True
-        server.close()  # the listener: callers are refused from now on
+        for server in servers:
+            server.close()  # the listeners: callers are refused from now on
         self.watchers.shutdown()  # held requests answer now, streams end
         # Read what already arrived first: a request in the socket buffer is then answered
         # rather than reset with the connection.
@@ -628,10 +649,28 @@ class NamingServer:
         await asyncio.sleep(0)  # let the transports close
 
     def close(self) -> None:
-        """Release the listening socket if :meth:`run` never ran (start-up failed)."""
+        """Release the listening sockets if :meth:`run` never ran (start-up failed)."""
         if self._loop is None:
-            self.sock.close()
+            self.close_sockets()
             self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def close_sockets(self) -> None:
+        self.sock.close()
+        for sock in self.facade_socks.values():
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # Header name as sent -> its WSGI environ key; filled as names are seen (clients send the same few
@@ -716,6 +755,7 @@ def make_server(
     feed: ChangeFeed | None = None,
     events_keepalive_s: float = DEFAULT_EVENTS_KEEPALIVE_S,
     events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS,
+    facade_ports: Mapping[str, int] | None = None,
 ) -> NamingServer:
     """The node's server; ``connection_limit`` is bounded by ``fd_limit`` here."""
     global _current
@@ -743,6 +783,7 @@ def make_server(
         feed=feed,
         events_keepalive_s=events_keepalive_s,
         events_max_streams=events_max_streams,
+        facade_ports=facade_ports,
     )
     _current = server
     return server

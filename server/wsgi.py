@@ -56,6 +56,29 @@ LOOP_PATHS = frozenset(
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
+# The paths each protocol facade owns. A facade's paths are served on its own port only (off
+# unless given one: ``runnode --eureka-port``/``--airlift-port``), and its port serves nothing
+# else: a Nacos client pointed at the Eureka port, or the reverse, gets a 404, not a surprise.
+FACADE_PATHS: dict[str, tuple[str, ...]] = {"eureka": ("/eureka/",), "airlift": ("/v1/",)}
+_ALL_FACADE_PATHS = tuple(p for paths in FACADE_PATHS.values() for p in paths)
+
+
+def misplaced(facade: str, path: str) -> bool:
+    """Whether ``path`` is not served on the port of ``facade`` ("" for the main port)."""
+    slashed = path if path.endswith("/") else path + "/"
+    if facade:
+        return not slashed.startswith(FACADE_PATHS[facade])
+    return slashed.startswith(_ALL_FACADE_PATHS)
+
+
+def _not_here(start_response: Callable[..., Any], path: str) -> Iterable[bytes]:
+    body = f"caused: no such path on this port: {path};".encode()
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
 
 class _Timers(dict[str, Any]):
     """The histogram children of one route, by method, resolved on first use (so an unused
@@ -108,7 +131,10 @@ def application(
     environ: dict[str, Any], start_response: Callable[..., Any]
 ) -> Iterable[bytes] | Answer:
     started = _clock()
-    hot = _HOT.get(environ.get("PATH_INFO", ""))
+    path = environ.get("PATH_INFO", "")
+    if misplaced(environ.get("naming.facade", ""), path):
+        return _not_here(start_response, path)
+    hot = _HOT.get(path)
     if hot is None:
         try:
             result = django_application(environ, start_response)

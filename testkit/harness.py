@@ -142,6 +142,11 @@ class NodeProcess:
     def base(self) -> str:
         return f"http://{self.address}"
 
+    def facade_base(self, facade: str) -> str:
+        """The URL of a protocol facade's listener, from the port its environment gave it
+        (``NAMING_EUREKA_PORT``, ``NAMING_AIRLIFT_PORT``)."""
+        return f"http://{self.host}:{self.env[f'NAMING_{facade.upper()}_PORT']}"
+
     def start(self, wait: bool = True) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
@@ -243,9 +248,11 @@ class NodeProcess:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
+        base: str | None = None,
     ) -> HttpResult:
+        """``base``: another of the node's listeners (``facade_base``); the main one if None."""
         query = urllib.parse.urlencode(params or {})
-        url = f"{self.base}{path}" + (f"?{query}" if query else "")
+        url = f"{base or self.base}{path}" + (f"?{query}" if query else "")
         req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:

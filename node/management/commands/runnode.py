@@ -143,6 +143,18 @@ class Command(BaseCommand):
         # The Nacos 2.x gRPC port (default: NAMING_GRPC_PORT, or the HTTP port + 1000 as the
         # SDKs compute it; -1 turns the gRPC edge off).
         parser.add_argument("--grpc-port", type=int, default=None)
+        parser.add_argument(
+            "--eureka-port",
+            type=int,
+            default=None,
+            help="serve Eureka clients on this port (off by default; they conventionally use 8761)",
+        )
+        parser.add_argument(
+            "--airlift-port",
+            type=int,
+            default=None,
+            help="serve airlift discovery clients (Presto, Trino) on this port (off by default)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         # Before anything is created: SQLite and pysyncobj create files with the process umask.
@@ -244,17 +256,24 @@ class Command(BaseCommand):
         before, fd_limit = raise_fd_limit()
         if fd_limit != before:
             log.info("descriptor limit raised from %d to %d", before, fd_limit)
-        server = make_server(
-            config.host,
-            config.port,
-            opts["threads"] or naming.server_threads,
-            connection_limit=naming.http_connection_limit,
-            drain_s=naming.http_drain_s,
-            fd_limit=fd_limit,
-            feed=runtime.feed,
-            events_keepalive_s=naming.events_keepalive_s,
-            events_max_streams=naming.events_max_streams,
-        )
+        facade_ports = self._facade_ports(opts, naming, port)
+        try:
+            server = make_server(
+                config.host,
+                config.port,
+                opts["threads"] or naming.server_threads,
+                connection_limit=naming.http_connection_limit,
+                drain_s=naming.http_drain_s,
+                fd_limit=fd_limit,
+                feed=runtime.feed,
+                events_keepalive_s=naming.events_keepalive_s,
+                events_max_streams=naming.events_max_streams,
+                facade_ports=facade_ports,
+            )
+        except OSError as exc:  # a port in use: say which, without a traceback
+            raise CommandError(f"cannot listen for HTTP: {exc}") from None
+        for facade, facade_port in facade_ports.items():
+            log.info("%s facade listening on %s:%d", facade, config.host, facade_port)
         log.info(
             "HTTP connection limit %d (descriptor limit %d), %d worker threads",
             server.connection_limit,
@@ -327,6 +346,24 @@ class Command(BaseCommand):
             log.info("node stopped")
             sys.stdout.flush()
         exit_now()
+
+    @staticmethod
+    def _facade_ports(opts: dict[str, Any], naming: NamingSettings, port: int) -> dict[str, int]:
+        """The protocol facades given a port (flag, else environment; 0 or absent: off)."""
+        found: dict[str, int] = {}
+        for facade, configured in (
+            ("eureka", naming.eureka_port),
+            ("airlift", naming.airlift_port),
+        ):
+            flag = opts[f"{facade}_port"]
+            chosen = configured if flag is None else flag
+            if not 0 <= chosen <= 65535:
+                raise CommandError(f"--{facade}-port must be 0 (off) to 65535, got {chosen}")
+            if chosen == port or chosen in found.values():
+                raise CommandError(f"--{facade}-port {chosen} is already in use by this node")
+            if chosen:
+                found[facade] = chosen
+        return found
 
     def _bootstrap_admin(self, runtime: node_runtime.NodeRuntime, password: str) -> None:
         """The first admin, once the replicated accounts are loaded: a restarted member or a
