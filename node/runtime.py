@@ -31,6 +31,7 @@ from distro.signing import Verifier
 from distro.store import DistroStore
 from distro.sync import SyncSettings
 from distro.transport import HttpPeerTransport
+from facades.airlift import context as airlift
 from facades.nacos_v1 import context as nacos_v1
 from facades.nacos_v1.push import PushService
 from facades.nacos_v1.render import render_push
@@ -90,6 +91,8 @@ class NodeConfig:
     lease_interval_s: float = DEFAULT_INTERVAL_S
     feed_retention_s: float = DEFAULT_RETENTION_S
     feed_max_events: int = DEFAULT_MAX_EVENTS
+    # The airlift discovery edge (facades/airlift): environment, trusted networks, max-age.
+    airlift: airlift.AirliftSettings = field(default_factory=airlift.AirliftSettings)
 
     @property
     def address(self) -> str:
@@ -426,6 +429,7 @@ def install(runtime: NodeRuntime | None) -> None:
     global _current
     _current = runtime
     nacos_v1.install(runtime)
+    airlift.install(runtime, runtime.config.airlift if runtime is not None else None)
     accounts.auth.install(
         runtime.auth if runtime is not None else None,
         runtime.accounts if runtime is not None else None,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from facades.airlift import context as airlift
 from node.version import VERSION
 from raft import guard as raft_guard
 from server import serving
@@ -72,6 +73,7 @@ class StatusReport:
             "distro": dict(node.cluster.status()) if node.cluster is not None else None,
             "http": serving.status(),
             "grpc": node.grpc.status() if node.grpc is not None else None,
+            "airlift": airlift_status(),
             "feed": node.feed.status(),
             "auth": node.auth.stats() if node.auth is not None else None,
             "health": {
@@ -170,4 +172,12 @@ class StatusReport:
         for member in node.config.members:
             if node.config.raft_address(member) == str(leader):
                 return member
+        return None
+
+
+def airlift_status() -> dict[str, Any] | None:
+    """The airlift edge's counters (None before a node is installed)."""
+    try:
+        return dict(airlift.stats().as_json())
+    except RuntimeError:
         return None

@@ -127,6 +127,10 @@ class NamingSettings:
     airlift_environment: str = field(
         default="production", metadata=_env("NAMING_AIRLIFT_ENVIRONMENT")
     )
+    # airlift's ``discovery.max-age``: an announcement is dropped this long after its last PUT.
+    airlift_max_age_s: int = field(
+        default=30, metadata=_env("NAMING_AIRLIFT_MAX_AGE_S", minimum=3, maximum=3600)
+    )
     # The Nacos 2.x gRPC edge (facades/nacos_v2): its port (0: the HTTP port + 1000, what the
     # SDKs compute; -1: no gRPC edge), connection limits and timings (nacos-v2-grpc.md §2).
     grpc_port: int = field(default=0, metadata=_env("NAMING_GRPC_PORT", minimum=-1, maximum=65535))

@@ -12,6 +12,7 @@ from accounts.users import (
     UsersView,
 )
 from distro import views as peer
+from facades.airlift.urls import airlift_patterns
 from facades.console.urls import console_patterns
 from facades.nacos_v1 import audit, console
 from facades.nacos_v1 import handlers as views
@@ -47,6 +48,8 @@ urlpatterns = [
     path("metrics", prometheus.metrics),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
     *console_patterns,
+    # Protocol facades: served on their own ports only (server/wsgi.py FACADE_PATHS).
+    *airlift_patterns,
 ]
 
 handler404 = "facades.nacos_v1.api.not_found"

@@ -33,6 +33,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.auth import Authenticator, HashingPool, LoginLimits, UserDirectory
 from distro.sync import SyncSettings
+from facades.airlift.context import AirliftSettings
 from facades.nacos_v2.server import GrpcEdge, GrpcSettings
 from lib.errors import ErrorCode, NamingError
 from lib.files import make_private_dir
@@ -212,6 +213,11 @@ class Command(BaseCommand):
             lease_grace_s=naming.lease_grace_s,
             feed_retention_s=naming.feed_retention_s,
             feed_max_events=naming.feed_max_events,
+            airlift=AirliftSettings(
+                environment=naming.airlift_environment,
+                trusted_networks=naming.airlift_trusted_networks,
+                max_age_s=naming.airlift_max_age_s,
+            ),
             distro=SyncSettings(
                 batch_window_s=naming.distro_batch_window_ms / 1000.0,
                 verify_interval_s=naming.distro_verify_interval_s,
