@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from facades.console.urls import console_patterns
 from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
-from testkit.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, free_port, running_node
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "")
@@ -600,4 +600,89 @@ def test_the_fuzz_covers_every_route_of_the_url_table() -> None:
     # The one route with a converter is fuzzed through concrete paths (a file, a traversal).
     assert any(p.startswith("/nacos/console/static/") for p in PATHS)
     peer_only = {r for r in routes if "/distro/datum" in r or "/distro/c" in r or "report" in r}
-    assert routes - peer_only - {"/bench/empty"} <= set(PATHS)
+    assert routes - peer_only - {"/bench/empty"} <= set(PATHS) | set(AIRLIFT_PATHS)
+
+
+# -- the airlift facade, on its own port ---------------------------------------------------------
+
+# Concrete forms of every airlift route (server/urls.py: facades/airlift/urls.py), slashed too.
+AIRLIFT_PATHS = [
+    *(
+        p + tail
+        for p in (
+            "/v1/service",
+            "/v1/service/fz-t",
+            "/v1/service/fz-t/fz-p",
+            "/v1/announcement/static",
+            "/v1/announcement/static/1c001650-7841-11e0-a1f0-0800200c9a66",
+            "/v1/announcement/static/not-a-uuid",
+            "/v1/announcement/fz-node",
+            "/v1/announcement/fz-node/fz-t",
+            "/v1/announcement/-bad",
+        )
+        for tail in ("", "/")
+    ),
+    "/v1/no/such",
+]
+UUIDS = st.sampled_from(["1c001650-7841-11e0-a1f0-0800200c9a66", "x", ""]) | st.uuids().map(str)
+AIRLIFT_SERVICE = json_object(
+    {"id": UUIDS | JSON_VALUES, "type": SERVICES | JSON_VALUES, "properties": JSON_VALUES
+     | st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4)
+     | st.just({"http": "http://10.20.0.1:8080"})}
+)  # fmt: skip
+AIRLIFT_BODY = (
+    st.builds(
+        lambda env, pool, services, location: _dumps(
+            {"environment": env, "pool": pool, "services": services, "location": location}
+        ),
+        st.sampled_from(["production", "testing", ""]) | JSON_VALUES,
+        st.sampled_from(["general", "fz-p"]) | JSON_VALUES,
+        st.lists(AIRLIFT_SERVICE.map(json.loads), max_size=3) | JSON_VALUES,
+        st.none() | TEXT,
+    )
+    | json_object(
+        dict.fromkeys(("environment", "pool", "properties"), JSON_VALUES) | {"type": SERVICES}
+    )
+    | GENERIC
+)
+
+
+@pytest.mark.slow
+def test_fuzz_the_airlift_facade_no_5xx(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Random bodies, methods and headers on every airlift route: below 500, node UP."""
+    env = {"NAMING_AIRLIFT_PORT": str(free_port())}
+    with running_node(Path(tmp_path_factory.mktemp("fuzz-airlift")), env=env) as node:
+        facade = int(env["NAMING_AIRLIFT_PORT"])
+        conn = http.client.HTTPConnection("127.0.0.1", facade, timeout=30)
+        failures: list[str] = []
+
+        @given(
+            st.sampled_from(AIRLIFT_PATHS),
+            st.sampled_from(["GET", "PUT", "POST", "DELETE", "GET", "PUT", "HEAD", "PATCH"]),
+            AIRLIFT_BODY,
+            st.sampled_from([{}, {"ETag": '"x"'}, {"If-None-Match": "*"}, {"Content-Type": "x"}]),
+        )
+        @settings(max_examples=max(50, FUZZ_EXAMPLES // 2), derandomize=not FUZZ_SEED,
+                  deadline=None, database=None)  # fmt: skip
+        def run(path: str, method: str, body: str, headers: dict[str, str]) -> None:
+            nonlocal conn
+            try:
+                conn.request(method, urllib.parse.quote(path), body=body.encode(), headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (ConnectionError, http.client.HTTPException):
+                conn.close()  # a keep-alive connection closed between requests: once more
+                conn = http.client.HTTPConnection("127.0.0.1", facade, timeout=30)
+                conn.request(method, urllib.parse.quote(path), body=body.encode(), headers=headers)
+                response = conn.getresponse()
+                response.read()
+            if response.status >= 500:
+                failures.append(f"{response.status} {method} {path} {body[:200]!r}")
+                raise AssertionError(failures[-1])
+
+        try:
+            run()
+        finally:
+            conn.close()
+        assert not failures
+        assert node.api("GET", "/operator/metrics").json()["status"] == "UP"
