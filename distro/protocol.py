@@ -31,6 +31,9 @@ QUERY_PATH = "/nacos/v1/ns/distro/datum"  # GET with a JSON body, as Nacos does
 SNAPSHOT_PATH = "/nacos/v1/ns/distro/datums"
 CHECKSUM_PATH = "/nacos/v1/ns/distro/checksum"
 CHANGE_PATH = "/nacos/v1/ns/distro/change"
+# A renewal (a beat) for an instance this member does not own, sent to the owner, who alone
+# keeps its beats and expires it. The body is opaque here: the core encodes and answers it.
+TOUCH_PATH = "/nacos/v1/ns/distro/touch"
 
 
 class BadPayload(InvalidParam):

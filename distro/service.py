@@ -30,6 +30,7 @@ from distro.membership import Membership, MemberState
 from distro.protocol import (
     CHANGE_PATH,
     SNAPSHOT_PATH,
+    TOUCH_PATH,
     PeerProtocol,
     decode_batch,
     fetch_datums,
@@ -110,6 +111,10 @@ class DistroCluster:
         self.snapshot_result: SnapshotResult | None = None
         self.forwarded = 0  # client writes this member proxied to their owner
         self.forward_failures = 0
+        # Answers a renewal an edge made on another member (``forward_touch``) with this
+        # member's own bookkeeping; installed by the node's builder (distro knows no beats).
+        self.on_touch: Callable[[bytes], bytes] | None = None
+        self.touches_forwarded = 0
         self._started = False
 
     @property
@@ -247,6 +252,26 @@ class DistroCluster:
         datum = decode_batch(answer.body, self.store.codec)[0]
         # Store the owner's result here too, so this member reads its own write at once.
         return Applied(datum, self.store.apply_remote_ticket(datum))
+
+    def forward_touch(self, service: str, body: bytes, timeout: float) -> bytes:
+        """Send a renewal to the owner of ``service`` and return its answer. For edges whose
+        protocol cannot be proxied as HTTP to the owner (Eureka, airlift: their ports may differ
+        or be off there), so that the owner, which alone keeps beats and expires, hears it."""
+        owner = self.owner(service)
+        may_block("renewal sent to its distro owner")
+        try:
+            answer = self.transport.call(
+                owner, "POST", TOUCH_PATH, body, {"Content-Type": "application/json"}, timeout
+            )
+        except PeerUnreachable as exc:
+            self.forward_failures += 1
+            self.membership.on_failure(owner, exc.refused)
+            raise Unavailable(f"distro owner {owner} of {service} is unreachable") from None
+        if not answer.ok:
+            self.forward_failures += 1
+            raise Unavailable(f"distro owner {owner} answered {answer.status}")
+        self.touches_forwarded += 1
+        return answer.body
 
     def get(self, key: DatumKey) -> Datum | None:
         return self.store.get(key)

@@ -108,5 +108,13 @@ def checksum(
 
 
 @peer_api("POST")
+def touch(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
+    handler = cluster.on_touch
+    if handler is None:
+        raise Unavailable("this member does not take renewals yet")
+    return respond(handler(body), 200, JSON)
+
+
+@peer_api("POST")
 def change(request: HttpRequest, body: bytes, cluster: DistroCluster, sender: str) -> HttpResponse:
     return respond(cluster.protocol.on_change(body), 200, JSON)

@@ -10,6 +10,7 @@ registry's immutable views. No Django, no HTTP here.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from consistency.datum import DatumKey
 from consistency.service import DelegateConsistencyService
-from lib.errors import Conflict, InvalidParam, NotFound
+from lib.errors import Conflict, InvalidParam, NamingError, NotFound, from_wire
 from naming import audit
 from naming import commands as s
 from naming.changes import (
@@ -81,6 +82,16 @@ class NamespaceInfo:
 PUBLIC_NAMESPACE = Namespace(DEFAULT_NAMESPACE, "public", "Public Namespace")
 
 
+def encode_renewal(cmd: s.Beat) -> bytes:
+    return json.dumps(
+        {
+            "namespace": cmd.service.namespace,
+            "service": cmd.service.grouped,
+            "key": cmd.key.to_wire(),
+        }
+    ).encode()
+
+
 class NamingOperations:
     def __init__(
         self,
@@ -97,6 +108,10 @@ class NamingOperations:
         self.checks = checks if checks is not None else CheckTable()
         self._wall_ms = wall_ms
         self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
+        # In a cluster (installed by the node's builder): whether this member owns a service,
+        # and how to hand a renewal to the member that does (``renew``).
+        self.owns: Callable[[ServiceName], bool] = lambda service: True
+        self.remote_renew: Callable[[str, bytes], bytes] | None = None  # (grouped service, body)
 
     @property
     def switches(self) -> Switches:
@@ -240,6 +255,50 @@ class NamingOperations:
         if PreservedKey.HEART_BEAT_INTERVAL in inst.metadata:
             interval = inst.heartbeat_interval_ms
         return s.BeatResult(True, interval, switches.lightBeatEnabled)
+
+    def renew(self, service: ServiceName, key: InstanceKey) -> s.BeatResult:
+        """A beat from an edge that cannot proxy its request to the owner as the v1 edge does
+        (Eureka, airlift): taken here when this member owns the service, else sent to the owner,
+        which alone keeps beats and expires (a renewal kept on another member would be lost,
+        and the owner would expire a live instance)."""
+        cmd = s.Beat(service, key, None)
+        if self.remote_renew is None or self.owns(service):
+            return self.beat(cmd)
+        answer = json.loads(
+            self.remote_renew(service.grouped, encode_renewal(cmd))
+        )  # a signed peer's answer
+        if not isinstance(answer, dict):
+            raise InvalidParam("renewal answer: not an object")
+        if "error" in answer:
+            raise from_wire(answer["error"])
+        return s.BeatResult(
+            bool(answer["found"]), int(answer["intervalMs"]), bool(answer["lightBeatEnabled"])
+        )
+
+    def renewed_here(self, body: bytes) -> bytes:
+        """The owner's side of :meth:`renew` (a peer sent it); errors travel as data."""
+        try:
+            data = json.loads(body)  # signed by a peer (distro/views.py ``touch``)
+            if not isinstance(data, dict):
+                raise InvalidParam("renewal: not an object")
+            result = self.beat(
+                s.Beat(
+                    ServiceName(str(data["namespace"]), str(data["service"])),
+                    InstanceKey(*data["key"]),
+                    None,
+                )
+            )
+        except NamingError as exc:
+            return json.dumps({"error": exc.to_wire()}).encode()
+        except (KeyError, TypeError, ValueError) as exc:
+            return json.dumps({"error": InvalidParam(f"renewal: {exc}").to_wire()}).encode()
+        return json.dumps(
+            {
+                "found": result.found,
+                "intervalMs": result.interval_ms,
+                "lightBeatEnabled": result.light_beat_enabled,
+            }
+        ).encode()
 
     def statuses(self, service: ServiceName) -> ServiceView:
         return self._require_view(service, f"service: {service} not found.")

@@ -56,6 +56,9 @@ __all__ = ["VERSION", "NodeConfig", "NodeRuntime", "current", "install"]
 log = logging.getLogger(__name__)
 
 
+RENEW_FORWARD_TIMEOUT_S = 2.0  # as the v1 edge's write forwarding
+
+
 class NodeStatus(StrEnum):
     STARTING = "STARTING"
     UP = "UP"
@@ -206,6 +209,13 @@ class NodeRuntime:
         self.report = StatusReport(self)
         if distro is not None:
             distro.membership.add_listener(self._ownership_changed)
+            # Renewals an edge takes on a member that does not own the service go to the owner
+            # (naming.operations ``renew``), over the signed peer transport.
+            self.operations.owns = self.is_responsible
+            self.operations.remote_renew = lambda service, body: distro.forward_touch(
+                service, body, RENEW_FORWARD_TIMEOUT_S
+            )
+            distro.on_touch = self.operations.renewed_here
 
     def attach_grpc(self, edge: GrpcEdge) -> None:
         """Plug the gRPC edge in: its pushes follow the registry, its live connections keep

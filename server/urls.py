@@ -44,6 +44,7 @@ urlpatterns = [
     path(NS + "distro/datums", peer.datums),
     path(NS + "distro/checksum", peer.checksum),
     path(NS + "distro/change", peer.change),
+    path(NS + "distro/touch", peer.touch),
     path("bench/empty", views.empty),
     path("metrics", prometheus.metrics),
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],

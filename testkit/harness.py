@@ -326,12 +326,14 @@ def make_cluster(
     hosts: list[tuple[str, tuple[str, ...]]] | None = None,
     explicit_raft_ports: bool = False,
     nonvoters: Collection[int] = (),
+    facades: Collection[str] = (),
 ) -> list[NodeProcess]:
     """Start ``n`` members with one member list and one secret; wait until UP.
 
     ``hosts`` places member i on (address, launcher), e.g. a test host in a network namespace;
     by default every member is on 127.0.0.1. The members at the indexes in ``nonvoters`` are
-    listed with ``/nonvoter`` (Raft read-only nodes).
+    listed with ``/nonvoter`` (Raft read-only nodes). Each member gets a port of its own for
+    each protocol facade named in ``facades`` ("eureka", "airlift"; ``NodeProcess.facade_base``).
     """
     places = hosts or [("127.0.0.1", ())] * n
     ports: list[int] = []
@@ -363,6 +365,13 @@ def make_cluster(
         )
         node.admin_password = password
         node.env["NAMING_ADMIN_PASSWORD"] = password
+        taken = {*ports, *(p - 1000 for p in ports), *(p + 1000 for p in ports)}
+        for facade in facades:
+            facade_port = free_port()
+            while facade_port in taken:
+                facade_port = free_port()
+            taken.add(facade_port)
+            node.env[f"NAMING_{facade.upper()}_PORT"] = str(facade_port)
         nodes.append(node.start(wait=False))
     try:
         for node in nodes:

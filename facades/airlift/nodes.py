@@ -22,7 +22,7 @@ from facades.airlift.announcements import (
     service_name,
 )
 from facades.airlift.context import AirliftStats, Node
-from naming.commands import Beat, InstanceRef, RegisterInstance
+from naming.commands import InstanceRef, RegisterInstance
 from naming.domain import Instance, InstanceKey, ServiceName
 from naming.registry import Registry, ServiceView
 
@@ -94,7 +94,7 @@ def announce(
             # Unchanged: a renewal is the core's beat (no write unless it was unhealthy). Not
             # found: it expired since we looked, and is registered again below.
             unchanged = old is not None and old.metadata == inst.metadata
-            if unchanged and operations.beat(Beat(name, key, None)).found:
+            if unchanged and operations.renew(name, key).found:
                 outcome.renewed += 1
                 stats.renewed += 1
                 continue
