@@ -6,6 +6,7 @@ member."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import time
@@ -73,12 +74,15 @@ def test_a_registration_through_one_member_is_served_by_the_others(tmp_path: Pat
             )
             assert answer.status == 204, answer.text
         want = dict.fromkeys(names, "UP")
+
+        def serves(node: NodeProcess) -> bool:
+            return {k: v for k, v in shown(node).items() if k in want} == want
+
+        def expired(node: NodeProcess) -> bool:
+            return not set(shown(node)) & set(names)
+
         for node in nodes:
-            wait_for(
-                lambda node=node: {k: v for k, v in shown(node).items() if k in want} == want,
-                15.0,
-                message=f"{node.address} to serve the Eureka apps",
-            )
+            wait_for(functools.partial(serves, node), 15.0, message=f"{node.address} serves")
         # Renewals through every member in turn, for twice the lease: the leases hold.
         deadline = time.monotonic() + 7
         turn = 0
@@ -104,8 +108,4 @@ def test_a_registration_through_one_member_is_served_by_the_others(tmp_path: Pat
         assert sum(distro_status(n)["forwarded"] for n in nodes) > 0
         # No more renewals: removed at 2 x duration on every member.
         for node in nodes:
-            wait_for(
-                lambda node=node: not set(shown(node)) & set(names),
-                30.0,
-                message=f"{node.address} to expire the Eureka leases",
-            )
+            wait_for(functools.partial(expired, node), 30.0, message=f"{node.address} expires")

@@ -112,7 +112,7 @@ def test_register_then_read_in_xml_and_json(eureka: Client, node: NodeRuntime, b
         assert one.findtext("status") == "UP"
         port = one.find("port")
         assert port is not None and port.text == "9090" and port.get("enabled") == "true"
-        assert one.find("dataCenterInfo").get("class").endswith("DefaultDataCenterInfo")  # type: ignore[union-attr]
+        assert one.find("dataCenterInfo").get("class").endswith("DefaultDataCenterInfo")
         assert one.findtext("metadata/management.port") == "9090"
         assert one.findtext("leaseInfo/durationInSecs") == "90"
         assert one.findtext("lastDirtyTimestamp") == "1700000000000"
@@ -162,7 +162,7 @@ def test_lenient_json_input(eureka: Client, node: NodeRuntime) -> None:
     assert doc["instance"]["metadata"] == {"@class": "java.util.Collections$EmptyMap"}
     assert doc["instance"]["app"] == "JSDEMO"
     one = xml(eureka.get("/eureka/apps/JSDEMO/host-5"))
-    assert one.find("metadata").get("class") == "java.util.Collections$EmptyMap"  # type: ignore[union-attr]
+    assert one.find("metadata").get("class") == "java.util.Collections$EmptyMap"
 
 
 def test_reads_of_one_app_instance_and_vips(eureka: Client) -> None:
