@@ -104,6 +104,13 @@ class Call:
     def authorize_write(self, service: ServiceName) -> None:
         authorize(self.caller, Action.WRITE, Resource.naming(NAMESPACE, GROUP, service.name))
 
+    def write(self, app: str) -> HttpResponse | None:
+        """A write to an app's instance: authorized, then the owner's answer if another member
+        owns the app's service (None: apply here)."""
+        service = service_of(app)
+        self.authorize_write(service)
+        return self.forward(service)
+
     # -- forwarding ---------------------------------------------------------------------------
 
     def forward(self, service: ServiceName) -> HttpResponse | None:
@@ -410,9 +417,7 @@ def instance(call: Call, app: str, instance_id: str) -> HttpResponse:
         return _document(call, {"instance": render_instance(inst, app_of(view), view.name.name)})
     if method not in ("PUT", "DELETE"):
         return _not_allowed("GET", "PUT", "DELETE")
-    service = service_of(app)
-    call.authorize_write(service)
-    forwarded = call.forward(service)
+    forwarded = call.write(app)
     if forwarded is not None:
         return forwarded
     view, inst = call.find(app, instance_id, eureka_only=True)
@@ -469,9 +474,7 @@ def status(call: Call, app: str, instance_id: str) -> HttpResponse:
     method = call.request.method
     if method not in ("PUT", "DELETE"):
         return _not_allowed("PUT", "DELETE")
-    service = service_of(app)
-    call.authorize_write(service)
-    forwarded = call.forward(service)
+    forwarded = call.write(app)
     if forwarded is not None:
         return forwarded
     value = call.query("value")
@@ -493,9 +496,7 @@ def metadata(call: Call, app: str, instance_id: str) -> HttpResponse:
     """PUT /apps/{APP}/{id}/metadata?k=v&...: merges the keys into the instance's metadata."""
     if call.request.method != "PUT":
         return _not_allowed("PUT")
-    service = service_of(app)
-    call.authorize_write(service)
-    forwarded = call.forward(service)
+    forwarded = call.write(app)
     if forwarded is not None:
         return forwarded
     view, inst = call.find(app, instance_id, eureka_only=True)
