@@ -58,6 +58,7 @@ from naming.domain import (
 from naming.health import BeatTable, CheckTable
 from naming.leaders import Leadership, leadership, scope_of
 from naming.parsing import parse_json
+from naming.preservation import Renewals
 from naming.registry import Registry, ServiceView
 
 
@@ -89,6 +90,7 @@ class NamingOperations:
         beats: BeatTable,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         checks: CheckTable | None = None,
+        renewals: Renewals | None = None,
     ) -> None:
         self.consistency = consistency
         self.registry = registry
@@ -97,6 +99,9 @@ class NamingOperations:
         self.checks = checks if checks is not None else CheckTable()
         self._wall_ms = wall_ms
         self.beat_count = 0  # approximate under concurrency: a metric, not an invariant
+        # Renewals of watched sources' instances, for self-preservation (naming.preservation):
+        # shared with the expiry (HealthServices) of this member.
+        self.renewals = renewals if renewals is not None else Renewals()
 
     @property
     def switches(self) -> Switches:
@@ -231,6 +236,10 @@ class NamingOperations:
             # (A connection-bound instance lives as long as its connection: a beat that
             # reaches it answers ok and changes nothing.)
             self.beats.touch(cmd.service, inst.key)
+            # A renewal, for self-preservation: a beat that found its instance here (one that
+            # re-registers it, above, is a registration, as a Eureka renew of an unknown
+            # instance is a 404 and no renewal).
+            self.renewals.renewed(cmd.service, inst)
             if not inst.healthy and not inst.marked:
                 with audit.because(audit.BEAT):
                     self.consistency.submit(
