@@ -3,15 +3,15 @@ sweeper holding and releasing the verdicts on watched instances (naming.preserva
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-import pytest
+from django.test import Client
 
 from consistency.datum import DatumKey
 from distro.store import DistroStore
 from naming.changes import Change, RemoveInstances, UpsertInstance
-from naming.domain import Instance, InstanceKey, ServiceName
+from naming.domain import Instance, ServiceName
 from naming.health import HealthServices, HealthSettings
 from naming.preservation import (
     PreservationSettings,
@@ -136,11 +136,11 @@ class Harness:
     clock: list[float]
     health: HealthServices
     store: DistroStore
-    notify: object
+    notify: Callable[[], None]
 
     def submit(self, change: Change) -> None:
         self.store.submit(DatumKey.instances(SVC, True), change, 5.0)
-        self.notify()  # type: ignore[operator]
+        self.notify()
 
     def register(self, inst: Instance) -> None:
         """As ``NamingOperations.register_instance`` does: write, beat, tell the expiry."""
@@ -169,9 +169,9 @@ class Harness:
             self.health.sweep_once()
 
 
-def harness(**settings: object) -> Harness:
+def harness(enabled: bool = True) -> Harness:
     clock = [1000.0]
-    preservation = PreservationSettings(window_s=WINDOW_S, **settings)  # type: ignore[arg-type]
+    preservation = PreservationSettings(enabled=enabled, window_s=WINDOW_S)
     health, store, notifier = in_memory_health(
         clock, None, HealthSettings(sweep_interval_s=0.25, preservation=preservation)
     )
@@ -282,3 +282,20 @@ def test_instances_count_from_their_first_whole_window():
     h.run(1030.0, instances[1:])  # 10.0.0.1 never renews: removed 18 s after registering
     assert h.health.preservation.engaged == 0
     assert "10.0.0.1" not in h.listed() and len(h.listed()) == 9
+
+
+# -- the console -------------------------------------------------------------------------------
+
+
+def test_the_services_page_shows_the_emergency_banner_only_while_it_holds(node):
+    browser = Client()
+    assert b"self-preservation" not in browser.get("/nacos/console/services").content.lower()
+    renewals = node.operations.renewals
+    assert renewals is node.health.renewals  # one counter: beats write it, the expiry reads it
+    renewals.status = replace(
+        renewals.status, active=True, renewals=4, expected=20.0, limit=17, held_instances=2
+    )
+    page = browser.get("/nacos/console/services").content.decode()
+    assert 'id="self-preservation"' in page and "EMERGENCY!" in page
+    assert "Only 4 of the 20 renewals expected in the last 60 s" in page
+    assert "lapsed instances of eureka are kept registered" in page
