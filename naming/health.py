@@ -9,9 +9,11 @@ Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop``
 shared Event and joining):
 - ``beat-sweeper``: a tick every ``sweep_interval_s`` (0.25 s) judges the ephemeral instances whose
   deadline came due (``naming.expiry``) and marks them unhealthy or removes them (never a
-  connection-bound one: ``naming.leases`` decides when those go); it owns the deadlines, and
-  takes in changes from request threads (``BeatTable.changed``), the notifier thread (the
-  registry listener) and the membership listener (``ownership_changed``);
+  connection-bound one: ``naming.leases`` decides when those go), and holds the verdicts on
+  watched sources' instances while self-preservation holds (``naming.preservation``, which it
+  evaluates at most once a second); it owns the deadlines, and takes in changes from request
+  threads (``BeatTable.changed``), the notifier thread (the registry listener) and the
+  membership listener (``ownership_changed``);
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
   bounded thread pool and submits only health *changes*; the time and result of each instance's

@@ -238,13 +238,11 @@ class SelfPreservation:
     def watch(self, name: ServiceName, inst: Instance, now: float) -> None:
         """The expiry armed ``inst`` (new here, or changed): count it if its source is watched,
         from ``now`` if it is new here; forget it if it is not (any more)."""
-        if not self.renewals.sources:
-            return
-        watched = self._services.get(name)
         if inst.lease or not self.renewals.counts(inst):
-            if watched is not None:
+            if self._services:  # (nothing to forget while no instance is watched)
                 self.unwatch(name, inst.key)
             return
+        watched = self._services.get(name)
         if watched is None:
             watched = self._services[name] = {}
         key = inst.key
@@ -257,6 +255,8 @@ class SelfPreservation:
 
     def unwatch(self, name: ServiceName, key: InstanceKey) -> None:
         """The expiry disarmed it: gone, bound to a connection, or its service moved away."""
+        if not self._services:
+            return
         watched = self._services.get(name)
         if watched is not None and watched.pop(key, None) is not None:
             self._held.discard((name, key))
@@ -345,27 +345,23 @@ class SelfPreservation:
         skipped = self._unlogged - 1
         note = f" ({skipped} more changes since the last line)" if skipped > 0 else ""
         self._logged_active, self._last_log, self._unlogged = status.active, now, 0
+        measured = (
+            f"{status.renewals} renewals in the last {status.window_s:g} s of"
+            f" {status.expected:.0f} expected (threshold {status.limit})"
+        )
         sources = ", ".join(status.sources)
         if status.active:
             log.warning(
-                "EMERGENCY: self-preservation engaged: %d renewals in the last %g s of %.0f"
-                " expected (threshold %.0f): lapsed instances of %s are kept registered and"
-                " healthy until renewals recover; they may no longer be running%s",
-                status.renewals,
-                status.window_s,
-                status.expected,
-                status.limit,
+                "EMERGENCY: self-preservation engaged: %s: lapsed instances of %s are kept"
+                " registered and healthy until renewals recover; they may no longer be running%s",
+                measured,
                 sources,
                 note,
             )
         else:
             log.warning(
-                "self-preservation lifted: %d renewals in the last %g s of %.0f expected"
-                " (threshold %.0f): lapsed instances of %s expire again%s",
-                status.renewals,
-                status.window_s,
-                status.expected,
-                status.limit,
+                "self-preservation lifted: %s: lapsed instances of %s expire again%s",
+                measured,
                 sources,
                 note,
             )

@@ -3,9 +3,11 @@ sweeper holding and releasing the verdicts on watched instances (naming.preserva
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+import pytest
 from django.test import Client
 
 from consistency.datum import DatumKey
@@ -20,6 +22,7 @@ from naming.preservation import (
     expected_in,
     renewal_cap,
 )
+from server.config import SettingError, from_environ
 from testkit.health import in_memory_health
 
 SVC = ServiceName("public", "DEFAULT_GROUP@@APP")
@@ -185,7 +188,8 @@ def fleet(h: Harness, n: int = 10, metadata: dict[str, str] = EUREKA) -> list[In
     return instances
 
 
-def test_eight_of_ten_stopping_at_once_stay_registered_and_healthy_while_it_holds():
+def test_eight_of_ten_stopping_at_once_stay_registered_and_healthy_while_it_holds(caplog):
+    caplog.set_level(logging.WARNING, logger="naming.preservation")
     h = harness()
     instances = fleet(h)
     h.run(1020.0, instances)
@@ -197,10 +201,17 @@ def test_eight_of_ten_stopping_at_once_stay_registered_and_healthy_while_it_hold
     assert h.listed() == {i.ip: True for i in instances}
     assert status.held_instances == 8 and status.held_verdicts > 8
     assert h.health.stats.expired_unhealthy == 0 and h.health.stats.expired_removed == 0
+    engaged = [r.getMessage() for r in caplog.records]
+    assert len(engaged) == 1 and engaged[0].startswith("EMERGENCY: self-preservation engaged")
+    # At 1025: the first window after the stop still had the eight beats of 1020.
+    assert "18 renewals in the last 5 s of 50 expected (threshold 42)" in engaged[0]
     # They come back: the first full window of renewals lifts it; nothing was lost.
     h.run(1072.0, instances)
     assert not h.health.preservation.active and h.health.preservation.held_instances == 0
     assert h.listed() == {i.ip: True for i in instances}
+    # The lift is logged too, a minute after the last line at the most.
+    h.run(1090.0, instances)
+    assert len(caplog.records) == 2 and "self-preservation lifted" in caplog.records[1].getMessage()
 
 
 def test_one_of_ten_stopping_expires_as_usual():
@@ -299,3 +310,33 @@ def test_the_services_page_shows_the_emergency_banner_only_while_it_holds(node):
     assert 'id="self-preservation"' in page and "EMERGENCY!" in page
     assert "Only 4 of the 20 renewals expected in the last 60 s" in page
     assert "lapsed instances of eureka are kept registered" in page
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def test_settings_default_to_eurekas_and_are_checked():
+    config = from_environ({})
+    assert config.self_preservation and config.self_preservation_threshold == 0.85
+    assert config.self_preservation_sources == ("eureka",)
+    assert config.self_preservation_window_s == 60.0
+    config = from_environ(
+        {
+            "NAMING_SELF_PRESERVATION_SOURCES": "eureka, airlift",
+            "NAMING_SELF_PRESERVATION_THRESHOLD": "0.5",
+        }
+    )
+    assert config.self_preservation_sources == ("eureka", "airlift")
+    with pytest.raises(SettingError) as info:
+        from_environ(
+            {
+                "NAMING_SELF_PRESERVATION_THRESHOLD": "1.5",
+                "NAMING_SELF_PRESERVATION_WINDOW_S": "0.5",
+                "NAMING_SELF_PRESERVATION_SOURCES": ",",
+            }
+        )
+    problems = " ".join(info.value.problems)
+    assert "NAMING_SELF_PRESERVATION_THRESHOLD" in problems
+    assert "NAMING_SELF_PRESERVATION_WINDOW_S" in problems
+    assert "NAMING_SELF_PRESERVATION_SOURCES must name a source" in problems
+    assert not from_environ({"NAMING_SELF_PRESERVATION": "false"}).self_preservation
