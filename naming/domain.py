@@ -56,6 +56,9 @@ class PreservedKey(StrEnum):
     HEART_BEAT_TIMEOUT = "preserved.heart.beat.timeout"
     IP_DELETE_TIMEOUT = "preserved.ip.delete.timeout"
     INSTANCE_ID_GENERATOR = "preserved.instance.id.generator"
+    # The protocol that registered the instance (``eureka``, ``airlift``); none for Nacos
+    # clients. Self-preservation (naming.preservation) watches the sources configured for it.
+    SOURCE = "preserved.source"
 
 
 class IdGenerator(StrEnum):

@@ -9,9 +9,11 @@ Threads (all owned by :class:`HealthServices`, each a ``lib.loops.PeriodicLoop``
 shared Event and joining):
 - ``beat-sweeper``: a tick every ``sweep_interval_s`` (0.25 s) judges the ephemeral instances whose
   deadline came due (``naming.expiry``) and marks them unhealthy or removes them (never a
-  connection-bound one: ``naming.leases`` decides when those go); it owns the deadlines, and
-  takes in changes from request threads (``BeatTable.changed``), the notifier thread (the
-  registry listener) and the membership listener (``ownership_changed``);
+  connection-bound one: ``naming.leases`` decides when those go), and holds the verdicts on
+  watched sources' instances while self-preservation holds (``naming.preservation``, which it
+  evaluates at most once a second); it owns the deadlines, and takes in changes from request
+  threads (``BeatTable.changed``), the notifier thread (the registry listener) and the
+  membership listener (``ownership_changed``);
 - ``auto-clean``: every ``clean_period_s`` counts empty services and removes the long-empty ones;
 - ``health-check``: every ``check_interval_s`` probes persistent instances (TCP/HTTP) through a
   bounded thread pool and submits only health *changes*; the time and result of each instance's
@@ -46,12 +48,20 @@ from naming.domain import (
 )
 from naming.expiry import (
     AFTER_S,
+    KEEP,
     RECHECK_S,
     REMOVE,
     UNHEALTHY,
     ExpiryQueue,
     first_due,
     judge,
+)
+from naming.preservation import (
+    HOLD_RECHECK_S,
+    PreservationSettings,
+    PreservationStatus,
+    Renewals,
+    SelfPreservation,
 )
 from naming.registry import Registry, ServiceView
 
@@ -191,6 +201,8 @@ class HealthSettings:
     check_timeout_s: float = 2.0
     check_workers: int = 16
     check_networks: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    # Self-preservation of watched sources' instances (naming.preservation).
+    preservation: PreservationSettings = field(default_factory=PreservationSettings)
 
     @property
     def pause_after_s(self) -> float:
@@ -233,10 +245,12 @@ class HealthServices:
         checks: CheckTable | None = None,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         ownership_events: bool = False,
+        renewals: Renewals | None = None,
     ) -> None:
         """``ownership_events``: the owner calls :meth:`ownership_changed` whenever
         ``is_responsible`` may answer differently (the Distro membership listener), so a tick
-        walks every service only then; without it every tick asks about every service."""
+        walks every service only then; without it every tick asks about every service.
+        ``renewals``: where ``NamingOperations.beat`` counts renewals (one of its own if None)."""
         self._registry = registry
         self._beats = beats
         self._submit = submit
@@ -255,6 +269,10 @@ class HealthServices:
         self.stats = HealthStats()
         # Beat expiry state, owned by the beat-sweeper thread (or the test calling sweep_once).
         self._expiry = ExpiryQueue()
+        # Renewals are counted by request threads; the verdict is this thread's (armed and
+        # disarmed instances are watched and unwatched with their deadlines).
+        self.renewals = renewals if renewals is not None else Renewals(settings.preservation, clock)
+        self._preservation = SelfPreservation(self.renewals)
         self._last_sweep: float | None = None  # clock at the start of the last tick
         self._swept = False  # a first tick arms every owned service; later ones only changes
         self._owned: set[ServiceName] = set()  # services whose instances are armed here
@@ -277,6 +295,11 @@ class HealthServices:
     def armed_instances(self) -> int:
         """Ephemeral instances with a pending deadline on this member (those it expires)."""
         return len(self._expiry)
+
+    @property
+    def preservation(self) -> PreservationStatus:
+        """Self-preservation as the last tick found it (any thread)."""
+        return self.renewals.status
 
     @property
     def leased_instances(self) -> int:
@@ -390,8 +413,10 @@ class HealthServices:
         now = self._clock()
         if self._paused(now):
             # Beats went to other members while we were stopped; ours are stale. Each deadline
-            # that comes due now finds no beat and grants a full timeout from then.
+            # that comes due now finds no beat and grants a full timeout from then; and the
+            # renewals we missed must not count as missing.
             self._beats.restart_grace()
+            self._preservation.restart(now)
         # Changed instances first: a registration to a service armed here is then armed once,
         # and its service's key count already agrees when the service is looked at below.
         self._rearm_changed(now)
@@ -405,6 +430,7 @@ class HealthServices:
             for name in dirty:
                 self._observe(name, self._registry.get(name), True, now)
         self._swept = True
+        self._preservation.evaluate(now)
         if not self._registry.switches.healthCheckEnabled:
             return  # deadlines wait; when it is back on, each is judged on its real last beat
         next_due = self._expiry.next_due()
@@ -473,6 +499,7 @@ class HealthServices:
     def _disarm_service(self, name: ServiceName) -> None:
         self._expiry.disarm_service(name)
         self._leased.pop(name, None)
+        self._preservation.unwatch_service(name)
 
     def _arm_service(self, view: ServiceView, now: float, full: bool) -> None:
         """Arm the instances of ``view`` that have no deadline, drop those that left it.
@@ -493,6 +520,7 @@ class HealthServices:
         for key in list(armed - keys):
             self._expiry.disarm_key(name, key)
             self._beats.forget(name, key)
+            self._preservation.unwatch(name, key)
         fresh = keys - armed
         if leased:
             leased &= keys
@@ -506,6 +534,7 @@ class HealthServices:
                 self._leased.setdefault(name, set()).add(key)
                 continue
             self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+            self._preservation.watch(name, inst, now)
         if leased is not None and not leased:
             self._leased.pop(name, None)
 
@@ -527,11 +556,13 @@ class HealthServices:
             if leased is not None:
                 leased.discard(key)  # a v1 register took it back: beat-based again
             self._expiry.arm(name, key, first_due(inst, self._beats.grant(name, key, now)))
+            self._preservation.watch(name, inst, now)  # its source or interval may have changed
 
     def _set_leased(self, name: ServiceName, key: InstanceKey) -> None:
         """Stop judging ``key`` by beats: it is bound to a connection now."""
         self._expiry.disarm_key(name, key)
         self._beats.forget(name, key)
+        self._preservation.unwatch(name, key)
         self._leased.setdefault(name, set()).add(key)
 
     def _expire_due(self, now: float) -> None:
@@ -541,6 +572,8 @@ class HealthServices:
         unhealthy: dict[ServiceName, list[InstanceKey]] = {}
         removed: dict[ServiceName, list[InstanceKey]] = {}
         expiry = self._expiry
+        preservation = self._preservation
+        preserving = preservation.active
         for record, keys in expiry.pop_due(now).items():
             self.stats.expiry_checks += len(keys)
             name = record.name
@@ -557,10 +590,12 @@ class HealthServices:
                 if inst is None:  # gone: deregistered, removed, or the service deleted
                     expiry.disarm(record, key)
                     beats.pop(key, None)
+                    preservation.unwatch(name, key)
                     continue
                 if inst.lease:  # re-registered over a connection since it was armed
                     expiry.disarm(record, key)
                     beats.pop(key, None)
+                    preservation.unwatch(name, key)
                     self._leased.setdefault(name, set()).add(key)
                     continue
                 last = beats.get(key)
@@ -576,6 +611,12 @@ class HealthServices:
                     expiry.rearm(record, key, last + DEFAULT_TIMEOUT_S + AFTER_S)
                     continue
                 action, next_due = judge(inst, last, now)
+                if preserving and action is not KEEP and preservation.holds(inst):
+                    # Self-preservation: neither marked nor removed while renewals are short;
+                    # looked at again soon, so a lift lets it go within a second.
+                    preservation.held(name, key)
+                    expiry.rearm(record, key, now + HOLD_RECHECK_S)
+                    continue
                 expiry.rearm(record, key, next_due)
                 if action is UNHEALTHY:
                     unhealthy.setdefault(name, []).append(key)

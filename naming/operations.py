@@ -59,6 +59,7 @@ from naming.domain import (
 from naming.health import BeatTable, CheckTable
 from naming.leaders import Leadership, leadership, scope_of
 from naming.parsing import parse_json
+from naming.preservation import Renewals
 from naming.registry import Registry, ServiceView
 
 
@@ -100,6 +101,7 @@ class NamingOperations:
         beats: BeatTable,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         checks: CheckTable | None = None,
+        renewals: Renewals | None = None,
     ) -> None:
         self.consistency = consistency
         self.registry = registry
@@ -112,6 +114,9 @@ class NamingOperations:
         # and how to hand a renewal to the member that does (``renew``).
         self.owns: Callable[[ServiceName], bool] = lambda service: True
         self.remote_renew: Callable[[str, bytes], bytes] | None = None  # (grouped service, body)
+        # Renewals of watched sources' instances, for self-preservation (naming.preservation):
+        # shared with the expiry (HealthServices) of this member.
+        self.renewals = renewals if renewals is not None else Renewals()
 
     @property
     def switches(self) -> Switches:
@@ -246,6 +251,10 @@ class NamingOperations:
             # (A connection-bound instance lives as long as its connection: a beat that
             # reaches it answers ok and changes nothing.)
             self.beats.touch(cmd.service, inst.key)
+            # A renewal, for self-preservation: a beat that found its instance here (one that
+            # re-registers it, above, is a registration, as a Eureka renew of an unknown
+            # instance is a 404 and no renewal).
+            self.renewals.renewed(cmd.service, inst)
             if not inst.healthy and not inst.marked:
                 with audit.because(audit.BEAT):
                     self.consistency.submit(
@@ -314,6 +323,7 @@ class NamingOperations:
         if inst is None or inst.lease:
             return None
         self.beats.touch(service, key)
+        self.renewals.renewed(service, inst)  # what self-preservation counts
         if inst.healthy != healthy:
             with audit.because(audit.BEAT):
                 self.consistency.submit(

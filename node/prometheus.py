@@ -84,6 +84,43 @@ def _node_gauges() -> Iterable[Metric]:
         "Ephemeral (Distro) datum keys held by this member.",
         int(ephemeral.status().get("keys", 0)),
     )
+    preservation = node.health.preservation
+    gauge(
+        "naming_self_preservation",
+        "1 while self-preservation holds: lapsed instances of the watched sources"
+        " (NAMING_SELF_PRESERVATION_SOURCES) are not expired on this member.",
+        float(preservation.active),
+    )
+    gauge(
+        "naming_self_preservation_window_renewals",
+        "Renewals of watched instances this member counted in the last full window"
+        " (NAMING_SELF_PRESERVATION_WINDOW_S, 60 s).",
+        preservation.renewals,
+    )
+    gauge(
+        "naming_self_preservation_window_expected",
+        "Renewals expected of the watched instances this member owns in that window.",
+        preservation.expected,
+    )
+    gauge(
+        "naming_self_preservation_held_instances",
+        "Lapsed watched instances kept registered only by self-preservation.",
+        preservation.held_instances,
+    )
+    gauges.append(
+        CounterMetricFamily(
+            "naming_self_preservation_engaged",
+            "Times self-preservation engaged on this member.",
+            value=preservation.engaged,
+        )
+    )
+    gauges.append(
+        CounterMetricFamily(
+            "naming_self_preservation_renewals",
+            "Renewals of watched instances counted on this member.",
+            value=preservation.renewals_total,
+        )
+    )
     if node.cluster is not None:
         gauge(
             "naming_distro_healthy_members",

@@ -44,6 +44,7 @@ from naming.feed import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION_S, ChangeFeed
 from naming.health import BeatTable, CheckTable, HealthServices, HealthSettings
 from naming.leases import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, HolderState, LeaseReaper
 from naming.operations import NamingOperations
+from naming.preservation import Renewals
 from naming.registry import Registry
 from node.status import StatusReport
 from node.version import VERSION
@@ -162,8 +163,10 @@ class NodeRuntime:
         self.accounts = AccountsService(self.consistency)
         notifier.add_listener("accounts", self._accounts_changed)
         self.checks = CheckTable()  # last active checks: written by self.health, read by console
+        # Renewals of watched sources (Eureka): counted by beats here, judged by self.health.
+        self.renewals = Renewals(config.health.preservation)
         self.operations = NamingOperations(
-            self.consistency, self.registry, self.beats, checks=self.checks
+            self.consistency, self.registry, self.beats, checks=self.checks, renewals=self.renewals
         )
         # The Nacos v1 edge's UDP push: a listener of registry changes, rendering as its list.
         self.push = PushService(config.host, render_push)
@@ -182,6 +185,7 @@ class NodeRuntime:
             # Ownership changes only through the membership listener below (always, when
             # standalone): the expiry walks every service only when it fires.
             ownership_events=True,
+            renewals=self.renewals,
         )
         # Orphaned connection-bound instances (naming.leases). The gRPC edge installs its live
         # connection ids with ``runtime.leases.connections = ...`` and releases a closed

@@ -92,6 +92,8 @@ class StatusReport:
                 "errors": node.health.stats.errors,
                 "lastError": node.health.stats.last_error,
             },
+            # Member-local: the renewals this member counted for the services it owns.
+            "selfPreservation": node.health.preservation.as_json(),
             "leases": {
                 "graceSeconds": node.leases.grace_s,
                 "ticks": node.leases.stats.ticks,

@@ -190,6 +190,20 @@ class NamingSettings:
     check_networks: tuple[str, ...] = field(
         default=("0.0.0.0/0", "::/0"), metadata=_env("NAMING_HEALTH_CHECK_NETWORKS")
     )
+    # Self-preservation (naming.preservation): while the renewals of the instances of these
+    # ``preserved.source`` values in the last window are at most THRESHOLD of those expected,
+    # their leases do not expire (Eureka's renewalPercentThreshold, 0.85, over 60 s).
+    self_preservation: bool = field(default=True, metadata=_env("NAMING_SELF_PRESERVATION"))
+    self_preservation_threshold: float = field(
+        default=0.85,
+        metadata=_env("NAMING_SELF_PRESERVATION_THRESHOLD", minimum=0.0, maximum=1.0),
+    )
+    self_preservation_sources: tuple[str, ...] = field(
+        default=("eureka",), metadata=_env("NAMING_SELF_PRESERVATION_SOURCES")
+    )
+    self_preservation_window_s: float = field(
+        default=60.0, metadata=_env("NAMING_SELF_PRESERVATION_WINDOW_S", minimum=1.0)
+    )
 
     cluster_secret: str = field(default="", repr=False, metadata=_env("NAMING_CLUSTER_SECRET"))
     # Sync the Raft journal before acknowledging (off only to measure what durability costs).
@@ -283,6 +297,11 @@ class NamingSettings:
         ports = [p for p in (self.eureka_port, self.airlift_port) if p]
         if len(set(ports)) != len(ports):
             found.append("NAMING_EUREKA_PORT and NAMING_AIRLIFT_PORT must differ")
+        if self.self_preservation and not self.self_preservation_sources:
+            found.append(
+                "NAMING_SELF_PRESERVATION_SOURCES must name a source"
+                " (NAMING_SELF_PRESERVATION=false turns self-preservation off)"
+            )
         if self.lease_grace_s <= 0:
             found.append(f"NAMING_LEASE_GRACE_S must be > 0, got {self.lease_grace_s}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

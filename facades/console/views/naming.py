@@ -136,6 +136,21 @@ def _hide_empty(request: HttpRequest) -> bool:
     return raw == "1"
 
 
+def _preservation_banner() -> dict[str, Any] | None:
+    """This member's self-preservation while it holds (naming.preservation), else None."""
+    status = ops().renewals.status
+    if not status.active:
+        return None
+    return {
+        "renewals": status.renewals,
+        "expected": round(status.expected),
+        "percent": round(100 * status.threshold),
+        "window": f"{status.window_s:g}",
+        "sources": ", ".join(status.sources),
+        "held": status.held_instances,
+    }
+
+
 @console_view("GET")
 def services(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     namespace = namespace_of(request)
@@ -185,6 +200,7 @@ def services(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             else "",
             "can_write": may(viewer, Action.WRITE, namespace),
             "notice": f"service {deleted} deleted" if deleted else "",
+            "preservation": _preservation_banner(),
         },
     )
     if "hideEmpty" in request.GET:

@@ -41,6 +41,7 @@ from lib.keys import node_keys
 from lib.limits import raise_fd_limit
 from naming.audit import acting
 from naming.health import HealthSettings
+from naming.preservation import PreservationSettings
 from node import runtime as node_runtime
 from node.runtime import NodeConfig
 from server.config import NamingSettings
@@ -232,6 +233,12 @@ class Command(BaseCommand):
                 clean_period_s=naming.clean_period_s,
                 check_interval_s=naming.check_interval_s,
                 check_networks=naming.check_networks,
+                preservation=PreservationSettings(
+                    enabled=naming.self_preservation,
+                    threshold=naming.self_preservation_threshold,
+                    sources=frozenset(naming.self_preservation_sources),
+                    window_s=naming.self_preservation_window_s,
+                ),
             ),
         )
         runtime = node_runtime.raft_runtime(config)
