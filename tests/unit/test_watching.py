@@ -6,6 +6,7 @@ lagging streams, keep-alives, the cap and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -98,8 +99,24 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def settle(loop: asyncio.AbstractEventLoop, seconds: float = 0.0) -> None:
-    loop.run_until_complete(asyncio.sleep(seconds))
-    loop.run_until_complete(asyncio.sleep(0))
+    """Run the loop a while, on a thread of its own: on an xdist worker that ran the browser
+    tests, playwright keeps a loop running on the test thread, where no other loop may run. The
+    test thread touches the dispatcher only while this loop is stopped."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(asyncio.sleep(seconds))
+            loop.run_until_complete(asyncio.sleep(0))
+        except BaseException as exc:  # handed to the test thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="settle")
+    thread.start()
+    thread.join(seconds + 30)
+    assert not thread.is_alive(), "the loop did not settle"
+    if failed:
+        raise failed[0]
 
 
 def make(
