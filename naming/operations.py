@@ -241,6 +241,25 @@ class NamingOperations:
             interval = inst.heartbeat_interval_ms
         return s.BeatResult(True, interval, switches.lightBeatEnabled)
 
+    def renew(self, service: ServiceName, key: InstanceKey, healthy: bool) -> Instance | None:
+        """A foreign protocol's lease renewal (Eureka's renew): the beat of an instance that
+        must already be there (None: unknown, the client registers again; nothing is created
+        from a renewal), whose health then follows what that protocol says it is rather than
+        any beat reviving it (a Eureka instance that reported DOWN stays unhealthy while it
+        renews; one whose lease had lapsed is healthy again)."""
+        self.beat_count += 1
+        view = self._view(service)
+        inst = view.find(key, True) if view is not None else None
+        if inst is None or inst.lease:
+            return None
+        self.beats.touch(service, key)
+        if inst.healthy != healthy:
+            with audit.because(audit.BEAT):
+                self.consistency.submit(
+                    DatumKey.instances(service, True), SetHealth(((key, healthy),))
+                )
+        return inst
+
     def statuses(self, service: ServiceName) -> ServiceView:
         return self._require_view(service, f"service: {service} not found.")
 

@@ -13,6 +13,7 @@ from accounts.users import (
 )
 from distro import views as peer
 from facades.console.urls import console_patterns
+from facades.eureka import urls as eureka
 from facades.nacos_v1 import audit, console
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.urls import ns_patterns
@@ -45,6 +46,9 @@ urlpatterns = [
     path(NS + "distro/change", peer.change),
     path("bench/empty", views.empty),
     path("metrics", prometheus.metrics),
+    # The Eureka facade (its own port serves only /eureka/; the peer path only signed forwards),
+    # before the v1 edge's catch-all for unknown /nacos/v1/ns/ paths.
+    *[path(base + route, view) for base in eureka.PREFIXES for route, view in eureka.ROUTES],
     *[p for p in ns_patterns if not hasattr(p.pattern, "_route")],
     *console_patterns,
 ]

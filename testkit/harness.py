@@ -326,8 +326,11 @@ def make_cluster(
     hosts: list[tuple[str, tuple[str, ...]]] | None = None,
     explicit_raft_ports: bool = False,
     nonvoters: Collection[int] = (),
+    node_env: Callable[[int], dict[str, str]] | None = None,
 ) -> list[NodeProcess]:
     """Start ``n`` members with one member list and one secret; wait until UP.
+
+    ``node_env(i)`` adds environment of member i's own (a facade port, say).
 
     ``hosts`` places member i on (address, launcher), e.g. a test host in a network namespace;
     by default every member is on 127.0.0.1. The members at the indexes in ``nonvoters`` are
@@ -357,7 +360,11 @@ def make_cluster(
             base / f"n{i}",
             port=port,
             members=members,
-            env={"NAMING_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})},
+            env={
+                "NAMING_CLUSTER_SECRET": CLUSTER_SECRET,
+                **(env or {}),
+                **(node_env(i) if node_env is not None else {}),
+            },
             host=places[i][0],
             launcher=places[i][1],
         )

@@ -76,10 +76,25 @@ def forward_if_not_owner(
         return DeferredResponse(
             Deferred(call, functools.partial(_complete, cluster, request, grouped, owner))
         )
+    return forward_to(cluster, request, grouped, owner, target, headers)
+
+
+def forward_to(
+    cluster: DistroCluster,
+    request: HttpRequest,
+    grouped: str,
+    owner: str,
+    target: str,
+    headers: Mapping[str, str],
+) -> HttpResponse:
+    """Send the request, signed, to ``owner`` at ``target`` from a worker thread and relay its
+    answer (the Eureka edge forwards its writes through this too, to a peer-only path: the
+    owner's main port serves no facade path)."""
+    method, body = str(request.method), request.body
     may_block("forward to the distro owner")
     try:
         answer = cluster.transport.call(
-            owner, method, target, body, headers, timeout=FORWARD_TIMEOUT_S
+            owner, method, target, body, dict(headers), timeout=FORWARD_TIMEOUT_S
         )
     except PeerUnreachable as exc:
         raise _unreachable(cluster, grouped, owner, method, exc.reason, exc.refused) from None

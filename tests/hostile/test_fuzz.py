@@ -20,6 +20,7 @@ legitimate 503).
 
 from __future__ import annotations
 
+import base64
 import collections
 import http.client
 import json
@@ -34,15 +35,18 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from facades.console.urls import console_patterns
+from facades.eureka.urls import PREFIXES as EUREKA_PREFIXES
+from facades.eureka.urls import ROUTES as EUREKA_ROUTES
 from facades.nacos_v1.urls import ns_patterns
 from naming.domain import Switches
-from testkit.harness import NodeProcess, running_node
+from testkit.harness import NodeProcess, free_port, running_node
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "")
 GUARD = "fuzz-guard-ns"
 NS = "/nacos/v1/ns/"
 FORM = "application/x-www-form-urlencoded"
+EUREKA_BASES = ["/" + prefix for prefix in EUREKA_PREFIXES]
 
 NS_ROUTES = [p.pattern._route for p in ns_patterns if hasattr(p.pattern, "_route")]
 PATHS = [
@@ -71,6 +75,17 @@ PATHS = [
     *("/" + p.pattern._route for p in console_patterns if "<" not in p.pattern._route),
     "/nacos/console/static/console/console.css",
     "/nacos/console/static/../../server/settings.py",
+    # The Eureka facade (sent to its own port, with Basic credentials for "admin"), and the
+    # path its writes are forwarded to on a member's main port (signed requests only).
+    *(
+        base
+        + route.replace("<str:app>", "FZAPP")
+        .replace("<str:instance_id>", "fz1")
+        .replace("<str:vip>", "fzvip")
+        .replace("<str:svip>", "fzvip")
+        for base in EUREKA_BASES
+        for route, _ in EUREKA_ROUTES
+    ),
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
@@ -368,13 +383,22 @@ class Sender:
         self.node = node
         self.conn: http.client.HTTPConnection | None = None
         self.statuses: collections.Counter[int] = collections.Counter()
+        self.conn_port = 0
+
+    def _port(self, target: str) -> int:
+        """The facade's own port for its paths (the main port serves none of them)."""
+        if target.startswith("/eureka/"):
+            return int(self.node.env["NAMING_EUREKA_PORT"])
+        return self.node.port
 
     def send(
         self, method: str, target: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
         for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=30)
+            if self.conn is None or self.conn_port != self._port(target):
+                self.close()
+                self.conn_port = self._port(target)
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.conn_port, timeout=30)
             try:
                 self.conn.request(method, target, body=body, headers=headers)
                 response = self.conn.getresponse()
@@ -471,6 +495,7 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]
         "NAMING_EMPTY_SERVICE_CLEAN": "false",
         "NAMING_LOGIN_MAX_FAILURES": "1000000",
         "NAMING_LOGIN_MAX_ADDRESS_FAILURES": "1000000",
+        "NAMING_EUREKA_PORT": str(free_port()),
     }
     with running_node(data, env=env) as started:
         yield started
@@ -511,7 +536,10 @@ def _send(sender: Sender, node: NodeProcess, req: dict[str, Any]) -> tuple[int, 
     elif form_params:
         body = urllib.parse.urlencode(form_params, quote_via=urllib.parse.quote).encode()
         headers["Content-Type"] = FORM
-    if req["auth"] == "admin":
+    if req["auth"] == "admin" and req["path"].startswith("/eureka/"):
+        secret = base64.b64encode(f"nacos:{node.admin_password}".encode()).decode()
+        headers["Authorization"] = f"Basic {secret}"
+    elif req["auth"] == "admin":
         headers["Authorization"] = f"Bearer {node.token()}"
     elif req["auth"] == "garbage":
         headers["Authorization"] = "Bearer eyJhbGciOiJub25lIn0.e30."
