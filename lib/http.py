@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
 from lib.errors import Forbidden, LimitedUrl, NamingError, NoSuchApi, Unavailable
+from lib.watching import EventStream, Held
 
 TEXT = "text/plain; charset=UTF-8"
 JSON = "application/json"
@@ -42,3 +44,12 @@ def error_response(exc: NamingError, request: HttpRequest) -> HttpResponse:
     if isinstance(exc, (Forbidden, Unavailable, LimitedUrl)):
         return respond(exc.message, exc.status)
     return respond(f"caused: {exc.message};", exc.status)
+
+
+class Waiting(HttpResponse):
+    """A view's answer that waits or streams (``lib.watching``). Only the node's asyncio server
+    can carry it out (``server/wsgi.py`` hands it over); anywhere else it is a bare 202."""
+
+    def __init__(self, answer: Held[HttpResponse] | EventStream[Any]) -> None:
+        super().__init__(status=202)
+        self.answer = answer

@@ -203,6 +203,15 @@ class NamingSettings:
         default=100_000, metadata=_env("NAMING_FEED_MAX_EVENTS", minimum=1_000, maximum=10_000_000)
     )
 
+    # Event streams (GET /nacos/v1/ns/events, server/watching.py): the keep-alive comment on an
+    # idle stream, and the most streams open at once (503 beyond).
+    events_keepalive_s: float = field(
+        default=15.0, metadata=_env("NAMING_EVENTS_KEEPALIVE_S", minimum=0.1, maximum=3_600.0)
+    )
+    events_max_streams: int = field(
+        default=10_000, metadata=_env("NAMING_EVENTS_MAX_STREAMS", minimum=1, maximum=1_000_000)
+    )
+
     # The audit trail's retention (naming.audit): whichever bound is reached first.
     audit_max_entries: int = field(
         default=100_000, metadata=_env("NAMING_AUDIT_MAX_ENTRIES", minimum=100, maximum=10_000_000)

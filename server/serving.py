@@ -53,7 +53,10 @@ import httptools
 import uvloop
 
 from lib.blocking import Deferred, MustOffload, PeerReply, clear_loop_thread, mark_loop_thread
+from lib.watching import EventStream, Held
+from naming.feed import ChangeFeed, FeedEvent
 from server.peers import PeerClient, PeerFailed
+from server.watching import Stream, Waiter, Watchers
 
 log = logging.getLogger("server.serving")
 
@@ -72,7 +75,12 @@ BACKLOG = 2048
 SERVER_NAME = b"nacos-py"
 
 Rendered = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes] | Deferred[Rendered]]
+# What the application may answer besides a body: a forward to send (Deferred), a wait for a
+# change (Held) or an event stream (EventStream): see lib/blocking.py and lib/watching.py.
+Answer = Deferred[Rendered] | Held[Rendered] | EventStream[FeedEvent]
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes] | Answer]
+DEFAULT_EVENTS_KEEPALIVE_S = 15.0
+DEFAULT_EVENTS_MAX_STREAMS = 10_000
 
 
 def bounded_connection_limit(wanted: int, fd_limit: int) -> int:
@@ -139,6 +147,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.body_bytes = 0
         self.eof = False  # the client half-closed: answer what it sent, then close
+        self.watch: Waiter | Stream | None = None  # held or streaming (server/watching.py)
 
     # -- asyncio callbacks (loop thread) ----------------------------------------------------
 
@@ -158,6 +167,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.watch is not None:
+            self.server.watchers.forget(self.watch)
         self.server.forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -309,6 +320,9 @@ class NamingServer:
         fd_limit: int,
         loop_paths: frozenset[str] = frozenset(),
         drain_s: float = 2.0,
+        feed: ChangeFeed | None = None,
+        events_keepalive_s: float = DEFAULT_EVENTS_KEEPALIVE_S,
+        events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS,
     ) -> None:
         self.application = application
         self.drain_s = drain_s
@@ -325,6 +339,7 @@ class NamingServer:
         self._shed_batch = max(1, connection_limit // 10)
         self._workers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http-worker")
         self.peers = PeerClient()
+        self.watchers = Watchers(self, feed, events_keepalive_s, events_max_streams)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -408,6 +423,9 @@ class NamingServer:
                 environ.update((k, v) for k, v in first.items() if k.startswith("naming."))
             else:
                 self.stats.served_on_loop += 1
+                if isinstance(response, (Held, EventStream)):
+                    self._watch(connection, request, response)
+                    return
                 if isinstance(response, Deferred):
                     connection.busy = True
                     task = self._loop_now().create_task(
@@ -422,7 +440,7 @@ class NamingServer:
         future = self._workers.submit(self._call, environ, request)
         loop = self._loop_now()
 
-        def done(f: Future[bytes | Deferred[Rendered]]) -> None:
+        def done(f: Future[bytes | Answer]) -> None:
             loop.call_soon_threadsafe(self._worker_done, connection, request, f)
 
         future.add_done_callback(done)
@@ -433,7 +451,7 @@ class NamingServer:
         return loop
 
     def _worker_done(
-        self, connection: HttpConnection, request: _Request, f: Future[bytes | Deferred[Rendered]]
+        self, connection: HttpConnection, request: _Request, f: Future[bytes | Answer]
     ) -> None:
         self.stats.served_by_workers += 1
         try:
@@ -442,9 +460,27 @@ class NamingServer:
             connection.busy = False
             connection.close()
             return
+        if isinstance(response, (Held, EventStream)):
+            self._watch(connection, request, response)
+            return
         if isinstance(response, Deferred):  # only the loop defers; a worker forwards itself
             response = self._failed(request, "a worker got a deferred answer")
         connection.finish(request, response)
+
+    def _watch(
+        self,
+        connection: HttpConnection,
+        request: _Request,
+        answer: Held[Rendered] | EventStream[FeedEvent],
+    ) -> None:
+        if isinstance(answer, Held):
+            self.watchers.hold(connection, request, answer)
+        else:
+            self.watchers.stream(connection, request, answer)
+
+    def stream_head(self, headers: list[tuple[str, str]]) -> bytes:
+        """The head of a stream: no length, and the connection ends with the stream."""
+        return render_head("200 OK", headers, -1, False)
 
     async def _deferred(
         self, connection: HttpConnection, request: _Request, deferred: Deferred[Rendered]
@@ -492,7 +528,7 @@ class NamingServer:
             environ[key] = f"{environ[key]},{text}" if key in environ else text
         return environ
 
-    def _call(self, environ: dict[str, Any], request: _Request) -> bytes | Deferred[Rendered]:
+    def _call(self, environ: dict[str, Any], request: _Request) -> bytes | Answer:
         """Run the application and render the whole response (on the loop or a worker)."""
         captured: list[Any] = []
 
@@ -504,7 +540,7 @@ class NamingServer:
 
         try:
             result = self.application(environ, start_response)
-            if isinstance(result, Deferred):
+            if isinstance(result, (Deferred, Held, EventStream)):
                 return result
             try:
                 body = b"".join(result)
@@ -545,6 +581,7 @@ class NamingServer:
             lambda: HttpConnection(self), sock=self.sock, backlog=BACKLOG
         )
         loop.call_later(MAINTENANCE_EVERY_S, self._maintenance)
+        self.watchers.start(loop)
         try:
             await self._stop.wait()
         finally:
@@ -570,6 +607,7 @@ class NamingServer:
         """Refuse new connections, let requests in progress finish (bounded), close the rest."""
         self.draining = True
         server.close()  # the listener: callers are refused from now on
+        self.watchers.shutdown()  # held requests answer now, streams end
         # Read what already arrived first: a request in the socket buffer is then answered
         # rather than reset with the connection.
         await asyncio.sleep(0)
@@ -637,7 +675,8 @@ def render_head(
         if name.lower() in _HOP_BY_HOP:
             continue
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"Content-Length: %d\r\n" % length)
+    if length >= 0:  # a stream has none: chunked, or delimited by the close
+        parts.append(b"Content-Length: %d\r\n" % length)
     parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(parts)
 
@@ -645,7 +684,7 @@ def render_head(
 _current: NamingServer | None = None
 
 
-def status() -> dict[str, int] | None:
+def status() -> dict[str, Any] | None:
     """The serving counters for operator/metrics (None when no server runs in this process)."""
     server = _current
     if server is None:
@@ -655,6 +694,7 @@ def status() -> dict[str, int] | None:
         "openConnections": server.open_connections,
         "busyConnections": busy,  # this metrics request's own connection included
         **_camel(asdict(server.stats)),
+        "watch": server.watchers.status(),  # held requests and event streams
     }
 
 
@@ -673,6 +713,9 @@ def make_server(
     connection_limit: int,
     fd_limit: int,
     drain_s: float = 2.0,
+    feed: ChangeFeed | None = None,
+    events_keepalive_s: float = DEFAULT_EVENTS_KEEPALIVE_S,
+    events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS,
 ) -> NamingServer:
     """The node's server; ``connection_limit`` is bounded by ``fd_limit`` here."""
     global _current
@@ -689,7 +732,17 @@ def make_server(
             fd_limit,
         )
     server = NamingServer(
-        application, host, port, threads, limit, fd_limit, LOOP_PATHS, drain_s=drain_s
+        application,
+        host,
+        port,
+        threads,
+        limit,
+        fd_limit,
+        LOOP_PATHS,
+        drain_s=drain_s,
+        feed=feed,
+        events_keepalive_s=events_keepalive_s,
+        events_max_streams=events_max_streams,
     )
     _current = server
     return server

@@ -34,7 +34,9 @@ from facades.nacos_v1 import handlers as views  # noqa: E402 - needs the app reg
 from facades.nacos_v1.forward import DeferredResponse  # noqa: E402
 from lib.blocking import Complete, Deferred, PeerReply  # noqa: E402
 from lib.counters import REQUEST_DURATION  # noqa: E402
-from server.serving import Rendered  # noqa: E402
+from lib.http import Waiting  # noqa: E402
+from lib.watching import Held  # noqa: E402
+from server.serving import Answer, Rendered  # noqa: E402
 
 HOT_ROUTES: dict[str, Callable[..., Any]] = {
     "/nacos/v1/ns/instance/list": views.instance_list,
@@ -93,14 +95,27 @@ _OTHER = _Timers("other")
 _clock = time.perf_counter
 
 
+def _waiting(response: Waiting) -> Answer:
+    """A held fetch or an event stream (``lib.watching``), for the server to carry out. Not a
+    WSGI body; only ``server.serving`` calls this application."""
+    answer = response.answer
+    if isinstance(answer, Held):
+        return answer.map(_parts)
+    return answer
+
+
 def application(
     environ: dict[str, Any], start_response: Callable[..., Any]
-) -> Iterable[bytes] | Deferred[Rendered]:
+) -> Iterable[bytes] | Answer:
     started = _clock()
     hot = _HOT.get(environ.get("PATH_INFO", ""))
     if hot is None:
         try:
-            return django_application(environ, start_response)
+            result = django_application(environ, start_response)
+            if isinstance(result, Waiting):
+                result.close()  # Django's request_finished: the request is over for Django
+                return _waiting(result)
+            return result
         finally:
             _OTHER[environ.get("REQUEST_METHOD", "")].observe(_clock() - started)
     view, timers = hot
@@ -111,6 +126,8 @@ def application(
             # WSGI body; only ``server.serving`` calls this application on its loop.
             deferred = response.deferred
             return Deferred(deferred.call, functools.partial(_rendered, deferred.complete))
+        if isinstance(response, Waiting):
+            return _waiting(response)
         status, headers, body = _parts(response)
         start_response(status, headers)
         return [body]

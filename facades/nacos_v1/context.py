@@ -15,6 +15,7 @@ from distro.service import DistroCluster
 from facades.nacos_v1.push import PushService
 from naming.audit import AuditLog
 from naming.domain import ServiceName
+from naming.feed import ChangeFeed
 from naming.operations import NamingOperations
 from naming.registry import Registry
 
@@ -56,6 +57,9 @@ class Node(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def feed(self) -> ChangeFeed: ...
 
     @property
     def address(self) -> str: ...

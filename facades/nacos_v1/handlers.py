@@ -9,6 +9,7 @@ Which endpoints are secured follows Nacos's ``@Secured`` annotations (spec §0.6
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -33,9 +34,18 @@ from facades.nacos_v1.clients import client_of
 from facades.nacos_v1.context import current
 from facades.nacos_v1.params import Params
 from facades.nacos_v1.push import eligible
-from lib.errors import MissingParam, Unavailable
-from lib.http import JSON, respond
-from naming.domain import DEFAULT_GROUP, CheckType, HealthChecker, namespace_or_default, to_bool
+from lib.errors import InvalidParam, MissingParam, NamingError, Unavailable
+from lib.http import JSON, Waiting, error_response, respond
+from lib.watching import Held
+from naming.domain import (
+    DEFAULT_GROUP,
+    CheckType,
+    HealthChecker,
+    Instance,
+    ServiceName,
+    namespace_or_default,
+    to_bool,
+)
 from naming.operations import NamingOperations
 from naming.registry import ServiceView
 
@@ -104,6 +114,7 @@ instance = by_method(
 @nacos_api("GET")
 def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw | HttpResponse:
     query = s.list_instances(params, client_of(request), request.META.get("REMOTE_ADDR", ""))
+    wait = wait_ms(params)
     if query.is_check:
         return Raw("{}")  # Nacos 1.4 quirk: the computed result is thrown away
     node = current()
@@ -128,27 +139,35 @@ def instance_list(request: HttpRequest, params: Params, caller: Caller) -> Raw |
             query.app,
         )
         cache_millis = switches.defaultPushCacheMillis
+    # Read before the view only when asked to wait: a change after it wakes the wait.
+    after = node.feed.last_index if wait else 0
     view = ops.find_service(query.service)
     tag = entity_tag(view)
+
+    def listed(view: ServiceView | None, tag: str) -> HttpResponse:
+        response = respond(
+            render.render_instance_list(
+                view,
+                query.service.grouped,
+                query.clusters,
+                query.cluster_names,
+                query.healthy_only,
+                query.client.is_java_1x,
+                query.env,
+                cache_millis,
+                ops.wall_ms(),
+            ),
+            200,
+            JSON,
+        )
+        response["ETag"] = tag
+        return response
+
     if not_modified(request, tag):
+        if wait:
+            return held_until_changed(request, query.service, after, wait, listed)
         return unchanged(tag)
-    response = respond(
-        render.render_instance_list(
-            view,
-            query.service.grouped,
-            query.clusters,
-            query.cluster_names,
-            query.healthy_only,
-            query.client.is_java_1x,
-            query.env,
-            cache_millis,
-            ops.wall_ms(),
-        ),
-        200,
-        JSON,
-    )
-    response["ETag"] = tag
-    return response
+    return listed(view, tag)
 
 
 # -- conditional fetch (issue #13) -------------------------------------------------------------
@@ -180,6 +199,48 @@ def unchanged(tag: str) -> HttpResponse:
     response = respond(b"", 304)
     response["ETag"] = tag
     return response
+
+
+# -- held fetch (long-poll) --------------------------------------------------------------------
+# With ``wait=<ms>`` and a matching If-None-Match, the 304 waits: the node's server holds the
+# request (no thread) until the service changes (then the new list, 200) or the wait ends (304).
+# Without a matching tag ``wait`` changes nothing: the answer is already new to the client.
+
+MAX_WAIT_MS = 60_000
+
+
+def wait_ms(params: Params) -> int:
+    """``wait``: whole milliseconds, 0 to 60,000 (0, or absent: answer at once)."""
+    raw = params.raw("wait")
+    if raw is None:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or int(raw) > MAX_WAIT_MS:
+        raise InvalidParam(f"wait must be an integer from 0 to {MAX_WAIT_MS} (milliseconds)")
+    return int(raw)
+
+
+def held_until_changed(
+    request: HttpRequest,
+    name: ServiceName,
+    after: int,
+    wait: int,
+    render_changed: Callable[[ServiceView | None, str], HttpResponse],
+) -> Waiting:
+    """Judged again on the server's loop after each change of ``name`` and at the end of the
+    wait: the client's tag still current → keep waiting (304 at the end), else the new answer.
+    Authentication and authorization were done once, before the wait."""
+
+    def again(final: bool) -> HttpResponse | None:
+        view = _ops().find_service(name)
+        tag = entity_tag(view)
+        if not_modified(request, tag):
+            return unchanged(tag) if final else None
+        try:
+            return render_changed(view, tag)
+        except NamingError as exc:  # e.g. the cluster asked for went away meanwhile
+            return error_response(exc, request)
+
+    return Waiting(Held(name, after, wait / 1000.0, again))
 
 
 # Rendered beat answers by (interval, found, light beat): every client of a fleet gets one of
@@ -342,18 +403,32 @@ def catalog_instances(request: HttpRequest, params: Params, caller: Caller) -> H
     name = s.service_name(params)
     cluster = params.required("clusterName")
     page = s.page(params)
+    wait = wait_ms(params)
     ops = _ops()
+    after = current().feed.last_index if wait else 0
     members = ops.catalog_instances(name, cluster)
     tag = entity_tag(ops.find_service(name))
+
+    def listed(found: tuple[Instance, ...], tag: str) -> HttpResponse:
+        body = {
+            "list": [render.full_instance_json(i, name.grouped) for i in page.slice(found)],
+            "count": len(found),
+        }
+        response = respond(json.dumps(body, separators=(",", ":")), 200, JSON)
+        response["ETag"] = tag
+        return response
+
     if request.method == "GET" and not_modified(request, tag):
+        if wait:
+            return held_until_changed(
+                request,
+                name,
+                after,
+                wait,
+                lambda view, tag: listed(ops.catalog_instances(name, cluster), tag),
+            )
         return unchanged(tag)
-    body = {
-        "list": [render.full_instance_json(i, name.grouped) for i in page.slice(members)],
-        "count": len(members),
-    }
-    response = respond(json.dumps(body, separators=(",", ":")), 200, JSON)
-    response["ETag"] = tag
-    return response
+    return listed(members, tag)
 
 
 @nacos_api("GET", resource=namespace_resource)

@@ -1,5 +1,6 @@
 from django.urls import path, re_path
 
+from facades.nacos_v1 import events
 from facades.nacos_v1 import handlers as views
 from facades.nacos_v1.api import unknown_api
 
@@ -23,6 +24,8 @@ ns_patterns = [
     path("service/names", views.service_names),
     path("service/subscribers", views.service_subscribers),
     path("service/checksum", views.service_checksum),
+    path("service/revisions", events.service_revisions),
+    path("events", events.events),
     path("catalog/service", views.catalog_service),
     path("catalog/instances", views.catalog_instances),
     path("catalog/services", views.catalog_services),

@@ -201,6 +201,9 @@ class Command(BaseCommand):
             connection_limit=naming.http_connection_limit,
             drain_s=naming.http_drain_s,
             fd_limit=fd_limit,
+            feed=runtime.feed,
+            events_keepalive_s=naming.events_keepalive_s,
+            events_max_streams=naming.events_max_streams,
         )
         log.info(
             "HTTP connection limit %d (descriptor limit %d), %d worker threads",
