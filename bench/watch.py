@@ -507,7 +507,8 @@ class LagProbe:
 
 def load_changes(path: str) -> list[tuple[int, int, float, float, int]]:
     """The writer's record: (seq, service, sent, answered, status) per change."""
-    return [tuple(row) for row in json.loads(Path(path).read_text())]  # type: ignore[misc]
+    rows = json.loads(Path(path).read_text())
+    return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in rows]
 
 
 async def readers_main(spec: dict[str, Any]) -> None:
