@@ -60,7 +60,9 @@ import urllib.parse  # noqa: E402
 from array import array  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, NamedTuple  # noqa: E402
+from typing import Any, cast  # noqa: E402
+
+import uvloop  # noqa: E402
 
 from bench.grpc import (  # noqa: E402
     Child,
@@ -202,47 +204,47 @@ class ChunkDecoder:
         return b"".join(out)
 
 
-def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """The complete SSE blocks (ended by a blank line) in ``buffer``, and what is left over."""
-    if b"\r" in buffer:
-        buffer = buffer.replace(b"\r\n", b"\n")
-    blocks = buffer.split(b"\n\n")
-    rest = blocks.pop()
-    return [b for b in blocks if b], rest
-
-
-class SseEvent(NamedTuple):
-    id: str
-    kind: str
-    seq: int  # the change's ``seq`` in the instance's metadata; -1 when none
-    comment: bool  # a block of comment lines only (a keep-alive)
+def first_event(buffer: bytes) -> tuple[bytes | None, bytes]:
+    """The stream's first event (``current``), once whole, and the bytes after it. An event's
+    ``data`` is one line of JSON, so the first blank line ends it; the chunk framing of
+    ``Transfer-Encoding: chunked`` only ever falls between whole events (the node writes whole
+    events), so it needs no undoing here, nor in :func:`scan_changes`."""
+    normal = buffer.replace(b"\r\n", b"\n") if b"\r" in buffer else buffer
+    end = normal.find(b"\n\n")
+    if end < 0:
+        return None, buffer
+    return normal[:end], normal[end + 2 :]
 
 
 _KIND = re.compile(rb'"kind"\s*:\s*"(\w+)"')
 _SEQ = re.compile(rb'"seq"\s*:\s*"(\d+)"')
+# One event's feed index (its id's second half), kind and instance's seq: the data line is the
+# event's one line of JSON, with "kind" first and the instance (and its metadata) after it.
+_CHANGE = re.compile(
+    rb'^id:\s*\w+-(\d+)\r?\ndata:\s*\{"kind"\s*:\s*"(\w+)"[^\n]*?(?:"seq"\s*:\s*"(\d+)"|$)',
+    re.M,
+)
 
 
-def parse_event(block: bytes) -> SseEvent:
-    """One SSE block: its ``id``, and from its ``data`` the event ``kind`` and the change ``seq``
-    (a byte search, not a JSON decode: the generator shares the cores with the node)."""
-    event_id = ""
-    data: list[bytes] = []
-    for line in block.split(b"\n"):
-        if line.startswith(b"data:"):
-            data.append(line[5:])
-        elif line.startswith(b"id:"):
-            event_id = line[3:].strip().decode()
-    if not data:
-        return SseEvent(event_id, "", -1, True)
-    payload = b"\n".join(data)
-    kind = _KIND.search(payload)
-    seq = _SEQ.search(payload)
-    return SseEvent(
-        event_id,
-        kind.group(1).decode() if kind else "",
-        int(seq.group(1)) if seq else -1,
-        False,
-    )
+def event_kind(event: bytes) -> str:
+    found = _KIND.search(event)
+    return found.group(1).decode() if found else ""
+
+
+def scan_changes(buffer: bytes) -> tuple[list[tuple[int, bytes, int]], int, bytes]:
+    """The whole events in ``buffer`` after the first: (index, kind, seq or -1) of each, how many
+    keep-alive comments, and the unfinished tail to keep for the next read. A byte search, not
+    a JSON decode nor a line split: the generator shares the two cores with the node, and each
+    of its readers gets tens of thousands of events a second."""
+    end = buffer.rfind(b"\n\n")
+    if end < 0:
+        return [], 0, buffer
+    whole = buffer[: end + 2]
+    changes = [
+        (int(m.group(1)), m.group(2), int(m.group(3)) if m.group(3) else -1)
+        for m in _CHANGE.finditer(whole)
+    ]
+    return changes, whole.count(b": keep-alive"), buffer[end + 2 :]
 
 
 def max_seq(body: bytes) -> int:
@@ -299,7 +301,11 @@ class Delivery:
     out_of_order: int = 0
 
 
-def delivery(received: Sequence[int], expected: Iterable[int]) -> Delivery:
+def delivery(
+    received: Sequence[int], expected: Iterable[int], indexes: Sequence[int] = ()
+) -> Delivery:
+    """``received`` and ``expected`` are changes' seqs; order is judged on the feed
+    ``indexes`` of what arrived (the writer's connections may apply seq n+1 before n)."""
     want = set(expected)
     got = set(received)
     return Delivery(
@@ -307,7 +313,7 @@ def delivery(received: Sequence[int], expected: Iterable[int]) -> Delivery:
         received=len(received),
         missing=len(want - got),
         duplicated=len(received) - len(got),
-        out_of_order=sum(1 for a, b in itertools.pairwise(received) if b < a),
+        out_of_order=sum(1 for a, b in itertools.pairwise(indexes) if b <= a),
     )
 
 
@@ -356,11 +362,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 
 class SseStream(asyncio.Protocol):
-    """One event stream, read by a protocol (no task, no thread): the head, then SSE blocks;
-    every non-``current`` event goes to ``sink(no, arrived, event)``."""
+    """One event stream, read by a protocol (no task, no thread): the head, the ``current``
+    event, then every change goes to ``sink(no, arrived, index, kind, seq)``."""
 
     def __init__(
-        self, no: int, request: bytes, sink: Callable[[int, float, SseEvent], None]
+        self, no: int, request: bytes, sink: Callable[[int, float, int, bytes, int], None]
     ) -> None:
         self.no = no
         self.request = request
@@ -371,47 +377,53 @@ class SseStream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.status = 0
-        self.decoder: ChunkDecoder | None = None
+        self.started = False  # the current event is in
         self.rest = b""
         self.bytes = 0
         self.keepalives = 0
-        self.kinds: dict[str, int] = {}
+        self.kinds: dict[bytes, int] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
         self.bytes += len(self.request)
 
     def data_received(self, data: bytes) -> None:
         arrived = time.monotonic()
         self.bytes += len(data)
+        if self.started:  # the hot path: one call per event and stream
+            changes, keepalives, self.rest = scan_changes(self.rest + data if self.rest else data)
+            self.keepalives += keepalives
+            kinds, sink, no = self.kinds, self.sink, self.no
+            for index, kind, seq in changes:
+                kinds[kind] = kinds.get(kind, 0) + 1
+                sink(no, arrived, index, kind, seq)
+            return
         if not self.status:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            self.status, headers = parse_head(self.head[:end])
+            self.status, _ = parse_head(self.head[:end])
             data, self.head = self.head[end + 4 :], b""
             if self.status != 200:
                 self._fail(RuntimeError(f"stream answered {self.status}: {data[:200]!r}"))
                 return
-            if headers.get("transfer-encoding", "").lower() == "chunked":
-                self.decoder = ChunkDecoder()
-        if self.decoder is not None:
-            data = self.decoder.feed(data)
-        blocks, self.rest = split_events(self.rest + data)
-        for block in blocks:
-            event = parse_event(block)
-            if event.comment:
-                self.keepalives += 1
-                continue
-            self.kinds[event.kind] = self.kinds.get(event.kind, 0) + 1
-            if event.kind == "current":
-                if not self.current.done():
-                    self.current.set_result(arrived)
-                continue
-            self.sink(self.no, arrived, event)
+        first, rest = first_event(self.rest + data)
+        if first is None:
+            self.rest = rest
+            return
+        first_kind = event_kind(first)
+        if first_kind != "current":
+            self._fail(RuntimeError(f"the first event is {first_kind!r}, not current"))
+            return
+        self.started = True
+        self.kinds[b"current"] = 1
+        self.current.set_result(arrived)
+        self.rest = b""
+        if rest:
+            self.data_received(rest)
+            self.bytes -= len(rest)
 
     def _fail(self, exc: Exception) -> None:
         if not self.current.done():
@@ -433,7 +445,7 @@ async def open_streams(
     host: str,
     port: int,
     requests: Sequence[bytes],
-    sink: Callable[[int, float, SseEvent], None],
+    sink: Callable[[int, float, int, bytes, int], None],
     concurrency: int = 100,
     timeout: float = 120.0,
 ) -> tuple[list[SseStream], int]:
@@ -516,13 +528,15 @@ async def readers_main(spec: dict[str, Any]) -> None:
     arrival, and on ``report <changes file>`` say what each stream got and how late."""
     raise_fd_limit()
     seqs = array("q")
+    indexes = array("q")  # the feed's: the order the node applied the changes in
     times = array("d")
     nos = array("i")
 
-    def sink(no: int, arrived: float, event: SseEvent) -> None:
-        if event.seq >= 0:
+    def sink(no: int, arrived: float, index: int, kind: bytes, seq: int) -> None:
+        if seq >= 0 and kind == b"update":
             nos.append(no)
-            seqs.append(event.seq)
+            indexes.append(index)
+            seqs.append(seq)
             times.append(arrived)
 
     watch: list[int | None] = spec["watch"]
@@ -548,12 +562,14 @@ async def readers_main(spec: dict[str, Any]) -> None:
         by_seq = {c[0]: c for c in changes}
         ok = [c for c in changes if c[4] == 200]
         per_stream: dict[int, list[int]] = {s.no: [] for s in streams}
+        order: dict[int, list[int]] = {s.no: [] for s in streams}
         from_send: dict[int, int] = {}
         from_answer: dict[int, int] = {}
         max_send = max_answer = float("-inf")
         before_answer = unknown = 0
-        for no, seq, arrived in zip(nos, seqs, times, strict=True):
+        for no, seq, index, arrived in zip(nos, seqs, indexes, times, strict=True):
             per_stream[no].append(seq)
+            order[no].append(index)
             change = by_seq.get(seq)
             if change is None:
                 unknown += 1
@@ -569,7 +585,7 @@ async def readers_main(spec: dict[str, Any]) -> None:
         for stream in streams:
             service = watch[stream.no]
             expected = (c[0] for c in ok if service is None or c[1] == service)
-            d = delivery(per_stream[stream.no], expected)
+            d = delivery(per_stream[stream.no], expected, order[stream.no])
             worst_missing = max(worst_missing, d.missing)
             for name in ("expected", "received", "missing", "duplicated", "out_of_order"):
                 setattr(total, name, getattr(total, name) + getattr(d, name))
@@ -578,7 +594,7 @@ async def readers_main(spec: dict[str, Any]) -> None:
         kinds: dict[str, int] = {}
         for s in streams:
             for k, v in s.kinds.items():
-                kinds[k] = kinds.get(k, 0) + v
+                kinds[k.decode()] = kinds.get(k.decode(), 0) + v
         print(
             json.dumps(
                 {
@@ -609,11 +625,11 @@ async def readers_main(spec: dict[str, Any]) -> None:
 
 
 async def apply_changes(
-    spec: dict[str, Any], call: Callable[[bytes], Awaitable[int]]
+    spec: dict[str, Any], call: Callable[[bytes], Awaitable[int]], first: int, seconds: float
 ) -> tuple[list[list[float]], list[float]]:
-    """``rate`` changes per second for ``duration`` s, each sent on time whatever the answers
-    of the earlier ones (up to the connections free): (seq, service, sent, answered, status)
-    per change, and how late each send was."""
+    """``rate`` changes per second for ``seconds``, seqs from ``first``, each sent on time
+    whatever the answers of the earlier ones (up to the connections free): (seq, service, sent,
+    answered, status) per change, and how late each send was."""
     services, per_service = spec["services"], spec["per_service"]
     record: list[list[float]] = []
     late: list[float] = []
@@ -629,8 +645,8 @@ async def apply_changes(
 
     pending: set[asyncio.Task[None]] = set()
     t0 = time.monotonic()
-    for seq in range(1, int(spec["rate"] * spec["duration"]) + 1):
-        due = t0 + (seq - 1) / spec["rate"]
+    for seq in range(first, first + int(spec["rate"] * seconds)):
+        due = t0 + (seq - first) / spec["rate"]
         now = time.monotonic()
         if due > now:
             await asyncio.sleep(due - now)
@@ -673,9 +689,9 @@ async def writer_main(spec: dict[str, Any]) -> None:
             print(json.dumps({"registered": len(statuses) - len(bad), "failed": len(bad)}))
             sys.stdout.flush()
         elif command.startswith("go "):
-            out = command.split(" ", 1)[1]
+            _, out, first, seconds = command.split(" ")
             t0 = time.monotonic()
-            record, late = await apply_changes(spec, call)
+            record, late = await apply_changes(spec, call, int(first), float(seconds))
             record.sort()
             Path(out).write_text(json.dumps(record))
             answers = [r[3] - r[2] for r in record]
@@ -757,9 +773,9 @@ async def consumers_main(spec: dict[str, Any]) -> None:
     tasks: list[asyncio.Task[None]] = []
     if mode == "stream":
 
-        def sink(no: int, arrived: float, event: SseEvent) -> None:
-            if event.seq >= 0:
-                observe(no, arrived, event.seq)
+        def sink(no: int, arrived: float, index: int, kind: bytes, seq: int) -> None:
+            if seq >= 0 and kind == b"update":
+                observe(no, arrived, seq)
 
         streams, failed = await open_streams(host, port, [events_request(LP_SERVICE)] * count, sink)
         if failed:
@@ -894,6 +910,12 @@ def streams_phase(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         registered = json.loads(writer.expect("{", 300))
         time.sleep(2)
         before = node_load(pid, [], args.idle)
+        # The same change load with no stream open: what the writes alone cost the node.
+        baseline_changes = int(args.rate * args.baseline)
+        writer.send(f"go {base / 'baseline.json'} 1 {args.baseline}")
+        no_streams = node_load(pid, [writer], args.baseline * 0.9)
+        no_streams["writer"] = json.loads(writer.expect("{", args.baseline + 120))
+        time.sleep(2)
         watch = stream_services(args.streams, args.group_streams, args.services)
         readers = [
             child("readers", {"host": host, "port": port, "watch": watch[i :: args.readers]})
@@ -903,6 +925,8 @@ def streams_phase(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         started = time.monotonic()
         opened = [json.loads(r.expect("{", 600)) for r in readers]
         open_s = time.monotonic() - started
+        if not all(o["opened"] for o in opened):
+            raise RuntimeError(f"a reader opened no stream: {opened}")
         print(
             f"streams: {sum(o['opened'] for o in opened)} open in {open_s:.1f} s "
             f"({sum(o['failed'] for o in opened)} failed); node PID {pid}",
@@ -911,7 +935,7 @@ def streams_phase(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         time.sleep(2)
         idle = node_load(pid, readers, args.idle)
         changes_file = base / "changes.json"
-        writer.send(f"go {changes_file}")
+        writer.send(f"go {changes_file} {baseline_changes + 1} {args.duration}")
         spy = None
         if args.profile:
             time.sleep(min(3.0, args.duration / 4))
@@ -954,7 +978,12 @@ def streams_phase(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             "keepalives": sum(r["keepalives"] for r in reports),
             "reader_lag": [r["lag"] for r in reports],
             "reader_cpu_pct": [r["cpu_pct_since_open"] for r in reports],
-            "node": {"before": before, "idle_streams": idle, "load": load},
+            "node": {
+                "before": before,
+                "changes_no_streams": no_streams,
+                "idle_streams": idle,
+                "load": load,
+            },
             "bytes_per_stream": (idle["rss_kb"] - before["rss_kb"]) * 1024 / max(streams, 1),
         }
     finally:
@@ -1103,6 +1132,7 @@ def report(results: dict[str, Any]) -> None:
         print(f"  {'node':<22} {'CPU median %':>12} {'CPU max %':>10} {'RSS MB':>8}")
         for label, key in (
             ("before streams", "before"),
+            ("changes, no stream", "changes_no_streams"),
             ("streams idle", "idle_streams"),
             ("under change load", "load"),
         ):
@@ -1166,6 +1196,9 @@ def main() -> int:
     parser.add_argument("--writer-connections", type=int, default=8)
     parser.add_argument("--idle", type=float, default=None, help="seconds of each idle sample")
     parser.add_argument("--settle", type=float, default=2.0, help="s for late events")
+    parser.add_argument(
+        "--baseline", type=float, default=None, help="s of the change load with no stream (10)"
+    )
     parser.add_argument("--profile", help="py-spy the node for 10 s of the change load into DIR")
     parser.add_argument("--consumers", type=int, default=None, help="phase 2 consumers (1000)")
     parser.add_argument("--lp-instances", type=int, default=100)
@@ -1183,12 +1216,13 @@ def main() -> int:
         (args.consumers_spec, consumers_main),
     ):
         if spec is not None:
-            asyncio.run(run(json.loads(spec)))
+            uvloop.run(run(json.loads(spec)))  # the node's loop too: the cheaper reads
             return 0
     quick = args.quick
     args.streams = args.streams or (500 if quick else 5000)
     args.duration = args.duration or (8.0 if quick else 30.0)
     args.idle = args.idle or (3.0 if quick else 8.0)
+    args.baseline = args.baseline or (4.0 if quick else 10.0)
     args.consumers = args.consumers or (200 if quick else 1000)
     args.window = args.window or (20.0 if quick else 60.0)
     raise_fd_limit()

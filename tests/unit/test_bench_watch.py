@@ -15,16 +15,17 @@ from bench.watch import (
     change_request,
     change_target,
     delivery,
+    event_kind,
     events_request,
+    first_event,
     hist_add,
     hist_merge,
     hist_percentile,
     hist_summary,
     max_seq,
-    parse_event,
     parse_head,
     per_minute,
-    split_events,
+    scan_changes,
     staleness,
     stream_services,
 )
@@ -35,33 +36,54 @@ def query_of(request: bytes) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(line.split(" ")[1].partition("?")[2]))
 
 
-def test_split_events_keeps_the_unfinished_tail_in_any_split() -> None:
-    stream = (
-        b'id: ab-1\ndata: {"kind":"current","services":[]}\n\n'
-        b": keep-alive\n\n"
-        b'id: ab-2\ndata: {"kind":"update","instance":{"metadata":{"seq":"7"}}}\n\n'
+def chunked(*writes: bytes) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(w), w) for w in writes)
+
+
+CURRENT = (
+    b'id: ab-1\ndata: {"kind":"current","services":[{"hosts":[{"metadata":{"seq":"1"}}]}]}\n\n'
+)
+UPDATE = b'id: ab-%d\ndata: {"kind":"update","instance":{"metadata":{"seq":"%d"}}}\n\n'
+LEADER = b'id: ab-9\ndata: {"kind":"leader","instance":null,"scope":""}\n\n'
+
+
+def read_all(stream: bytes, step: int) -> tuple[bytes | None, list[tuple[int, bytes, int]], int]:
+    """The stream as the bench's protocol reads it, ``step`` bytes at a time."""
+    first: bytes | None = None
+    buffer = b""
+    changes: list[tuple[int, bytes, int]] = []
+    keepalives = 0
+    for i in range(0, len(stream), step):
+        buffer += stream[i : i + step]
+        if first is None:
+            first, buffer = first_event(buffer)
+            if first is None:
+                continue
+        got, kept, buffer = scan_changes(buffer)
+        changes += got
+        keepalives += kept
+    return first, changes, keepalives
+
+
+@pytest.mark.parametrize("framing", ["chunked", "plain"])
+def test_the_stream_is_read_in_any_split(framing: str) -> None:
+    writes = [CURRENT, UPDATE % (2, 7) + UPDATE % (3, 8), b": keep-alive\n\n", LEADER]
+    stream = chunked(*writes) if framing == "chunked" else b"".join(writes)
+    for step in (1, 3, 17, len(stream)):
+        first, changes, keepalives = read_all(stream, step)
+        assert first is not None and event_kind(first) == "current"
+        assert changes == [(2, b"update", 7), (3, b"update", 8), (9, b"leader", -1)]
+        assert keepalives == 1
+
+
+def test_crlf_lines_and_spaces_in_the_json() -> None:
+    first, rest = first_event(
+        b'data: {"kind": "current"}\r\n\r\nid: 0a-4\r\ndata: {"kind" : "up", "x":'
     )
-    for cut in range(len(stream) + 1):
-        blocks, rest = split_events(stream[:cut])
-        more, rest = split_events(rest + stream[cut:])
-        assert rest == b""
-        assert [parse_event(b) for b in blocks + more] == [
-            ("ab-1", "current", -1, False),
-            ("", "", -1, True),
-            ("ab-2", "update", 7, False),
-        ]
-
-
-def test_split_events_reads_crlf_lines_too() -> None:
-    blocks, rest = split_events(b'id: x-3\r\ndata: {"kind": "up"}\r\n\r\nid: x-4')
-    assert [parse_event(b).kind for b in blocks] == ["up"] and rest == b"id: x-4"
-
-
-def test_parse_event_takes_the_seq_from_the_instance_metadata() -> None:
-    event = parse_event(b'id: e-9\ndata: {"kind" : "update","instance":{"metadata":{"seq": "42"}}}')
-    assert event.id == "e-9" and event.kind == "update" and event.seq == 42
-    assert parse_event(b'data: {"kind":"leader","instance":null}').seq == -1
-    assert parse_event(b": keep-alive\n: another").comment
+    assert first is not None and event_kind(first) == "current"
+    changes, _, rest = scan_changes(rest + b' {"seq": "5"}}\n\n')
+    assert changes == [(4, b"up", 5)] and rest == b""
+    assert first_event(b"id: 1\ndata: {") == (None, b"id: 1\ndata: {")
 
 
 def test_chunk_decoder_in_any_split() -> None:
@@ -124,9 +146,10 @@ def test_histogram_percentiles_merge_across_processes() -> None:
 
 
 def test_delivery_counts_loss_duplicates_and_disorder() -> None:
-    d = delivery([1, 2, 2, 4, 3], range(1, 6))
+    d = delivery([1, 2, 2, 4, 3], range(1, 6), [10, 11, 11, 13, 14])
     assert (d.expected, d.received, d.missing, d.duplicated, d.out_of_order) == (5, 5, 1, 1, 1)
     assert delivery([], []).missing == 0
+    assert delivery([2, 1], [1, 2], [5, 4]).out_of_order == 1  # the feed's order, not seqs
 
 
 def test_staleness_counts_from_each_change_to_the_first_copy_holding_it() -> None:
