@@ -12,6 +12,7 @@ import pytest
 
 from bench.watch import (
     ChunkDecoder,
+    applied_rate,
     change_request,
     change_target,
     delivery,
@@ -162,3 +163,9 @@ def test_staleness_counts_from_each_change_to_the_first_copy_holding_it() -> Non
 
 def test_bytes_per_consumer_per_minute() -> None:
     assert per_minute(6000, 10, 30) == pytest.approx(1200.0)
+
+
+def test_the_applied_rate_counts_answered_changes_only() -> None:
+    record = [[1, 0, 0.0, 0.5, 200], [2, 0, 0.5, 1.0, 200], [3, 0, 1.0, 2.0, -1]]
+    assert applied_rate(record) == pytest.approx(2.0)
+    assert applied_rate([]) == 0.0
