@@ -305,6 +305,7 @@ def _meta_summary(meta: ServiceMeta | None) -> dict[str, Any] | None:
         "metadata": _short(meta.metadata),
         "selector": _short(meta.selector.to_json()),
         "clusters": sorted(meta.clusters)[:MAX_SUMMARY_KEYS],
+        **({"pinnedLeaders": _short(meta.pinned_leaders)} if meta.pinned_leaders else {}),
     }
 
 
@@ -364,6 +365,8 @@ _ACTIONS = {
     "create_service": "create",
     "ensure_service": "create",
     "update_service": "update",
+    "pin_leader": "pin leader",
+    "unpin_leader": "unpin leader",
     "set_switch": "update",
 }
 

@@ -506,6 +506,55 @@ class UpsertCluster(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class PinLeader(Change):
+    """PUT /service/leader: pin ``address`` ("ip:port") as the leader of ``scope`` ("" for the
+    service, else a cluster; ``naming.leaders``). Creates the meta of a service that so far
+    lived only through ephemeral instances. The operation checked that the instance exists
+    when the pin was asked for; apply does not (it sees only the meta), and a pin may outlive
+    its instance: it waits for it to come back."""
+
+    type_name: ClassVar[str] = "pin_leader"
+    scope: str
+    address: str
+
+    def apply(self, current: Value | None) -> Value | None:
+        meta = _meta(current) or ServiceMeta()
+        if meta.pinned_leaders.get(self.scope) == self.address:
+            return meta
+        pins = {**meta.pinned_leaders, self.scope: self.address}
+        return replace(meta, pinned_leaders=MappingProxyType(pins))
+
+    def _fields(self) -> dict[str, Any]:
+        return {"scope": self.scope, "address": self.address}
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Change:
+        return cls(str(data["scope"]), str(data["address"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinLeader(Change):
+    """DELETE /service/leader: drop the pin of ``scope``; none there (or no meta) is a no-op."""
+
+    type_name: ClassVar[str] = "unpin_leader"
+    scope: str
+
+    def apply(self, current: Value | None) -> Value | None:
+        meta = _meta(current)
+        if meta is None or self.scope not in meta.pinned_leaders:
+            return meta
+        pins = {k: v for k, v in meta.pinned_leaders.items() if k != self.scope}
+        return replace(meta, pinned_leaders=MappingProxyType(pins))
+
+    def _fields(self) -> dict[str, Any]:
+        return {"scope": self.scope}
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Change:
+        return cls(str(data["scope"]))
+
+
+@dataclass(frozen=True, slots=True)
 class SetSwitch(Change):
     type_name: ClassVar[str] = "set_switch"
     entry: str

@@ -73,6 +73,22 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PinLeaderCommand:
+    """Pin ``ip:port`` as the leader of the service (``cluster`` None) or of one cluster."""
+
+    service: ServiceName
+    cluster: str | None
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinLeaderCommand:
+    service: ServiceName
+    cluster: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     number: int
     size: int

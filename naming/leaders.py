@@ -25,6 +25,7 @@ view's rendered lists, so the change feed can ask on every write without buildin
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from naming.domain import Instance, clamp_weight
 from naming.registry import ServiceView
@@ -65,7 +66,9 @@ def _earlier(found: list[Instance]) -> Instance | None:
     return best
 
 
-def _pinned(view: ServiceView, scope: str) -> Instance | None:
+def pinned(view: ServiceView, scope: str) -> Instance | None:
+    """The pinned instance leading ``scope`` now; None when no pin applies there or its
+    instance is away, not healthy or not enabled (the oldest rule applies then)."""
     pins = view.settings.pinned_leaders
     scopes = [SERVICE_SCOPE] if scope == SERVICE_SCOPE else [scope, SERVICE_SCOPE]
     for each in scopes:
@@ -95,8 +98,8 @@ def leaders(view: ServiceView) -> Leaders:
     _firsts(view.ephemeral_map().values(), firsts)
     found: Leaders = {}
     for scope, candidates in firsts.items():
-        pinned = _pinned(view, scope) if view.settings.pinned_leaders else None
-        found[scope] = _clamped(pinned or _earlier(candidates))
+        held = pinned(view, scope) if view.settings.pinned_leaders else None
+        found[scope] = _clamped(held or _earlier(candidates))
     return found
 
 
@@ -104,3 +107,25 @@ def leader(view: ServiceView, cluster: str | None = None) -> Instance | None:
     """The leader of the service (``cluster`` None) or of one of its clusters; None when it has
     no healthy, enabled instance there."""
     return leaders(view).get(SERVICE_SCOPE if cluster is None else cluster)
+
+
+def scope_of(cluster: str | None) -> str:
+    return SERVICE_SCOPE if cluster is None else cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """Who leads a scope and why: the pinned instance, or the oldest serving one."""
+
+    instance: Instance
+    scope: str
+    pinned: bool
+
+
+def leadership(view: ServiceView, cluster: str | None = None) -> Leadership | None:
+    scope = scope_of(cluster)
+    found = leaders(view).get(scope)
+    if found is None:
+        return None
+    held = pinned(view, scope) if view.settings.pinned_leaders else None
+    return Leadership(found, scope, held is not None)

@@ -28,10 +28,12 @@ from naming.changes import (
     DeleteNamespace,
     EnsureService,
     PatchInstance,
+    PinLeader,
     RemoveInstances,
     RemoveLeased,
     SetHealth,
     SetSwitch,
+    UnpinLeader,
     UpdateInstance,
     UpdateMetadata,
     UpdateNamespace,
@@ -54,6 +56,7 @@ from naming.domain import (
     check_new_namespace_id,
 )
 from naming.health import BeatTable, CheckTable
+from naming.leaders import Leadership, leadership, scope_of
 from naming.parsing import parse_json
 from naming.registry import Registry, ServiceView
 
@@ -341,6 +344,48 @@ class NamingOperations:
                 names = [n for n in names if pattern.search(n + ":")]
             result[ns] = names
         return result
+
+    # -- leaders (naming.leaders) -------------------------------------------------------------
+
+    def leader(self, service: ServiceName, cluster: str | None) -> Leadership:
+        """The leader of the service or of one of its clusters; 404 for an unknown service or
+        cluster, and when no instance there is healthy and enabled."""
+        view = self._require_view(service)
+        if cluster is not None and cluster not in view.clusters:
+            raise NotFound(f"no cluster {cluster} in service {service.grouped}")
+        found = leadership(view, cluster)
+        if found is None:
+            where = (
+                service.grouped if cluster is None else f"cluster {cluster} of {service.grouped}"
+            )
+            raise NotFound(f"no leader found: no healthy instance in {where}")
+        return found
+
+    def pin_leader(self, cmd: s.PinLeaderCommand) -> None:
+        """Pin an instance of the service (of the cluster, when one is named) as its leader;
+        replicated through Raft in the service meta, which a pin creates when missing."""
+        view = self._require_view(cmd.service)
+        if cmd.cluster is not None and cmd.cluster not in view.clusters:
+            raise NotFound(f"no cluster {cmd.cluster} in service {cmd.service.grouped}")
+        if not any(
+            i.ip == cmd.ip
+            and i.port == cmd.port
+            and (cmd.cluster is None or i.cluster == cmd.cluster)
+            for i in (*view.persistent_map().values(), *view.ephemeral_map().values())
+        ):
+            where = cmd.service.grouped if cmd.cluster is None else f"cluster {cmd.cluster}"
+            raise NotFound(f"no instance {cmd.ip}:{cmd.port} in {where}")
+        address = f"{cmd.ip}:{cmd.port}"
+        self.consistency.submit(
+            DatumKey.meta(cmd.service), PinLeader(scope_of(cmd.cluster), address)
+        )
+
+    def unpin_leader(self, cmd: s.UnpinLeaderCommand) -> None:
+        """Idempotent: a scope without a pin is left as it is (nothing is submitted)."""
+        view = self._require_view(cmd.service)
+        scope = scope_of(cmd.cluster)
+        if scope in view.settings.pinned_leaders:
+            self.consistency.submit(DatumKey.meta(cmd.service), UnpinLeader(scope))
 
     # -- catalog -----------------------------------------------------------------------------
 

@@ -16,10 +16,27 @@ from collections.abc import Iterable
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lib.counters import REGISTRY, register_scrape_time
 from node import runtime
+from server import serving
+
+# The held-fetch and event-stream totals of the HTTP server (server/watching.py), as counters.
+_WATCH_TOTALS = {
+    "heldTotal": "Fetches that were held to wait for a change.",
+    "heldWoken": "Held fetches answered by a change before their wait ended.",
+    "heldTimedOut": "Held fetches answered at the end of their wait.",
+    "streamsOpened": "Event streams opened.",
+    "streamsRefused": "Event streams refused over NAMING_EVENTS_MAX_STREAMS.",
+    "streamsClosedSlow": "Event streams closed because their client did not read.",
+    "streamsClosedLagging": "Event streams closed because the feed no longer had their changes.",
+    "eventsSent": "Changes written to event streams (one per stream).",
+}
+
+
+def _snake(camel: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
 
 
 def _node_gauges() -> Iterable[Metric]:
@@ -53,6 +70,13 @@ def _node_gauges() -> Iterable[Metric]:
         "The oldest change-feed index still kept (a resume from before it starts over).",
         float(feed["oldestIndex"]),
     )
+    http = serving.status()
+    if http is not None:
+        watch = http["watch"]
+        gauge("naming_http_held_requests", "Held fetches waiting for a change.", watch["heldNow"])
+        gauge("naming_http_event_streams", "Event streams open.", watch["streamsOpen"])
+        for key, doc in _WATCH_TOTALS.items():
+            gauges.append(CounterMetricFamily(f"naming_http_{_snake(key)}", doc, value=watch[key]))
     # The store's own status, not DistroCluster.status(): that one hashes every datum.
     ephemeral = node.cluster.store if node.cluster is not None else node.distro
     gauge(

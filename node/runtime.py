@@ -69,6 +69,9 @@ class NodeConfig:
     data_dir: Path = Path("data")
     members: tuple[str, ...] = ()
     member_raft_ports: dict[str, int] = field(default_factory=dict)
+    # Members (HTTP addresses) that replicate Raft without a vote (pysyncobj read-only nodes);
+    # every member, voter or not, is a full Distro member.
+    nonvoters: frozenset[str] = frozenset()
     raft_password: str = field(default="", repr=False)
     health: HealthSettings = field(default_factory=HealthSettings)
     raft_ready_timeout_s: float = 30.0
@@ -101,8 +104,21 @@ class NodeConfig:
         host, _, port = member.rpartition(":")
         return f"{host}:{self.member_raft_ports.get(member, int(port) - 1000)}"
 
+    @property
+    def voter(self) -> bool:
+        return self.address not in self.nonvoters
+
+    def is_voter(self, member: str) -> bool:
+        return member not in self.nonvoters
+
     def raft_partners(self) -> tuple[str, ...]:
-        return tuple(self.raft_address(m) for m in self.members if m != self.address)
+        """The voters' raft addresses but ours: a voter's peers, and the nodes a non-voter
+        follows. Non-voters are never listed: they connect to the voters themselves."""
+        return tuple(
+            self.raft_address(m)
+            for m in self.members
+            if m != self.address and m not in self.nonvoters
+        )
 
 
 class NodeRuntime:
@@ -281,8 +297,8 @@ class NodeRuntime:
                 if not self.config.cluster:
                     raise RuntimeError("raft did not become ready in time")
                 log.warning(
-                    "no raft leader yet (waiting for a quorum of %s)",
-                    ", ".join(self.config.members),
+                    "no raft leader yet (waiting for a quorum of the voters %s)",
+                    ", ".join(m for m in self.config.members if self.config.is_voter(m)),
                 )
         # Never serve (or push) an empty list for a service that has instances elsewhere.
         if self.cluster is not None and self.cluster.load_snapshot(self._stopping) is None:
@@ -349,6 +365,7 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
         partners=config.raft_partners(),
         data_dir=config.data_dir,
         password=config.raft_password,
+        voter=config.voter,
     )
     syncobj = build_syncobj(raft_config, state, durable=config.raft_fsync)
     distro = distro_cluster(config, notifier, lambda: runtime.member_state())
@@ -359,7 +376,7 @@ def raft_runtime(config: NodeConfig) -> NodeRuntime:
         config,
         notifier,
         ephemeral,
-        RaftConsistencyService(state, syncobj),
+        RaftConsistencyService(state, syncobj, raft_config.self_address, config.voter),
         syncobj,
         distro,
         persist_audit=True,

@@ -26,7 +26,14 @@ class StatusReport:
         self._node = node
 
     def raft(self) -> Mapping[str, Any]:
-        return dict(self._node.persistent.status())
+        """The Raft status of this member, and which members vote (HTTP addresses)."""
+        cfg = self._node.config
+        status = dict(self._node.persistent.status())
+        status.setdefault("voter", cfg.voter)
+        members = cfg.members or (cfg.address,)
+        status["voters"] = [m for m in members if cfg.is_voter(m)]
+        status["nonVoters"] = [m for m in members if not cfg.is_voter(m)]
+        return status
 
     def metrics(self) -> dict[str, Any]:
         node = self._node
@@ -100,7 +107,9 @@ class StatusReport:
         """Nacos Member JSON, plus when it last reported and whether its Distro data is loaded.
 
         Other members' states come from the membership reports (UP / SUSPICIOUS / DOWN /
-        STARTING); ``raftConnected`` says whether our Raft link to it is up.
+        STARTING); ``raftVoter`` whether it votes in Raft; ``raftConnected`` whether our Raft
+        link to it is up (None for a non-voter: it connects to the voters anonymously, so no
+        member can tell which one a link belongs to, and non-voters never link to each other).
         """
         node = self._node
         cfg = node.config
@@ -112,6 +121,7 @@ class StatusReport:
             else str(cfg.raft_port),
             "version": VERSION,
             "site": "unknown",
+            "raftVoter": cfg.is_voter(address),
         }
         if address == cfg.address:
             state = node.member_state().value
@@ -129,6 +139,8 @@ class StatusReport:
             raw = node.syncobj.getStatus() if node.syncobj is not None else {}
             extend["raftConnected"] = (
                 raw.get(f"partner_node_status_server_{cfg.raft_address(address)}") == 2
+                if cfg.is_voter(address)
+                else None
             )
         return {
             "ip": host,

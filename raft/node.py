@@ -14,6 +14,16 @@ Known traps (DESIGN §5) and what we set against them:
   connections kept forever, an accept error unbinds the port): ``raft.guard`` patches it, and the
   poller is ``poll`` (``select`` fails once a descriptor number reaches 1024) with the soft
   descriptor limit raised to the hard one.
+
+Non-voting members (``RaftConfig.voter`` false) are pysyncobj read-only nodes, ``SyncObj(None,
+voters)``: they bind no raft port, connect to every voter and announce themselves as
+``readonly``; the leader sends them the log (and snapshots) like to a follower but never counts
+them for a commit or a vote, and they never start an election. A command proposed on one is
+forwarded to the leader it last heard from and its callback fires once the entry is applied
+here, as on a follower. They keep the same journal and dump under the data dir: a restarted
+non-voter replays its own copy (up to the commit index it stored) and fetches only what it
+missed. The guard's patches hold: its connections are outgoing only (no listener to guard) and
+every message is still length-capped and authenticated by the password.
 """
 
 from __future__ import annotations
@@ -33,8 +43,8 @@ from raft.state import ReplicatedState
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
-    self_address: str  # host:raft_port
-    partners: tuple[str, ...]
+    self_address: str  # host:raft_port (a non-voter binds nothing: for the status only)
+    partners: tuple[str, ...]  # the voters' raft addresses, ours excluded
     data_dir: Path
     password: str
     # Election timeout range: a follower notices a dead leader within 0.35-0.75 s (fault tests
@@ -46,9 +56,12 @@ class RaftConfig:
     connection_retry_s: float = 0.5
     compaction_min_entries: int = 10000
     compaction_min_time_s: int = 300
+    voter: bool = True
 
     def validate(self) -> None:
         """Cross-field rules (hashicorp/raft ``config.go``): raise, never assert."""
+        if not self.voter and not self.partners:
+            raise ValueError("a raft non-voter needs at least one voter to follow")
         if not self.password:
             raise ValueError("raft password must not be empty")
         if self.append_entries_period_s >= self.election_min_s:
@@ -165,7 +178,8 @@ def build_syncobj(config: RaftConfig, state: ReplicatedState, durable: bool = Tr
         bindRetryTime=0.2,
         pollerType="poll",
     )
-    return SyncObj(config.self_address, list(config.partners), conf=conf, consumers=[state])
+    self_node = config.self_address if config.voter else None  # None: a read-only node
+    return SyncObj(self_node, list(config.partners), conf=conf, consumers=[state])
 
 
 def wait_ready(syncobj: Any, deadline_s: float) -> bool:

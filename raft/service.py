@@ -6,6 +6,11 @@ burst of 64 concurrent writes costs one replication round and one journal sync p
 instead of 64. pysyncobj forwards an entry proposed on a follower to the leader and calls back
 when it is committed and applied on this member; the submitter then wakes.
 
+On a non-voter (a pysyncobj read-only node) it is the same: pysyncobj forwards the entry to the
+leader it last heard from and calls back once it is applied here. Such a node never elects and
+never forgets a leader on its own (only a new leader's append-entries replace it), so it treats
+the leader as known only while its connection to it is up.
+
 A submitter that times out gets 503 "not confirmed": pysyncobj does not cancel the entry, which
 may still commit, which is why every change is idempotent or precondition-checked in apply.
 
@@ -65,9 +70,13 @@ def _batch_length(queue: list[_Pending]) -> int:
 
 
 class RaftConsistencyService:
-    def __init__(self, state: ReplicatedState, syncobj: Any) -> None:
+    def __init__(
+        self, state: ReplicatedState, syncobj: Any, self_address: str = "", voter: bool = True
+    ) -> None:
         self._state = state
         self._syncobj = syncobj
+        self._self_address = self_address  # host:raft_port; pysyncobj says None on a non-voter
+        self.voter = voter
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._in_flight: dict[int, tuple[float, list[_Pending]]] = {}
@@ -174,7 +183,11 @@ class RaftConsistencyService:
         return self._state.items()
 
     def is_available(self) -> bool:
-        return bool(self._syncobj._getLeader() is not None)
+        leader = self._syncobj._getLeader()
+        if leader is None:
+            return False
+        # A voter drops a silent leader by its election timeout; a non-voter has none.
+        return self.voter or bool(self._syncobj.isNodeConnected(leader))
 
     def _await_leader(self, wait_s: float) -> bool:
         """An election takes well under a second: wait that long before refusing a write."""
@@ -188,13 +201,18 @@ class RaftConsistencyService:
     def status(self) -> Mapping[str, Any]:
         raw = self._syncobj.getStatus()
         leader = raw.get("leader")
+        own = raw.get("self")
         return {
             "role": {0: "FOLLOWER", 1: "CANDIDATE", 2: "LEADER"}.get(raw.get("state"), "UNKNOWN"),
+            "voter": self.voter,
             "term": raw.get("raft_term"),
             "commitIndex": raw.get("commit_idx"),
             "lastApplied": raw.get("last_applied"),
             "leader": None if leader is None else str(leader),
-            "self": str(raw.get("self")),
+            "self": self._self_address or (None if own is None else str(own)),
+            "hasQuorum": bool(raw.get("has_quorum")),
+            # Non-voters connected to this member (they are anonymous on the raft port).
+            "nonVotersConnected": raw.get("readonly_nodes_count", 0),
             "logSize": raw.get("log_len"),
             "batches": self.batches,
             "batchedChanges": self.batched_changes,

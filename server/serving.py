@@ -694,11 +694,11 @@ def status() -> dict[str, Any] | None:
         "openConnections": server.open_connections,
         "busyConnections": busy,  # this metrics request's own connection included
         **_camel(asdict(server.stats)),
-        "watch": server.watchers.status(),  # held requests and event streams
+        "watch": _camel(server.watchers.status()),  # held requests and event streams
     }
 
 
-def _camel(values: dict[str, int]) -> dict[str, int]:
+def _camel(values: dict[str, Any]) -> dict[str, Any]:
     def camel(name: str) -> str:
         head, *rest = name.split("_")
         return head + "".join(part.title() for part in rest)

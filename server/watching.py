@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from lib.watching import EventStream, Held
@@ -110,6 +110,15 @@ class Stream:
         self.last_write = time.monotonic()
         self.bound = STREAM_BUFFER_BYTES + len(spec.first)
         self.done = False
+
+
+def _discard(index: dict[Any, set[Any]], key: Hashable, item: object) -> None:
+    """Take ``item`` out of ``index[key]``, and the key with its last item."""
+    found = index.get(key)
+    if found is not None:
+        found.discard(item)
+        if not found:
+            del index[key]
 
 
 def _chunk(data: bytes) -> bytes:
@@ -250,21 +259,13 @@ class Watchers:
         waiter.done = True
         if waiter.timer is not None:
             waiter.timer.cancel()
-        waiters = self.held.get(waiter.held.key)
-        if waiters is not None:
-            waiters.discard(waiter)
-            if not waiters:
-                del self.held[waiter.held.key]
+        _discard(self.held, waiter.held.key, waiter)
         self.held_count -= 1
         waiter.connection.watch = None
 
     def _unstream(self, stream: Stream) -> None:
         stream.done = True
-        streams = self.streams.get(stream.spec.namespace)
-        if streams is not None:
-            streams.discard(stream)
-            if not streams:
-                del self.streams[stream.spec.namespace]
+        _discard(self.streams, stream.spec.namespace, stream)
         self.stream_count -= 1
         stream.connection.watch = None
 
@@ -411,16 +412,12 @@ class Watchers:
                 self._end(stream)
 
     def status(self) -> dict[str, Any]:
+        """Snake-case keys (``server.serving.status`` turns them into the metrics' camelCase)."""
         return {
-            "heldNow": self.held_count,
-            "streamsOpen": self.stream_count,
-            "maxStreams": self.max_streams,
-            "keepaliveSeconds": self.keepalive_s,
+            "held_now": self.held_count,
+            "streams_open": self.stream_count,
+            "max_streams": self.max_streams,
+            "keepalive_seconds": self.keepalive_s,
             "position": self.last,
-            **{_camel(k): v for k, v in vars(self.stats).items()},
+            **asdict(self.stats),
         }
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -318,11 +318,13 @@ def make_cluster(
     env: dict[str, str] | None = None,
     hosts: list[tuple[str, tuple[str, ...]]] | None = None,
     explicit_raft_ports: bool = False,
+    nonvoters: Collection[int] = (),
 ) -> list[NodeProcess]:
     """Start ``n`` members with one member list and one secret; wait until UP.
 
     ``hosts`` places member i on (address, launcher), e.g. a test host in a network namespace;
-    by default every member is on 127.0.0.1.
+    by default every member is on 127.0.0.1. The members at the indexes in ``nonvoters`` are
+    listed with ``/nonvoter`` (Raft read-only nodes).
     """
     places = hosts or [("127.0.0.1", ())] * n
     ports: list[int] = []
@@ -337,7 +339,10 @@ def make_cluster(
             while not port_free(candidate) or candidate in ports:
                 candidate += 1
             raft[i] = f":{candidate}"
-    members = ",".join(f"{places[i][0]}:{p}{raft[i]}" for i, p in enumerate(ports))
+    members = ",".join(
+        f"{places[i][0]}:{p}{raft[i]}" + ("/nonvoter" if i in nonvoters else "")
+        for i, p in enumerate(ports)
+    )
     password = "test-" + secrets.token_hex(8)
     nodes = []
     for i, port in enumerate(ports):

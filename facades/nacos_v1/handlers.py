@@ -330,6 +330,30 @@ def get_service(request: HttpRequest, params: Params, caller: Caller) -> dict[st
 service = by_method(POST=create_service, DELETE=delete_service, PUT=update_service, GET=get_service)
 
 
+# -- /service/leader (issue #13): naming.leaders -------------------------------------------------
+
+
+@nacos_api("GET")
+def get_leader(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
+    name = s.service_name(params)
+    return render.leader_json(_ops().leader(name, s.leader_cluster(params)), name.grouped)
+
+
+@nacos_api("PUT")
+def pin_leader(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().pin_leader(s.pin_leader(params))
+    return OK
+
+
+@nacos_api("DELETE")
+def unpin_leader(request: HttpRequest, params: Params, caller: Caller) -> str:
+    _ops().unpin_leader(s.unpin_leader(params))
+    return OK
+
+
+service_leader = by_method(GET=get_leader, PUT=pin_leader, DELETE=unpin_leader)
+
+
 @nacos_api("GET", resource=namespace_resource)
 def service_list(request: HttpRequest, params: Params, caller: Caller) -> dict[str, Any]:
     page = s.page(params)

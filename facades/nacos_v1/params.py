@@ -27,8 +27,10 @@ from naming.commands import (
     MetadataBatch,
     Page,
     PatchInstanceCommand,
+    PinLeaderCommand,
     RegisterInstance,
     ServiceSpec,
+    UnpinLeaderCommand,
 )
 from naming.domain import (
     DEFAULT_CLUSTER,
@@ -194,6 +196,25 @@ def patch_instance(params: Params) -> PatchInstanceCommand:
         metadata=None if metadata is None else parse_metadata(metadata),
         app=params.raw("app"),
     )
+
+
+def leader_cluster(params: Params) -> str | None:
+    """``service/leader``: ``clusterName`` names a cluster's leader; absent, the service's."""
+    name = params.raw("clusterName")
+    return None if name is None else check_cluster_name(name)
+
+
+def pin_leader(params: Params) -> PinLeaderCommand:
+    return PinLeaderCommand(
+        service_name(params),
+        leader_cluster(params),
+        check_ip(params.required("ip")),
+        check_port(params.integer("port")),
+    )
+
+
+def unpin_leader(params: Params) -> UnpinLeaderCommand:
+    return UnpinLeaderCommand(service_name(params), leader_cluster(params))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from facades.nacos_v1.params import strip_group
 from naming.domain import Instance
+from naming.leaders import Leadership
 from naming.registry import ServiceView, select_hosts
 
 # The rendered pieces are cached per service revision in the view's ``response_cache`` (a slot
@@ -90,9 +91,8 @@ def render_instance_list(
     )
 
 
-def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
-    """The whole Instance object (catalog, Distro payloads): includes the derived fields."""
-    out: dict[str, Any] = {
+def _instance_fields(inst: Instance, grouped_service: str) -> dict[str, Any]:
+    return {
         "instanceId": inst.instance_id,
         "ip": inst.ip,
         "port": inst.port,
@@ -103,6 +103,13 @@ def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
         "clusterName": inst.cluster,
         "serviceName": grouped_service,
         "metadata": dict(inst.metadata),
+    }
+
+
+def full_instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
+    """The whole Instance object (catalog, Distro payloads): includes the derived fields."""
+    out: dict[str, Any] = {
+        **_instance_fields(inst, grouped_service),
         "instanceHeartBeatInterval": inst.heartbeat_interval_ms,
         "instanceHeartBeatTimeOut": inst.heartbeat_timeout_ms,
         "ipDeleteTimeout": inst.ip_delete_timeout_ms,
@@ -145,6 +152,16 @@ def instance_json(inst: Instance, grouped_service: str) -> dict[str, Any]:
         "healthy": inst.healthy,
         "instanceId": inst.instance_id,
         "metadata": dict(inst.metadata),
+    }
+
+
+def leader_json(found: Leadership, grouped_service: str) -> dict[str, Any]:
+    """``GET /service/leader``: the instance as a host of ``instance/list`` shows it, with
+    whether a pin put it there and which scope ("" the service, else a cluster) it leads."""
+    return {
+        **_instance_fields(found.instance, grouped_service),
+        "pinned": found.pinned,
+        "scope": found.scope,
     }
 
 

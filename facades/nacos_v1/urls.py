@@ -24,6 +24,7 @@ ns_patterns = [
     path("service/names", views.service_names),
     path("service/subscribers", views.service_subscribers),
     path("service/checksum", views.service_checksum),
+    path("service/leader", views.service_leader),
     path("service/revisions", events.service_revisions),
     path("events", events.events),
     path("catalog/service", views.catalog_service),

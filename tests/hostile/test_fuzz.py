@@ -86,6 +86,7 @@ PARAM_NAMES = [
     "role", "resource", "action", "search", "customNamespaceId", "namespaceName",
     "namespaceDesc", "namespaceShowName", "namespace", "show", "checkNamespaceIdExist",
     "object", "user", "kind", "since", "until", "scope", "name", "group", "page", "size",
+    "wait", "lastEventId",
 ]  # fmt: skip
 
 ADVERSARIAL = [
@@ -266,13 +267,16 @@ VALID: dict[str, st.SearchStrategy[str]] = {
 CORE_BY_ROUTE: dict[str, list[str]] = {
     "instance": ["serviceName", "ip", "port", "metadata", "weight", "ephemeral", "clusterName"],
     "instance/beat": ["serviceName", "beat"],
-    "instance/list": ["serviceName", "clusters", "healthyOnly", "udpPort", "clientIP"],
+    "instance/list": ["serviceName", "clusters", "healthyOnly", "udpPort", "clientIP", "wait"],
     "instance/statuses": ["key"],
     "instance/metadata/batch": ["serviceName", "metadata", "instances", "consistencyType"],
     "service": ["serviceName", "protectThreshold", "metadata", "selector"],
     "service/list": ["pageNo", "pageSize", "selector", "groupName"],
     "service/subscribers": ["serviceName", "pageNo", "pageSize"],
-    "catalog/instances": ["serviceName", "clusterName", "pageNo", "pageSize"],
+    "service/leader": ["serviceName", "ip", "port", "clusterName"],
+    "catalog/instances": ["serviceName", "clusterName", "pageNo", "pageSize", "wait"],
+    "events": ["serviceName", "groupName", "namespaceId", "lastEventId"],
+    "service/revisions": ["groupName", "namespaceId"],
     "catalog/services": ["pageNo", "pageSize", "serviceNameParam", "withInstances", "hasIpCount"],
     "cluster": [
         "serviceName",
@@ -374,6 +378,11 @@ class Sender:
             try:
                 self.conn.request(method, target, body=body, headers=headers)
                 response = self.conn.getresponse()
+                if response.getheader("Content-Type", "").startswith("text/event-stream"):
+                    # An event stream never ends by itself: its first line, then hang up.
+                    data = response.readline()
+                    self.close()
+                    return response.status, data
                 data = response.read()
                 if response.getheader("Connection", "").lower() == "close":
                     self.close()
@@ -525,6 +534,7 @@ def _probe_methods(sender: Sender, node: NodeProcess) -> dict[str, list[str]]:
             status, _ = sender.send(method, path, None, auth)
             if status not in (405, 501):
                 found.setdefault(path, []).append(method)
+    node._token = None  # the probe's POST to auth/logout revoked the admin token
     return found
 
 

@@ -9,9 +9,11 @@ from naming.changes import (
     CreateService,
     EnsureService,
     PatchInstance,
+    PinLeader,
     RemoveInstances,
     SetHealth,
     SetSwitch,
+    UnpinLeader,
     UpdateInstance,
     UpdateMetadata,
     UpdateService,
@@ -126,6 +128,8 @@ ALL_CHANGES = [
     UpdateService(0.3, None, Selector(), create=True),
     UpsertCluster(ClusterConfig("c1", HealthChecker(CheckType.HTTP, path="/h"), 81, False)),
     SetSwitch("clientBeatInterval", "3000"),
+    PinLeader("c1", "10.0.0.1:1"),
+    UnpinLeader(""),
 ]
 
 

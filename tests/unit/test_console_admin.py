@@ -105,19 +105,25 @@ def test_the_permission_texts():
 def test_the_cluster_page_shows_each_state_as_a_tag_with_text(
     node: NodeRuntime, client: Client, monkeypatch: pytest.MonkeyPatch
 ):
-    def member(address: str, state: str, ready: bool) -> dict[str, object]:
-        info = {"distroReady": ready, "lastRefreshTime": 1_700_000_000_000, "version": "v"}
+    def member(address: str, state: str, ready: bool, voter: bool = True) -> dict[str, object]:
+        info = {
+            "distroReady": ready,
+            "lastRefreshTime": 1_700_000_000_000,
+            "version": "v",
+            "raftVoter": voter,
+        }
         return {"address": address, "state": state, "extendInfo": info}
 
     members = [
         member(node.address, "UP", True),
         member("10.0.0.2:8848", "UP", True),
         member("10.0.0.3:8848", "SUSPICIOUS", False),
-        member("10.0.0.4:8848", "DOWN", False),
+        member("10.0.0.4:8848", "DOWN", False, voter=False),
     ]
     report = node.report
     monkeypatch.setattr(report, "members", lambda: members)
-    monkeypatch.setattr(report, "raft", lambda: {"role": "FOLLOWER", "term": 7})
+    raft = {"role": "FOLLOWER", "term": 7, "voter": True, "voters": [1, 2, 3], "nonVoters": [4]}
+    monkeypatch.setattr(report, "raft", lambda: raft)
     monkeypatch.setattr(report, "leader_http_address", lambda: "10.0.0.2:8848")
     page = client.get(C + "cluster").content.decode()
     assert '<span class="tag tag-suspicious">SUSPICIOUS</span>' in page
@@ -126,6 +132,9 @@ def test_the_cluster_page_shows_each_state_as_a_tag_with_text(
     rows = page.split('<tr data-address="')[1:]
     assert "LEADER" in rows[1] and ">7<" in rows[1]
     assert "UNKNOWN" in rows[3] and "unknown" in rows[3]
+    assert '<td class="raft-vote">voter</td>' in rows[1]
+    assert '<td class="raft-vote">non-voter</td>' in rows[3]
+    assert "3 voting members, 1 non-voting" in page and "a voter" in page
     only = client.get(C + "cluster", {"address": "10.0.0.3"}).content.decode()
     assert only.count('<tr data-address="') == 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,56 @@ def test_through_raft_the_submitter_gets_the_internal_error_at_once_and_the_node
     finally:
         service.stop()
         syncobj.destroy_synchronous()
+
+
+def test_a_nonvoter_forwards_writes_to_the_leader_and_replays_its_own_journal(tmp_path: Path):
+    """A read-only pysyncobj node: a write submitted on it is committed by the voter and applied
+    on both; restarted with no voter reachable, it still has its copy (journal + commit index)."""
+    voter_port, other_port = free_node_port(), free_node_port()
+    voter_state = ReplicatedState(lambda d: 0, DATUM_CODEC, Change.decode)
+    voter_sync = build_syncobj(
+        RaftConfig(f"127.0.0.1:{voter_port}", (), tmp_path / "v", "test-password"), voter_state
+    )
+
+    def nonvoter() -> tuple[RaftConsistencyService, Any]:
+        state = ReplicatedState(lambda d: 0, DATUM_CODEC, Change.decode)
+        config = RaftConfig(
+            f"127.0.0.1:{other_port}",
+            (f"127.0.0.1:{voter_port}",),
+            tmp_path / "nv",
+            "test-password",
+            voter=False,
+        )
+        syncobj = build_syncobj(config, state)
+        return RaftConsistencyService(state, syncobj, config.self_address, voter=False), syncobj
+
+    service, syncobj = nonvoter()
+    key = DatumKey.instances(SVC, False)
+    try:
+        assert wait_ready(voter_sync, 20) and wait_ready(syncobj, 20)
+        service.submit(key, UpsertInstance(Instance("127.0.0.1", 1, ephemeral=False), "x"), 10)
+        assert service.get(key) is not None  # applied here before submit returned
+        assert voter_state.get(key) is not None
+        status = service.status()
+        assert status["voter"] is False and status["role"] == "FOLLOWER"
+        assert status["self"] == f"127.0.0.1:{other_port}"
+        assert status["leader"] == f"127.0.0.1:{voter_port}"
+        assert RaftConsistencyService(voter_state, voter_sync).status()["nonVotersConnected"] == 1
+        # pysyncobj stores the commit index with the journal meta once a second: past that, a
+        # restart applies the entry without a leader (before, the next leader would send it).
+        time.sleep(1.5)
+    finally:
+        service.stop()
+        syncobj.destroy_synchronous()
+        voter_sync.destroy_synchronous()
+
+    again, syncobj2 = nonvoter()
+    try:
+        deadline = time.monotonic() + 10
+        while again.get(key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert again.get(key) is not None  # replayed from its own journal, no leader needed
+        assert not again.is_available()  # and no leader: a write would answer 503
+    finally:
+        again.stop()
+        syncobj2.destroy_synchronous()

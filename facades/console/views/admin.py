@@ -591,6 +591,7 @@ def cluster(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             continue
         extend = member.get("extendInfo", {})
         state = str(member.get("state", "DOWN"))
+        voter = bool(extend.get("raftVoter", True))
         if address == node.address:
             role = str(raft.get("role", "UNKNOWN"))
         elif address == leader:
@@ -606,6 +607,7 @@ def cluster(request: HttpRequest, viewer: Viewer) -> HttpResponse:
                 "state": state,
                 "tag": STATE_TAG.get(state, "other"),
                 "role": role,
+                "voter": voter,
                 "term": term if role in ("LEADER", "FOLLOWER", "CANDIDATE") else None,
                 "leader": address == leader,
                 "distro_ready": bool(extend.get("distroReady")),
@@ -623,6 +625,9 @@ def cluster(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             "leader": leader or "none",
             "term": term,
             "me": node.address,
+            "me_voter": bool(raft.get("voter", True)),
+            "voters": len(raft.get("voters", ())),
+            "non_voters": len(raft.get("nonVoters", ())),
         },
     )
 

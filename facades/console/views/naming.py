@@ -44,10 +44,12 @@ from naming.domain import (
     DEFAULT_GROUP,
     CheckType,
     Instance,
+    InstanceKey,
     ServiceName,
     check_weight,
     parse_metadata,
 )
+from naming.leaders import SERVICE_SCOPE, leaders, pinned
 from naming.parsing import parse_json
 from naming.registry import ServiceView
 
@@ -391,6 +393,20 @@ def _last_check(view: ServiceView, inst: Instance, prober_note: str | None) -> d
     }
 
 
+def _leader_badges(view: ServiceView) -> dict[tuple[InstanceKey, bool], str]:
+    """Which rows lead (``naming.leaders``): the service's leader, each cluster's, and whether
+    a pin put it there."""
+    badges: dict[tuple[InstanceKey, bool], str] = {}
+    for scope, inst in leaders(view).items():
+        if inst is None:
+            continue
+        badge = "leader" if scope == SERVICE_SCOPE else "cluster leader"
+        if view.settings.pinned_leaders and pinned(view, scope) is not None:
+            badge += ", pinned"
+        badges.setdefault((inst.key, inst.ephemeral), badge)  # the service's badge first
+    return badges
+
+
 def _clusters(view: ServiceView) -> list[dict[str, Any]]:
     """Per cluster: its health-check settings and its instances, as the templates show them.
 
@@ -401,6 +417,7 @@ def _clusters(view: ServiceView) -> list[dict[str, Any]]:
     beats = ops().beats.service_beats(view.name) if view.ephemeral else {}
     prober_note = _prober_note() if view.persistent else None
     now = time.monotonic()
+    badges = _leader_badges(view)
     clusters = []
     for name, members in sorted(view.clusters.items()):
         config = view.cluster_config(name)
@@ -415,6 +432,7 @@ def _clusters(view: ServiceView) -> list[dict[str, Any]]:
                     "last_beat": _ago(now - last) if last is not None else "",
                     "last_check": None if inst.ephemeral else _last_check(view, inst, prober_note),
                     "query": _instance_query(view.name, inst),
+                    "leader": badges.get((inst.key, inst.ephemeral), ""),
                 }
             )
         clusters.append(

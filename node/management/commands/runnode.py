@@ -23,6 +23,7 @@ import stat
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +48,69 @@ from server.serving import make_server
 log = logging.getLogger("naming.node")
 
 
-def parse_members(raw: str) -> tuple[tuple[str, ...], dict[str, int]]:
-    """``host:port[:raft_port]`` items; the raft port defaults to port - 1000 (as in Nacos).
+NONVOTER_SUFFIX = "/nonvoter"
 
-    Returns the HTTP addresses and the raft port of each.
+
+@dataclass(frozen=True, slots=True)
+class MemberList:
+    """``--members`` parsed: every member's HTTP address, its raft port, and which do not vote."""
+
+    addresses: tuple[str, ...] = ()
+    raft_ports: dict[str, int] = field(default_factory=dict)
+    nonvoters: frozenset[str] = frozenset()
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return tuple(a for a in self.addresses if a not in self.nonvoters)
+
+
+def parse_members(raw: str) -> MemberList:
+    """``host:port[:raft_port][/nonvoter]`` items; the raft port defaults to port - 1000 (as in
+    Nacos). Unmarked members vote in Raft; ``/nonvoter`` ones replicate the log as pysyncobj
+    read-only nodes (they serve reads and forward writes, and never count towards a quorum).
     """
     members: list[str] = []
     raft_ports: dict[str, int] = {}
+    nonvoters: set[str] = set()
     for item in filter(None, (m.strip() for m in raw.split(","))):
-        parts = item.split(":")
+        spec, slash, suffix = item.partition("/")
+        if slash and "/" + suffix != NONVOTER_SUFFIX:
+            raise CommandError(
+                f"bad member suffix in {item!r}: only {NONVOTER_SUFFIX!r} is known "
+                "(host:port[:raft_port][/nonvoter])"
+            )
+        parts = spec.split(":")
         if len(parts) == 1:
             parts.append("8848")
         if len(parts) not in (2, 3) or not parts[0] or not all(p.isdigit() for p in parts[1:]):
-            raise CommandError(f"bad member address: {item!r} (want host:port[:raft_port])")
+            raise CommandError(
+                f"bad member address: {item!r} (want host:port[:raft_port][/nonvoter])"
+            )
         port = int(parts[1])
         raft = int(parts[2]) if len(parts) == 3 else port - 1000
         if not 1 <= port <= 65535 or not 1 <= raft <= 65535:
             raise CommandError(f"bad member address: {item!r} (ports are 1-65535)")
         address = f"{parts[0]}:{port}"
+        if address in raft_ports:
+            raise CommandError(f"member {address} is listed twice in --members")
         members.append(address)
         raft_ports[address] = raft
-    return tuple(members), raft_ports
+        if slash:
+            nonvoters.add(address)
+    parsed = MemberList(tuple(members), raft_ports, frozenset(nonvoters))
+    voters = len(parsed.voters)
+    if members and not voters:
+        raise CommandError("--members names no Raft voter: leave at least one without /nonvoter")
+    if voters and voters % 2 == 0:
+        # Legal, but an even count tolerates no more failures than one voter fewer.
+        log.warning(
+            "%d Raft voters: a quorum is %d, so this survives as many failures as %d voters; "
+            "an odd count (3 or 5) is the usual choice",
+            voters,
+            voters // 2 + 1,
+            voters - 1,
+        )
+    return parsed
 
 
 def naming_settings() -> NamingSettings:
@@ -89,7 +132,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8848)
         parser.add_argument("--data-dir", default=None)
-        parser.add_argument("--members", default="")
+        parser.add_argument(
+            "--members",
+            default="",
+            help="host:port[:raft_port][/nonvoter],... every member (this one too); /nonvoter "
+            "members replicate Raft without a vote",
+        )
         parser.add_argument("--raft-port", type=int, default=None)
         parser.add_argument("--threads", type=int, default=None)
         # The Nacos 2.x gRPC port (default: NAMING_GRPC_PORT, or the HTTP port + 1000 as the
@@ -112,7 +160,8 @@ class Command(BaseCommand):
         raft_port = opts["raft_port"] or port - 1000
         if not 1 <= raft_port <= 65535:
             raise CommandError("--raft-port must be 1-65535 (default: port - 1000)")
-        members, raft_ports = parse_members(opts["members"])
+        parsed = parse_members(opts["members"])
+        members, raft_ports = parsed.addresses, parsed.raft_ports
         me = f"{opts['host']}:{port}"
         if members and me not in members:
             raise CommandError(f"this node ({me}) is not in --members")
@@ -140,6 +189,7 @@ class Command(BaseCommand):
             data_dir=data_dir,
             members=members,
             member_raft_ports=raft_ports,
+            nonvoters=parsed.nonvoters,
             raft_password=keys.raft_password,
             raft_fsync=naming.raft_fsync,
             peer_key=keys.peer_key,
