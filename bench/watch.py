@@ -721,7 +721,7 @@ async def writer_main(spec: dict[str, Any]) -> None:
             record, queued = await apply_changes(spec, call, int(first), float(seconds))
             record.sort()
             Path(out).write_text(json.dumps(record))
-            answers = [r[3] - r[2] for r in record]
+            answers = [r[3] - r[2] for r in record if r[4] == 200]
             print(
                 json.dumps(
                     {
