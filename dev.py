@@ -19,6 +19,10 @@
     python3 dev.py bench-grpc [options]    # venv + deps, then bench/grpc.py: the Nacos 2.x gRPC
                                            # edge (throughput beside an empty-call floor, push
                                            # latency, 2,000 clients); --quick for a short look
+    python3 dev.py bench-watch [options]   # venv + deps, then bench/watch.py: 5,000 event
+                                           # streams under 200 changes/s (delivery latency,
+                                           # CPU, memory per stream) and one service watched by
+                                           # polling, long-poll and a stream; --quick
     python3 dev.py cluster [options]       # venv + deps, then tools/cluster.py: redis, celery
                                            # worker and 3 members on :8848/:8858/:8868
 
@@ -166,6 +170,10 @@ def bench_grpc(args: list[str]) -> int:
     return bench_script("grpc.py", args)
 
 
+def bench_watch(args: list[str]) -> int:
+    return bench_script("watch.py", args)
+
+
 def cluster(args: list[str]) -> int:
     ensure_venv()
     command = [str(PY), str(ROOT / "tools" / "cluster.py"), *args]
@@ -192,6 +200,7 @@ def main() -> int:
         "bench-peers": bench_peers,
         "bench-serving": bench_serving,
         "bench-grpc": bench_grpc,
+        "bench-watch": bench_watch,
         "cluster": cluster,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

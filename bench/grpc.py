@@ -443,11 +443,12 @@ async def generate(spec: dict[str, Any]) -> None:
 
 
 class Child:
-    """A child process of this script speaking JSON lines on stdin/stdout; stopped by PID."""
+    """A child process of this script (or of ``script``: bench/watch.py) speaking JSON lines on
+    stdin/stdout; stopped by PID."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, script: str = __file__) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, *args],
+            [sys.executable, script, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
