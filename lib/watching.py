@@ -18,7 +18,7 @@ it, so the edges (which may not import ``server``) and the server meet here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,22 +49,28 @@ class Held(Generic[T]):
 
 
 class EventStream(Generic[E]):
-    __slots__ = ("after", "first", "frame", "headers", "matches", "namespace")
+    __slots__ = ("after", "first", "frame", "headers", "matches", "topic", "topics")
 
     def __init__(
         self,
         headers: list[tuple[str, str]],
         first: bytes,
         after: int,
-        namespace: str,
+        topic: Hashable,
+        topics: Callable[[E], Iterable[Hashable]],
         matches: Callable[[E], bool],
         frame: Callable[[E], bytes],
     ) -> None:
         self.headers = headers  # of the 200 (Content-Type...); framing headers are the server's
         self.first = first
         self.after = after
-        # Streams are indexed by namespace, so a change is offered only to its namespace's streams.
-        self.namespace = namespace
+        # Streams are indexed by topic (e.g. a service, a group, a namespace), and ``topics``
+        # names those a change concerns (one function for every stream of an edge): a change is
+        # offered only to the streams that follow it, not to every stream open. Measured: with
+        # 5,000 streams indexed by namespace alone, offering each change to all of them took
+        # three quarters of the loop at 200 changes/s.
+        self.topic = topic
+        self.topics = topics
         self.matches = matches
         # One function for every stream of an edge: the server frames each change once per
         # function, however many streams send it.

@@ -10,9 +10,11 @@ no thread per waiting client, over the node's change feed (``naming.feed``):
   (``call_soon_threadsafe``), unless one is already scheduled: a burst of changes costs one
   wake-up of the loop.
 - **The pull** reads ``feed.since(last)`` on the loop, offers each change to the streams of its
-  namespace (streams are indexed by namespace; each says whether its scope matches) and wakes
-  the held requests of its service. Each change is framed once per framing function (once per
-  edge), however many streams send it, and each stream gets one write per pull.
+  topics (streams are indexed by topic: the edge names a stream's topic and the topics of a
+  change, e.g. its service, its group and its namespace; each stream also says whether its
+  scope matches) and wakes the held requests of its service. Each change is framed once per
+  framing function (once per edge), however many streams send it, and each stream gets one
+  write per pull.
 - **Positions.** Every waiter and stream carries the feed index its answer reflects
   (``after``); it is sent only later changes, so a pull from an older position (another
   stream's) never repeats one. A new waiter moves the dispatcher's position back to its own,
@@ -35,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +144,9 @@ class Watchers:
         self.stats = WatchStats()
         self.held: dict[Hashable, set[Waiter]] = {}
         self.held_count = 0
-        self.streams: dict[str, set[Stream]] = {}  # by namespace
+        self.streams: dict[Hashable, set[Stream]] = {}  # by topic
+        # The edges' topic functions in use, with how many open streams use each (normally one).
+        self._topic_fns: dict[Callable[[FeedEvent], Iterable[Hashable]], int] = {}
         self.stream_count = 0
         self.last = 0  # the feed index pulled up to
         self._scheduled = False
@@ -228,7 +232,8 @@ class Watchers:
             head.append(("Transfer-Encoding", "chunked"))
         transport.write(server.stream_head(head))
         self._follow(spec.after)
-        self.streams.setdefault(spec.namespace, set()).add(stream)
+        self.streams.setdefault(spec.topic, set()).add(stream)
+        self._topic_fns[spec.topics] = self._topic_fns.get(spec.topics, 0) + 1
         self.stream_count += 1
         self.stats.streams_opened += 1
         connection.watch = stream
@@ -265,7 +270,12 @@ class Watchers:
 
     def _unstream(self, stream: Stream) -> None:
         stream.done = True
-        _discard(self.streams, stream.spec.namespace, stream)
+        _discard(self.streams, stream.spec.topic, stream)
+        left = self._topic_fns.get(stream.spec.topics, 1) - 1
+        if left > 0:
+            self._topic_fns[stream.spec.topics] = left
+        else:
+            self._topic_fns.pop(stream.spec.topics, None)
         self.stream_count -= 1
         stream.connection.watch = None
 
@@ -329,27 +339,29 @@ class Watchers:
         if first > self.last + 1:
             self._lost(first - 1, woken)
         touched: set[Stream] = set()
-        by_ns, held = self.streams, self.held
+        by_topic, held, topic_fns = self.streams, self.held, list(self._topic_fns)
         for event in events:
             service = event.service
             if held:
                 waiters = held.get(service)
                 if waiters:
                     woken.update(w for w in waiters if event.index > w.held.after)
-            streams = by_ns.get(service.namespace)
-            if not streams:
-                continue
             framer: Callable[[FeedEvent], bytes] | None = None
             framed = b""
-            for stream in streams:
-                if event.index <= stream.after or not stream.spec.matches(event):
-                    continue
-                if stream.spec.frame is not framer:
-                    framer = stream.spec.frame
-                    framed = framer(event)
-                stream.pending.append(framed)
-                stream.after = event.index
-                touched.add(stream)
+            for topics_of in topic_fns:
+                for topic in topics_of(event):
+                    streams = by_topic.get(topic)
+                    if not streams:
+                        continue
+                    for stream in streams:
+                        if event.index <= stream.after or not stream.spec.matches(event):
+                            continue
+                        if stream.spec.frame is not framer:
+                            framer = stream.spec.frame
+                            framed = framer(event)
+                        stream.pending.append(framed)
+                        stream.after = event.index
+                        touched.add(stream)
         self.last = events[-1].index
         for stream in touched:
             if not stream.done:

@@ -62,6 +62,26 @@ def _group(params: Params) -> str | None:
     return group
 
 
+Topic = tuple[str, str, str]  # (namespace, group or "", grouped service name or "")
+
+
+def _topic(scope: Scope) -> Topic:
+    """What the dispatcher indexes a stream by (``lib.watching.EventStream``)."""
+    if scope.grouped is not None:
+        return (scope.namespace, "", scope.grouped)
+    return (scope.namespace, scope.group or "", "")
+
+
+def _topics(event: FeedEvent) -> tuple[Topic, Topic, Topic]:
+    """The streams a change concerns: its service's, its group's, its namespace's."""
+    name = event.service
+    return (
+        (name.namespace, "", name.grouped),
+        (name.namespace, name.group, ""),
+        (name.namespace, "", ""),
+    )
+
+
 def scope_of(params: Params) -> Scope:
     """One service (``serviceName``), a group (``groupName``) or the namespace."""
     namespace = namespace_or_default(params.raw("namespaceId"))
@@ -210,7 +230,8 @@ def events(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse
             [("Content-Type", EVENT_STREAM)],
             first,
             after,
-            scope.namespace,
+            _topic(scope),
+            _topics,
             lambda event: scope.matches(event.service),
             frame_event,
         )

@@ -144,7 +144,7 @@ def test_a_stream_starts_with_everything_a_client_needs(node: NodeRuntime, clien
     last = settled(node)
     stream = opened(client, "serviceName=s")
     assert stream.headers == [("Content-Type", "text/event-stream; charset=utf-8")]
-    assert (stream.after, stream.namespace) == (last, "public")
+    assert (stream.after, stream.topic) == (last, ("public", "", "DEFAULT_GROUP@@s"))
     [(event_id, current)] = sse(stream.first)
     assert event_id == f"{node.feed.epoch}-{last}"
     assert current["kind"] == "current" and current["serviceName"] == "s"

@@ -142,6 +142,7 @@ def spec(after: int, namespace: str = "public") -> EventStream[FeedEvent]:
         b"first;",
         after,
         namespace,
+        lambda e: (e.service.namespace,),
         lambda e: e.service.namespace == namespace,
         lambda e: f"{e.kind.value}{e.scope}:{e.instance.ip if e.instance else '-'};".encode(),
     )
@@ -326,3 +327,41 @@ def test_shutdown_answers_held_requests_and_ends_streams(loop: asyncio.AbstractE
     late = Connection()
     watchers.hold(as_conn(late), request(), held(A, 0, 30, judge))
     assert late.answers == [b"304|"]  # a request held after the drain began answers at once
+
+
+def test_a_change_is_offered_only_to_the_streams_of_its_topics(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    feed = ChangeFeed()
+    views = Views(feed)
+    watchers = make(loop, feed, max_streams=100)
+    asked: list[str] = []
+
+    def by_service(name: ServiceName) -> EventStream[FeedEvent]:
+        def matches(event: FeedEvent) -> bool:
+            asked.append(name.grouped)
+            return event.service == name
+
+        return EventStream(
+            [("Content-Type", "text/event-stream")],
+            b"",
+            feed.last_index,
+            name,
+            lambda e: (e.service,),
+            matches,
+            lambda e: f"{e.service.grouped};".encode(),
+        )
+
+    followers = {}
+    for n in range(20):
+        name = ServiceName("public", f"DEFAULT_GROUP@@s{n}")
+        followers[name] = Connection()
+        watchers.stream(as_conn(followers[name]), request(), by_service(name))
+    changed = ServiceName("public", "DEFAULT_GROUP@@s7")
+    views.change(changed, "10.0.0.1")
+    settle(loop)
+    assert set(asked) == {"DEFAULT_GROUP@@s7"}  # the 19 other streams were never asked
+    assert b"DEFAULT_GROUP@@s7;" in b"".join(followers[changed].transport.written)
+    assert all(
+        b"@@s7;" not in b"".join(c.transport.written) for n, c in followers.items() if n != changed
+    )
