@@ -168,6 +168,8 @@ def test_unsigned_peer_calls_get_401_whatever_their_user_agent(cluster):
     report = raw_call(node, "POST", "/nacos/v1/core/cluster/report", b'{"state":"DOWN"}', {})
     assert report.status == 401
     assert node.request("GET", "/nacos/v1/ns/distro/datums", headers={}).status == 401
+    touch = node.request("POST", "/nacos/v1/ns/distro/touch", body=b'{"service": "x"}')
+    assert touch.status == 401, touch.text
     assert node.api("GET", "/instance/list", {"serviceName": "evil-unsigned"}).json()["hosts"] == []
 
 
@@ -266,6 +268,10 @@ def test_bad_peer_payloads_get_400_and_change_nothing(cluster):
     for method, path, body in odd_shapes:
         result, _ = signed_call(node, method, path, body, sender=peer)
         assert result.status == 400, (path, body, result.status, result.text)
+    # A renewal answers its errors as data (the sender raises them as the core's errors).
+    for body in (b"[1]", b'{"namespace": "public"}', b"not json"):
+        result, _ = signed_call(node, "POST", "/nacos/v1/ns/distro/touch", body, sender=peer)
+        assert result.status == 200 and '"error"' in result.text, (body, result.text)
     report, _ = signed_call(
         node,
         "POST",
