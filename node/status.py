@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from facades.airlift import context as airlift
+from facades.eureka import views as eureka_views
 from node.version import VERSION
 from raft import guard as raft_guard
 from server import serving
@@ -74,6 +75,7 @@ class StatusReport:
             "http": serving.status(),
             "grpc": node.grpc.status() if node.grpc is not None else None,
             "airlift": airlift_status(),
+            "eureka": eureka_views.stats(),
             "feed": node.feed.status(),
             "auth": node.auth.stats() if node.auth is not None else None,
             "health": {

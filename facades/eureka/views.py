@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import gzip
 import logging
 import time
@@ -196,8 +197,23 @@ P = ParamSpec("P")
 Handler = Callable[Concatenate[Call, P], HttpResponse]
 
 
+# Answers of this member's Eureka edge, by resource and status ("renew 404": clients told to
+# register again; "register 401": bad credentials...): ``operator/metrics`` → ``eureka``.
+# Counted by request threads: approximate under concurrency, a metric, not an invariant.
+ANSWERS: collections.Counter[str] = collections.Counter()
+
+
+def stats() -> dict[str, int]:
+    return dict(sorted(ANSWERS.items()))
+
+
 def endpoint(handler: Handler[P]) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
     def view(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        response = _answer(request, *args, **kwargs)
+        ANSWERS[f"{handler.__name__} {response.status_code}"] += 1
+        return response
+
+    def _answer(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         try:
             node = current()
             gate(node, request)

@@ -394,3 +394,17 @@ def test_peer_path_needs_a_signature(eureka: Client, node: NodeRuntime) -> None:
     )
     assert answer.status_code == 403
     assert stored(node) == []
+
+
+def test_answers_are_counted_by_resource_and_status(eureka: Client, node: NodeRuntime) -> None:
+    from facades.eureka import views
+
+    before = views.stats()
+    assert register(eureka).status_code == 204
+    assert eureka.put(f"/eureka/apps/{APP}/no-such-id").status_code == 404
+    after = views.stats()
+    grew = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert len(grew) == 2 and all(v == 1 for v in grew.values()), grew
+    assert any(k.endswith(" 204") for k in grew) and any(k.endswith(" 404") for k in grew)
+    metrics = Client().get("/nacos/v1/ns/operator/metrics").json()
+    assert metrics["eureka"] == after
