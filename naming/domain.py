@@ -390,6 +390,12 @@ class Instance:
         return replace(self, **changes)
 
 
+def as_shown(inst: Instance) -> Instance:
+    """The instance as clients are shown it: its weight clamped (a copy only if that changes it)."""
+    weight = clamp_weight(inst.weight)
+    return inst if weight == inst.weight else inst.with_changes(weight=weight)
+
+
 def simple_instance_id(ip: str, port: int, cluster: str, grouped: str) -> str:
     return f"{ip}#{port}#{cluster}#{grouped}"
 

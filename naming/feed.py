@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from lib.listeners import ListenerList
-from naming.domain import Instance, InstanceKey, ServiceMeta, ServiceName, clamp_weight
+from naming.domain import Instance, InstanceKey, ServiceMeta, ServiceName, as_shown
 from naming.leaders import Leaders, leaders, serving
 from naming.registry import ServiceView
 
@@ -89,11 +89,6 @@ class FeedStats:
     trimmed: int = 0
     trimmed_early: int = 0  # dropped by the size bound before their retention ran out
     views_seen: int = 0
-
-
-def _shown(inst: Instance) -> Instance:
-    weight = clamp_weight(inst.weight)
-    return inst if weight == inst.weight else inst.with_changes(weight=weight)
 
 
 def _same_to_clients(old: Instance, new: Instance) -> bool:
@@ -211,9 +206,9 @@ class ChangeFeed:
         old_pers = old.persistent_map() if old is not None else {}
         old_eph = old.ephemeral_map() if old is not None else {}
         for kind, inst in _instance_kinds(old_pers, view.persistent_map()):
-            found.append((kind, _shown(inst), "", None))
+            found.append((kind, as_shown(inst), "", None))
         for kind, inst in _instance_kinds(old_eph, view.ephemeral_map()):
-            found.append((kind, _shown(inst), "", None))
+            found.append((kind, as_shown(inst), "", None))
         old_meta = old.meta if old is not None else None
         if view.meta is not old_meta and view.meta != old_meta:
             found.append((EventKind.SERVICE, None, "", view.meta))

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from naming.domain import Instance, clamp_weight
+from naming.domain import Instance, as_shown
 from naming.registry import ServiceView
 
 SERVICE_SCOPE = ""
@@ -83,13 +83,6 @@ def pinned(view: ServiceView, scope: str) -> Instance | None:
     return None
 
 
-def _clamped(inst: Instance | None) -> Instance | None:
-    if inst is None:
-        return None
-    weight = clamp_weight(inst.weight)
-    return inst if weight == inst.weight else inst.with_changes(weight=weight)
-
-
 def leaders(view: ServiceView) -> Leaders:
     """Every scope's leader: ``""`` for the service, then each cluster with an instance."""
     firsts: dict[str, list[Instance]] = {SERVICE_SCOPE: []}
@@ -99,7 +92,8 @@ def leaders(view: ServiceView) -> Leaders:
     found: Leaders = {}
     for scope, candidates in firsts.items():
         held = pinned(view, scope) if view.settings.pinned_leaders else None
-        found[scope] = _clamped(held or _earlier(candidates))
+        chosen = held or _earlier(candidates)
+        found[scope] = None if chosen is None else as_shown(chosen)
     return found
 
 

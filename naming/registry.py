@@ -35,6 +35,7 @@ from naming.domain import (
     ServiceMeta,
     ServiceName,
     Switches,
+    as_shown,
     clamp_weight,
 )
 
@@ -109,10 +110,7 @@ class ServiceView:
             found = self._persistent_set.get(key)
         if found is None and ephemeral is not False:
             found = self._ephemeral_set.get(key)
-        if found is None:
-            return None
-        weight = clamp_weight(found.weight)
-        return found if weight == found.weight else found.with_changes(weight=weight)
+        return None if found is None else as_shown(found)
 
     def ephemeral_keys(self) -> KeysView[InstanceKey]:
         """The ephemeral keys as stored (set operations run in C: the expiry diffs them)."""
