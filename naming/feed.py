@@ -67,6 +67,9 @@ class FeedEvent:
     at: float = 0.0  # monotonic time appended (retention)
 
 
+Topic = tuple[str, str, str]  # (namespace, group or "", grouped service name or "")
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Which services a reader follows: one, a group, or a namespace."""
@@ -81,6 +84,21 @@ class Scope:
         if self.grouped is not None:
             return name.grouped == self.grouped
         return self.group is None or name.group == self.group
+
+    @property
+    def topic(self) -> Topic:
+        """This scope as a key a reader can be indexed by (see :meth:`topics_of`)."""
+        if self.grouped is not None:
+            return (self.namespace, "", self.grouped)
+        return (self.namespace, self.group or "", "")
+
+    @staticmethod
+    def topics_of(name: ServiceName) -> tuple[Topic, Topic, Topic]:
+        """The topics of every scope that matches ``name``: its service's, its group's, its
+        namespace's (so ``matches(name)`` holds exactly for the scopes whose ``topic`` is
+        among them)."""
+        namespace = name.namespace
+        return ((namespace, "", name.grouped), (namespace, name.group, ""), (namespace, "", ""))
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from naming.domain import (
     check_grouped_name,
     namespace_or_default,
 )
-from naming.feed import ChangeFeed, EventKind, FeedEvent, Scope
+from naming.feed import ChangeFeed, EventKind, FeedEvent, Scope, Topic
 from naming.leaders import leaders
 from naming.registry import ServiceView
 
@@ -62,24 +62,8 @@ def _group(params: Params) -> str | None:
     return group
 
 
-Topic = tuple[str, str, str]  # (namespace, group or "", grouped service name or "")
-
-
-def _topic(scope: Scope) -> Topic:
-    """What the dispatcher indexes a stream by (``lib.watching.EventStream``)."""
-    if scope.grouped is not None:
-        return (scope.namespace, "", scope.grouped)
-    return (scope.namespace, scope.group or "", "")
-
-
 def _topics(event: FeedEvent) -> tuple[Topic, Topic, Topic]:
-    """The streams a change concerns: its service's, its group's, its namespace's."""
-    name = event.service
-    return (
-        (name.namespace, "", name.grouped),
-        (name.namespace, name.group, ""),
-        (name.namespace, "", ""),
-    )
+    return Scope.topics_of(event.service)
 
 
 def scope_of(params: Params) -> Scope:
@@ -230,7 +214,7 @@ def events(request: HttpRequest, params: Params, caller: Caller) -> HttpResponse
             [("Content-Type", EVENT_STREAM)],
             first,
             after,
-            _topic(scope),
+            scope.topic,
             _topics,
             lambda event: scope.matches(event.service),
             frame_event,

@@ -216,3 +216,17 @@ def test_changes_anywhere_in_a_large_service_are_found() -> None:
         ("removed", "10.2.1.50"),
         ("removed", "10.3.0.1"),
     ]
+
+
+def test_a_scope_matches_a_service_exactly_when_its_topic_is_among_the_services_topics() -> None:
+    names = [SVC, OTHER, ServiceName("other-ns", SVC.grouped), ServiceName("public", "G2@@feed")]
+    scopes = [
+        Scope("public"),
+        Scope("public", group="G2"),
+        Scope("public", SVC.group, SVC.grouped),
+        Scope("other-ns", grouped=SVC.grouped),
+        Scope("nowhere"),
+    ]
+    for scope in scopes:
+        for name in names:
+            assert scope.matches(name) == (scope.topic in Scope.topics_of(name)), (scope, name)
