@@ -203,7 +203,9 @@ def test_a_replayed_peer_call_is_refused(cluster):
     body = _sync_body(service, 9, revision=5)
     first, headers = signed_call(node, "PUT", SYNC_PATH, body, sender=cluster[0].address)
     assert (first.status, first.text) == (200, "ok")
-    assert ports(node, service) == {9}
+    # The datum is stored when the call answers; the registry shows it once the notifier
+    # has applied it, which a loaded box can delay.
+    wait_for(lambda: ports(node, service) == {9}, 10, interval_s=0.05, message="sync applied")
     replay = raw_call(node, "PUT", SYNC_PATH, body, headers)
     assert replay.status == 403 and "replayed" in replay.text
 
