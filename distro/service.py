@@ -37,7 +37,7 @@ from distro.protocol import (
 )
 from distro.store import DistroStore
 from distro.sync import SyncAck, SyncScheduler, SyncSettings, VerifyLoop
-from distro.transport import PeerTransport, PeerUnreachable
+from distro.transport import PeerResponse, PeerTransport, PeerUnreachable
 from lib.blocking import may_block
 from lib.errors import Unavailable, from_wire
 
@@ -219,33 +219,45 @@ class DistroCluster:
             self.sync_ack.hold(applied.datum)
         return applied
 
-    def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
-        """Apply here when this member owns the key (client writes were forwarded here), else
-        send the change to the owner. Background writers (auto-clean, a service delete that
-        reached any member) thus never fork a key's history on a non-owner."""
+    def _call_owner(
+        self, service: str, path: str, body: bytes, timeout: float, why: str
+    ) -> PeerResponse | None:
+        """POST ``body`` to the owner of ``service`` and return its (2xx) answer, or None when
+        this member is the one to handle it: it owns the key, is still loading (nothing is
+        mapped to it yet), or became the owner when a refused connection re-mapped the key."""
         for attempt in range(2):
-            if not self.store.ready or self.responsible(key.service):
-                return self._submit_local(key, change, timeout)
-            owner = self.owner(key.service)
+            if not self.store.ready or self.responsible(service):
+                return None
+            owner = self.owner(service)
             if owner == self.local:  # an empty map (this member is just turning UP)
-                return self._submit_local(key, change, timeout)
-            may_block("distro change sent to its owner")
-            body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
+                return None
+            may_block(why)
             try:
                 answer = self.transport.call(
-                    owner, "POST", CHANGE_PATH, body, {"Content-Type": "application/json"}, timeout
+                    owner, "POST", path, body, {"Content-Type": "application/json"}, timeout
                 )
-                break
             except PeerUnreachable as exc:
                 # A refused connection marks the owner DOWN and re-maps the key: one more try
                 # with the new owner (possibly this member) before giving up.
                 self.membership.on_failure(owner, exc.refused)
                 if attempt == 1 or not exc.refused:
-                    raise Unavailable(
-                        f"distro owner {owner} of {key.service} is unreachable"
-                    ) from None
-        if not answer.ok:
-            raise Unavailable(f"distro owner {owner} answered {answer.status}")
+                    raise Unavailable(f"distro owner {owner} of {service} is unreachable") from None
+                continue
+            if not answer.ok:
+                raise Unavailable(f"distro owner {owner} answered {answer.status}")
+            return answer
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def submit(self, key: DatumKey, change: Change, timeout: float) -> Applied:
+        """Apply here when this member owns the key (client writes were forwarded here), else
+        send the change to the owner. Background writers (auto-clean, a service delete that
+        reached any member) thus never fork a key's history on a non-owner."""
+        body = json.dumps({"key": key.encode(), "change": change.encode()}).encode()
+        answer = self._call_owner(
+            key.service, CHANGE_PATH, body, timeout, "distro change sent to its owner"
+        )
+        if answer is None:
+            return self._submit_local(key, change, timeout)
         data = json.loads(answer.body)
         if "error" in data:
             raise from_wire(data["error"])
@@ -256,20 +268,19 @@ class DistroCluster:
     def forward_touch(self, service: str, body: bytes, timeout: float) -> bytes:
         """Send a renewal to the owner of ``service`` and return its answer. For edges whose
         protocol cannot be proxied as HTTP to the owner (Eureka, airlift: their ports may differ
-        or be off there), so that the owner, which alone keeps beats and expires, hears it."""
-        owner = self.owner(service)
-        may_block("renewal sent to its distro owner")
+        or be off there), so that the owner, which alone keeps beats and expires, hears it.
+        Retried as :meth:`submit` is; taken here if the key turns out to be ours."""
         try:
-            answer = self.transport.call(
-                owner, "POST", TOUCH_PATH, body, {"Content-Type": "application/json"}, timeout
+            answer = self._call_owner(
+                service, TOUCH_PATH, body, timeout, "renewal sent to its distro owner"
             )
-        except PeerUnreachable as exc:
+        except Unavailable:
             self.forward_failures += 1
-            self.membership.on_failure(owner, exc.refused)
-            raise Unavailable(f"distro owner {owner} of {service} is unreachable") from None
-        if not answer.ok:
-            self.forward_failures += 1
-            raise Unavailable(f"distro owner {owner} answered {answer.status}")
+            raise
+        if answer is None:
+            if self.on_touch is None:
+                raise Unavailable("this member cannot take renewals yet")
+            return self.on_touch(body)
         self.touches_forwarded += 1
         return answer.body
 

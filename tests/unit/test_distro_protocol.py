@@ -20,6 +20,7 @@ from distro.protocol import (
     CHECKSUM_PATH,
     SNAPSHOT_PATH,
     SYNC_PATH,
+    TOUCH_PATH,
     decode_batch,
     encode_batch,
     split_batches,
@@ -55,6 +56,8 @@ def serve(cluster: DistroCluster):
             )
         if route == CHANGE_PATH:
             return PeerResponse(200, cluster.protocol.on_change(body))
+        if route == TOUCH_PATH and cluster.on_touch is not None:
+            return PeerResponse(200, cluster.on_touch(body))
         if route == CHECKSUM_PATH:
             source = parse_qs(urlsplit(path).query)["source"][0]
             assert source == sender
@@ -363,3 +366,25 @@ def test_a_change_for_a_dead_owner_is_applied_by_the_next_owner(trio):
     survivors = [m for m in members if m is not owner]
     for m in survivors:
         wait_for(functools.partial(has_ports, m, "orphan", {44}), 5, interval_s=0.01)
+
+
+def test_a_renewal_for_a_dead_owner_goes_to_the_next_owner_as_a_change_does(trio):
+    network, members = trio
+    heard: dict[str, list[bytes]] = {m.cluster.local: [] for m in members}
+
+    def hearing(at: str, body: bytes) -> bytes:
+        heard[at].append(body)
+        return b"seen by " + at.encode()
+
+    for m in members:
+        m.cluster.on_touch = functools.partial(hearing, m.cluster.local)
+    owner = owner_of(members, "renewed")
+    network.down.add(owner.cluster.local)  # killed; nobody has noticed yet
+    other = next(m for m in members if m is not owner)
+    answer = other.cluster.forward_touch("DEFAULT_GROUP@@renewed", b"beat", 1.0)
+    new_owner = other.cluster.owner("DEFAULT_GROUP@@renewed")
+    assert new_owner != owner.cluster.local
+    assert answer == b"seen by " + new_owner.encode()
+    assert heard[new_owner] == [b"beat"] and heard[owner.cluster.local] == []
+    assert other.cluster.membership.state_of(owner.cluster.local) is MemberState.DOWN
+    assert other.cluster.forward_failures == 0
