@@ -58,6 +58,8 @@ def test_announcements_appear_renew_and_are_withdrawn(node: NodeProcess) -> None
     try:
         sid = worker.services[0]["id"]
         wait_for(lambda: sid in ids(node, "trino", "general"), 20, message="the announcement")
+        # The server may list it before the announcer's thread has read the PUT's answer.
+        wait_for(lambda: worker.max_age_s is not None, 10, message="the PUT's answer")
         assert worker.max_age_s == MAX_AGE_S // 3  # re-announce every 0.8 x 2 s
         [host] = nacos_hosts(node, "trino", "general")  # the Nacos v1 API sees it too
         assert (host["ip"], host["port"], host["instanceId"]) == ("127.0.0.1", 18080, sid)
