@@ -124,6 +124,7 @@ class ConnectionStats:
     probes_sent: int = 0
     ejected: int = 0
     unregistered_requests: int = 0
+    unsetup_evicted: int = 0
 
 
 class ConnectionLimitError(Exception):
@@ -140,6 +141,12 @@ class Connections:
         self.by_peer: dict[str, Connection] = {}
         self.by_id: dict[str, Connection] = {}
         self.per_client: Counter[str] = Counter()
+        # Transports that sent ServerCheck but have not set up their stream, oldest first.
+        # Each costs the client only a TCP connection it may close at once, so their number is
+        # capped here, not only by their TTL: past the cap the oldest is forgotten. That is
+        # harmless to a real client, whose setup checks its transport in again.
+        self.unsetup: dict[str, Connection] = {}
+        self.max_unsetup = max_connections
         self.stats = ConnectionStats()
 
     def check(self, peer: str) -> Connection:
@@ -161,7 +168,11 @@ class Connections:
         )
         self.by_peer[peer] = conn
         self.by_id[conn.id] = conn
+        self.unsetup[peer] = conn
         self.stats.checked += 1
+        while len(self.unsetup) > self.max_unsetup:
+            self.remove(next(iter(self.unsetup.values())))
+            self.stats.unsetup_evicted += 1
         return conn
 
     def register(self, conn: Connection, outbox: asyncio.Queue[bytes | None]) -> None:
@@ -180,6 +191,8 @@ class Connections:
                 f"over the limit of {self.max_per_client} connections from {client}"
             )
         self.per_client[client] += 1
+        if self.unsetup.get(conn.peer) is conn:
+            del self.unsetup[conn.peer]
         conn.outbox = outbox
         conn.registered = True
         conn.touch()
@@ -194,6 +207,8 @@ class Connections:
             del self.by_peer[conn.peer]
         if self.by_id.get(conn.id) is conn:
             del self.by_id[conn.id]
+        if self.unsetup.get(conn.peer) is conn:
+            del self.unsetup[conn.peer]
         was = conn.registered
         if was:
             conn.registered = False

@@ -528,6 +528,7 @@ class GrpcEdge:
         return {
             "port": self.port,
             "connections": conns.registered_count(),
+            "unsetup": len(conns.unsetup),
             "subscriptions": self.push.subscription_count(),
             "limits": {"total": conns.max_connections, "perClient": conns.max_per_client},
             "edge": dict(self.stats.__dict__),

@@ -280,3 +280,32 @@ def test_the_loader_endpoint_lists_connections_by_id(node: NodeRuntime, client: 
     listed = HttpClient().get("/nacos/v1/core/loader/current").json()
     assert list(listed) == [conn_id]
     assert listed[conn_id]["version"] == "test"
+
+
+def test_checked_but_never_set_up_transports_are_capped_oldest_first(node: NodeRuntime):
+    # Each ServerCheck costs its sender only a TCP connection it may close at once: the ones
+    # never set up are capped (at the connection limit), not only forgotten after their TTL.
+    small = GrpcEdge(node, "127.0.0.1", 0, GrpcSettings(max_connections=2))
+    node.attach_grpc(small)
+    small.start()
+    clients = [Client(small.port) for _ in range(4)]
+    try:
+        for c in clients:
+            assert c.request("ServerCheckRequest").type == "ServerCheckResponse"
+        status = small.status()
+        assert status["unsetup"] == 2 and status["connectionEvents"]["unsetup_evicted"] == 2
+        assert {c.peer for c in small.connections.unsetup.values()} == {
+            p for p in small.connections.by_peer
+        }
+        # The first, forgotten, still sets up its stream and is served.
+        first = clients[0]
+        first.open_stream()
+        first.send("ConnectionSetupRequest", clientVersion="test", tenant="", labels={})
+        first.ready()
+        assert first.request("InstanceRequest", **register_body()).type == "InstanceResponse"
+        status = small.status()
+        assert status["connections"] == 1 and status["unsetup"] <= 2
+    finally:
+        for c in clients:
+            c.close()
+        small.stop()
