@@ -307,6 +307,8 @@ def test_a_restarted_member_loads_the_snapshot_before_it_serves(cluster):
         .text
         == "ok"
     )
+    # Either live member may give the snapshot: both must hold port 11 (synced by the owner).
+    listed_everywhere(cluster[:2], service, set(range(1, 12)))
     victim.start(wait=False)
     seen: list[int] = []
     deadline = time.monotonic() + 60
