@@ -65,7 +65,7 @@ def test_console_administration_across_the_cluster(tmp_path: Path):
                 _login_status(second, "roamer", "roamer-old-1") == 200
                 and Console(second, "roamer", "roamer-old-1")
             ),
-            5.0,
+            15.0,
             message="roamer known on member 2",
         )
         changed = roamer.post(
@@ -77,7 +77,7 @@ def test_console_administration_across_the_cluster(tmp_path: Path):
         assert 'id="current-user">roamer<' in roamer.get(C + "cluster").text  # still signed in
         wait_for(
             lambda: _login_status(third, "roamer", "roamer-old-1") == 403,
-            2.0,
+            10.0,
             message="old password refused on member 3",
         )
         assert _login_status(third, "roamer", "roamer-new-2") == 200

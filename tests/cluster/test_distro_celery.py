@@ -123,6 +123,10 @@ def total(nodes: list[NodeProcess], field: str) -> int:
     return sum(int(dispatch(n)[field]) for n in nodes)
 
 
+def read_log(node: NodeProcess) -> str:
+    return node.log_path.read_text(errors="replace")
+
+
 def task_lines(worker: CeleryWorker) -> list[tuple[str, str]]:
     return TASK_LINE.findall(worker.log_path.read_text(errors="replace"))
 
@@ -171,8 +175,17 @@ class TestCeleryDelivers:
         assert total(celery_only, "brokerErrors") == 0
         assert [s["verifyRounds"] for s in statuses] == [0, 0, 0]
         assert sum(s["received"]["synced"] for s in statuses) >= 2
-        done = [state for _, state in task_lines(worker)[tasks_before:]]
-        assert done.count("succeeded") >= 2, worker.log()
+
+        def succeeded() -> bool:
+            done = [state for _, state in task_lines(worker)[tasks_before:]]
+            return done.count("succeeded") >= 2
+
+        # The worker logs a task's success once it has read the peer's answer: after the peer
+        # stored (and may already list) the instance.
+        try:
+            wait_for(succeeded, 10, interval_s=0.1, message="two sync tasks logged as succeeded")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{worker.log()}") from None
 
     def test_sync_tasks_wait_in_redis_while_no_worker_runs_and_all_arrive_once_it_is_back(
         self, celery_only: list[NodeProcess], redis: RedisServer, worker: CeleryWorker
@@ -259,8 +272,13 @@ class TestOutages:
                 10,
                 message="workers == 0 and queued > 0 on every member",
             )
+            # Logged by the check round just after it counted the workers (and queued tasks).
             for node in with_verify:
-                assert "no celery worker answers" in node.log_path.read_text()
+                wait_for(
+                    functools.partial(lambda n: "no celery worker answers" in read_log(n), node),
+                    10,
+                    message=f"the missing worker in {node.address}'s log",
+                )
         finally:
             worker.start()
 
