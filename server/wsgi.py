@@ -9,7 +9,8 @@ SQLite connections may stay open per thread) and the empty middleware chain. Mea
 third of the in-process cost of a beat (issue #2 note). Everything else goes through Django.
 
 Every request's time in this function is observed in ``naming_http_request_duration_seconds``
-(``lib.counters``): per hot route and method, and one coarse ``route="other"`` series for the
+(``lib.counters``): per hot route and method, one coarse series per facade port
+(``route="eureka"``, ``route="airlift"``), and one coarse ``route="other"`` series for the
 rest. Cost per request: one ``perf_counter()`` pair and one ``observe()`` on a child resolved
 at import (~2 µs; no label lookup per request). For Django routes the time ends when Django
 returns its response (bodies here are built in full, not streamed).
@@ -115,6 +116,9 @@ _HOT: dict[str, tuple[Callable[..., Any], _Timers]] = {
     path: (view, _Timers(path)) for path, view in HOT_ROUTES.items()
 }
 _OTHER = _Timers("other")
+# A facade's requests are timed apart (``route="eureka"``, ``route="airlift"``): a Eureka
+# fleet's renewals would otherwise drown the main port's "other" series.
+_FACADE_TIMERS = {facade: _Timers(facade) for facade in FACADE_PATHS}
 _clock = time.perf_counter
 
 
@@ -132,7 +136,8 @@ def application(
 ) -> Iterable[bytes] | Answer:
     started = _clock()
     path = environ.get("PATH_INFO", "")
-    if misplaced(environ.get("naming.facade", ""), path):
+    facade = environ.get("naming.facade", "")
+    if misplaced(facade, path):
         return _not_here(start_response, path)
     hot = _HOT.get(path)
     if hot is None:
@@ -143,7 +148,8 @@ def application(
                 return _waiting(result)
             return result
         finally:
-            _OTHER[environ.get("REQUEST_METHOD", "")].observe(_clock() - started)
+            others = _FACADE_TIMERS[facade] if facade else _OTHER
+            others[environ.get("REQUEST_METHOD", "")].observe(_clock() - started)
     view, timers = hot
     try:
         response = view(WSGIRequest(environ))

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.airlift import Announcer, lookup
 from testkit.harness import NodeProcess, free_port, running_node, wait_for
@@ -161,3 +162,26 @@ def test_static_announcements_survive_a_restart(node: NodeProcess) -> None:
     deleted = node.request("DELETE", f"/v1/announcement/static/{sid}", base=base)
     assert deleted.status == 204
     assert ids(node, "gateway") == set()
+
+
+def get_counts(node: NodeProcess) -> dict[str, float]:
+    """Requests timed per ``route`` for GET, from one ``/metrics`` answer."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(node.request("GET", "/metrics").text):
+        if family.name == "naming_http_request_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count") and sample.labels.get("method") == "GET":
+                    counts[sample.labels["route"]] = float(sample.value)
+    return counts
+
+
+def test_the_airlift_port_is_timed_in_a_series_of_its_own(node: NodeProcess) -> None:
+    before = get_counts(node)
+    base = node.facade_base("airlift")
+    for _ in range(3):
+        lookup(base, ENV, "timed")
+    after = get_counts(node)
+    assert after["airlift"] - before.get("airlift", 0.0) == 3
+    # Not in the main port's "other" series: only the first /metrics call itself (counted once
+    # it has answered) is in between.
+    assert after["other"] - before.get("other", 0.0) <= 1
