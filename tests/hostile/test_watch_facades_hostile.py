@@ -1,0 +1,394 @@
+"""Hostile input on the newest surfaces: watching (issue #13: long-poll and ETags, revisions,
+event streams, leader pins) and the Eureka and airlift facades (issue #14).
+
+``test_fuzz.py`` sends generic values to every route; these are the targeted cases: bodies
+nested past the recursion limit, lone surrogate escapes (valid JSON, not text), control
+characters that XML cannot carry, digits ``int`` refuses (``²``), non-ASCII Basic credentials,
+``Last-Event-ID`` and ``If-None-Match`` garbage, pins on what is not there, and streams and held
+requests whose clients leave in a tight loop. Every answer must be a 4xx with a message (or the
+protocol's own answer), the node UP, a guard (a Nacos service with a pinned leader, a Eureka app,
+an airlift static announcement) unchanged, and no traceback in the node's log after each test.
+
+One node of its own (auth on, both facades on their ports, at most 8 event streams).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import socket
+import struct
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.harness import HttpResult, NodeProcess, free_port, running_node, wait_for
+
+NS = "/nacos/v1/ns"
+GUARD = "hostile-watch-guard"
+GUARD_APP = "HOSTILE-GUARD-APP"
+APP = "HOSTILE-APP"
+AIRLIFT_ENV = "production"
+MAX_STREAMS = 8
+LONG_BEATS = {  # no beat thread here: the ephemeral guard instance must not expire mid-module
+    "preserved.heart.beat.timeout": "3600000",
+    "preserved.ip.delete.timeout": "3600000",
+}
+PAGE = {"pageNo": "1", "pageSize": "10"}  # catalog/instances needs them
+DEEP_JSON = '{"instance":' + "[" * 20_000 + "]" * 20_000 + "}"
+DEEP_XML = "<instance>" + "<a>" * 3_000 + "</a>" * 3_000 + "</instance>"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    eureka_port = free_port()
+    airlift_port = free_port()
+    while airlift_port == eureka_port:
+        airlift_port = free_port()
+    env = {
+        "NAMING_EUREKA_PORT": str(eureka_port),
+        "NAMING_AIRLIFT_PORT": str(airlift_port),
+        "NAMING_AIRLIFT_ENVIRONMENT": AIRLIFT_ENV,
+        # Long: a stream whose client left must be released without waiting for a keep-alive
+        # write to fail.
+        "NAMING_EVENTS_KEEPALIVE_S": "30",
+        "NAMING_EVENTS_MAX_STREAMS": str(MAX_STREAMS),
+    }
+    with running_node(Path(tmp_path_factory.mktemp("hostile-watch")), env=env) as started:
+        yield started
+
+
+# -- talking to the node ------------------------------------------------------------------------
+
+
+def basic(node: NodeProcess) -> str:
+    return "Basic " + base64.b64encode(f"nacos:{node.admin_password}".encode()).decode()
+
+
+def eureka(
+    node: NodeProcess,
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResult:
+    sent = {"Authorization": basic(node), **(headers or {})}
+    return node.request(
+        method, path, params, body=body, headers=sent, base=node.facade_base("eureka")
+    )
+
+
+def airlift(
+    node: NodeProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResult:
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    return node.request(method, path, body=body, headers=sent, base=node.facade_base("airlift"))
+
+
+def registration(app: str, instance_id: str, **changes: Any) -> dict[str, Any]:
+    """py-eureka-client's registration body; ``changes`` replace fields (None drops one)."""
+    instance: dict[str, Any] = {
+        "instanceId": instance_id,
+        "hostName": f"host-{instance_id}",
+        "app": app,
+        "ipAddr": "10.41.0.5",
+        "status": "UP",
+        "overriddenstatus": "UNKNOWN",
+        "port": {"$": 9090, "@enabled": "true"},
+        "securePort": {"$": 9443, "@enabled": "false"},
+        "countryId": 1,
+        "dataCenterInfo": {
+            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+            "name": "MyOwn",
+        },
+        "leaseInfo": {"renewalIntervalInSecs": 3600, "durationInSecs": 3600},
+        "metadata": {"management.port": "9090"},
+        "vipAddress": app.lower(),
+        "lastUpdatedTimestamp": "1700000000000",
+        "lastDirtyTimestamp": "1700000000000",
+    }
+    for key, value in changes.items():
+        if value is None:
+            instance.pop(key, None)
+        else:
+            instance[key] = value
+    return {"instance": instance}
+
+
+def register_eureka(node: NodeProcess, app: str, instance_id: str, **changes: Any) -> HttpResult:
+    body = json.dumps(registration(app, instance_id, **changes)).encode()
+    return eureka(
+        node, "POST", f"/eureka/apps/{app}", body=body, headers={"Content-Type": "application/json"}
+    )
+
+
+def metrics(node: NodeProcess) -> dict[str, Any]:
+    answer = node.request("GET", NS + "/operator/metrics")
+    assert answer.status == 200, answer.text
+    return dict(answer.json())
+
+
+def watch_state(node: NodeProcess) -> dict[str, Any]:
+    return dict(metrics(node)["http"]["watch"])
+
+
+def assert_4xx(answer: HttpResult, *fragments: str) -> None:
+    assert 400 <= answer.status < 500, (answer.status, answer.body[:300])
+    text = answer.body.decode("utf-8", "replace")
+    assert text.strip(), "a refusal must say why"
+    for fragment in fragments:
+        assert fragment in text, text[:300]
+
+
+# -- raw connections: exact headers, and hanging up at a chosen moment ------------------------
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _hang_up(sock: socket.socket, reset: bool) -> None:
+    if reset:  # RST instead of FIN: the server learns at once that the client is gone
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _send(
+    sock: socket.socket, target: str, headers: list[tuple[str, str]], version: str = "1.1"
+) -> None:
+    lines = [f"GET {target} HTTP/{version}", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers)]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def open_stream(
+    node: NodeProcess,
+    params: dict[str, str],
+    headers: tuple[tuple[str, str], ...] = (),
+    version: str = "1.1",
+    reset: bool = False,
+) -> tuple[int, bytes]:
+    """Open ``/events``, read the head and the first event (or the whole refusal), hang up."""
+    query = urllib.parse.urlencode({"accessToken": node.token(), **params})
+    sock = _connect(node.port)
+    try:
+        _send(sock, f"{NS}/events?{query}", list(headers), version)
+        data = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                status = int(head.split(b" ", 2)[1])
+                if status != 200:
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    if length is not None and len(rest) >= int(length.group(1)):
+                        return status, rest
+                elif b"\n\n" in rest:
+                    return status, rest
+            chunk = sock.recv(65536)
+            if not chunk:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                return int(head.split(b" ", 2)[1]), rest
+            data += chunk
+        raise AssertionError(f"no first event within 10 s: {data[:300]!r}")
+    finally:
+        _hang_up(sock, reset)
+
+
+def first_event(body: bytes) -> tuple[str, dict[str, Any]]:
+    found = re.search(rb"id: (\S+)\ndata: (.*)\n\n", body)
+    assert found is not None, body[:300]
+    return found.group(1).decode(), json.loads(found.group(2))
+
+
+# -- the guard ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guard(node: NodeProcess) -> dict[str, Any]:
+    done = [
+        node.api(
+            "POST",
+            "/instance",
+            {
+                "serviceName": GUARD,
+                "ip": "10.40.0.1",
+                "port": "80",
+                "metadata": json.dumps(LONG_BEATS),
+            },
+        ),
+        node.api(
+            "POST",
+            "/instance",
+            {"serviceName": GUARD, "ip": "10.40.0.2", "port": "81", "ephemeral": "false"},
+        ),
+        node.api("PUT", "/service/leader", {"serviceName": GUARD, "ip": "10.40.0.2", "port": "81"}),
+    ]
+    assert [d.text for d in done] == ["ok"] * 3
+    assert register_eureka(node, GUARD_APP, "guard-1").status == 204
+    static = airlift(
+        node,
+        "POST",
+        "/v1/announcement/static",
+        json.dumps(
+            {
+                "environment": AIRLIFT_ENV,
+                "type": "guardtype",
+                "pool": "guardpool",
+                "properties": {"http": "http://127.0.0.1:18081"},
+            }
+        ).encode(),
+    )
+    assert static.status == 201, static.text
+    return snapshot(node)
+
+
+def snapshot(node: NodeProcess) -> dict[str, Any]:
+    listed = node.api("GET", "/instance/list", {"serviceName": GUARD}).json()
+    listed.pop("lastRefTime")
+    app = eureka(node, "GET", f"/eureka/apps/{GUARD_APP}", headers={"Accept": "application/json"})
+    looked_up = airlift(node, "GET", "/v1/service/guardtype/guardpool")
+    return {
+        "list": listed,
+        "service": node.api("GET", "/service", {"serviceName": GUARD}).json(),
+        "leader": node.api("GET", "/service/leader", {"serviceName": GUARD}).json(),
+        "eureka": (app.status, app.json() if app.status == 200 else app.text),
+        "airlift": (looked_up.status, looked_up.json()["services"]),
+    }
+
+
+@pytest.fixture(autouse=True)
+def guarded(node: NodeProcess, guard: dict[str, Any]) -> Iterator[None]:
+    """After each test: the node UP, the guard as it was, and no traceback logged meanwhile."""
+    start = node.log_path.stat().st_size
+    yield
+    assert metrics(node)["status"] == "UP"
+    assert snapshot(node) == guard
+    with node.log_path.open("rb") as log:
+        log.seek(start)
+        written = log.read().decode("utf-8", "replace")
+    assert "Traceback" not in written, written[-4000:]
+
+
+# -- Eureka: bodies -----------------------------------------------------------------------------
+
+
+def _body(**changes: Any) -> bytes:
+    return json.dumps(registration(APP, "h-bad", **changes)).encode()
+
+
+# (case, body, content type, what the refusal says)
+REFUSED_BODIES: list[tuple[str, bytes, str, str]] = [
+    ("deep-json", DEEP_JSON.encode(), "application/json", "nested deeper"),
+    ("deep-xml", DEEP_XML.encode(), "application/xml", "nested deeper"),
+    ("surrogate-host", _body(hostName="h\ud800"), "application/json", "surrogate"),
+    ("surrogate-id", _body(instanceId="\udfff"), "application/json", "surrogate"),
+    ("surrogate-metadata", _body(metadata={"k": "\ud83d"}), "application/json", "surrogate"),
+    ("nan-port", _body(port={"$": float("nan")}), "application/json", "finite"),
+    ("huge-port", b'{"instance":{"port":1e400}}', "application/json", "out of range"),
+    ("huge-country", _body(countryId=10**30), "application/json", "out of range"),
+    ("huge-dirty", _body(lastDirtyTimestamp=1e300), "application/json", "out of range"),
+    ("huge-lease", _body(leaseInfo={"durationInSecs": 10**25}), "application/json", "range"),
+    ("not-utf8", b'{"instance":{"app":"\xff\xfe"}}', "application/json", "JSON"),
+    ("gzip", gzip.compress(_body()), "application/json", "JSON"),
+    ("gzip-truncated", gzip.compress(_body())[:40], "application/json", "JSON"),
+    ("gzip-bomb", gzip.compress(b"\0" * 4_000_000), "application/xml", "XML"),
+    ("xml-entities", b'<!DOCTYPE i [<!ENTITY a "b">]><instance>&a;</instance>', "text/xml", "XML"),
+]
+
+
+# -- lone surrogates through the other JSON inputs ------------------------------------------------
+
+
+# -- airlift ------------------------------------------------------------------------------------
+
+
+# -- watching: Last-Event-ID, If-None-Match, wait, leader pins ---------------------------------
+
+
+def _epoch(node: NodeProcess) -> str:
+    return str(node.api("GET", "/service/revisions").json()["epoch"])
+
+
+# -- streams and held requests whose clients leave ----------------------------------------------
+
+
+def test_streams_opened_and_dropped_in_a_loop_release_their_slots(node: NodeProcess) -> None:
+    wait_for(lambda: watch_state(node)["streamsOpen"] == 0, 20, message="no stream open")
+    baseline = watch_state(node)
+    statuses: dict[int, int] = {}
+    for n in range(200):
+        scope = ({"serviceName": GUARD}, {"groupName": "DEFAULT_GROUP"}, {})[n % 3]
+        version = "1.0" if n % 4 == 0 else "1.1"
+        status, body = open_stream(node, scope, version=version, reset=n % 2 == 0)
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 503:  # the cap, while slots of hung-up streams are being released
+            assert b"too many event streams" in body
+            wait_for(
+                lambda: watch_state(node)["streamsOpen"] < MAX_STREAMS, 20, message="a free slot"
+            )
+        else:
+            assert status == 200, body[:200]
+    wait_for(lambda: watch_state(node)["streamsOpen"] == 0, 20, message="every slot released")
+    after = watch_state(node)
+    assert after["streamsOpened"] - baseline["streamsOpened"] == statuses.get(200, 0)
+
+    # The cap: MAX_STREAMS readers that stay; one more is refused with a reason; a slot comes
+    # back once one leaves.
+    held = []
+    try:
+        query = urllib.parse.urlencode({"accessToken": node.token(), "serviceName": GUARD})
+        for _ in range(MAX_STREAMS):
+            sock = _connect(node.port)
+            held.append(sock)
+            _send(sock, f"{NS}/events?{query}", [])
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        wait_for(lambda: watch_state(node)["streamsOpen"] == MAX_STREAMS, 20, message="all open")
+        status, body = open_stream(node, {"serviceName": GUARD})
+        assert status == 503 and b"too many event streams" in body
+        _hang_up(held.pop(), reset=True)
+        wait_for(
+            lambda: watch_state(node)["streamsOpen"] == MAX_STREAMS - 1, 20, message="one left"
+        )
+        assert open_stream(node, {"serviceName": GUARD})[0] == 200
+    finally:
+        for sock in held:
+            _hang_up(sock, reset=True)
+    wait_for(lambda: watch_state(node)["streamsOpen"] == 0, 20, message="every slot released")
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "closed"])
+@pytest.mark.parametrize("path", ["/instance/list", "/catalog/instances"])
+def test_held_requests_whose_client_leaves_are_released(
+    node: NodeProcess, path: str, reset: bool
+) -> None:
+    """40 long-polls (60 s) whose clients hang up at once (a reset, or a close: a FIN): none
+    stays held until its wait ends, whether it left before or after the server began holding
+    it."""
+    wait_for(lambda: watch_state(node)["heldNow"] == 0, 20, message="nothing held")
+    query = urllib.parse.urlencode(
+        {
+            "accessToken": node.token(),
+            "serviceName": GUARD,
+            "clusterName": "DEFAULT",
+            "wait": "60000",
+            **PAGE,
+        }
+    )
+    for n in range(40):
+        sock = _connect(node.port)
+        _send(sock, f"{NS}{path}?{query}", [("If-None-Match", "*")])
+        if n % 2:
+            time.sleep(0.02)  # sometimes after the server began holding it
+        _hang_up(sock, reset=reset)
+    wait_for(lambda: watch_state(node)["heldNow"] == 0, 20, message="every held request released")
