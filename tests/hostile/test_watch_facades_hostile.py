@@ -310,6 +310,58 @@ REFUSED_BODIES: list[tuple[str, bytes, str, str]] = [
 # -- lone surrogates through the other JSON inputs ------------------------------------------------
 
 
+def test_lone_surrogate_escapes_are_refused_by_every_json_input(node: NodeProcess) -> None:
+    """``"\\ud800"`` is valid JSON but no text: once stored, every UTF-8 encode of it fails (a
+    list's render, the Distro checksum behind operator/metrics, a Eureka XML document)."""
+    refused = [
+        node.api(
+            "POST",
+            "/instance",
+            {
+                "serviceName": "hostile-sur",
+                "ip": "10.43.0.1",
+                "port": "80",
+                "metadata": '{"k":"\\ud800"}',
+            },
+        ),
+        node.api("POST", "/service", {"serviceName": "hostile-sur", "metadata": '{"\\udc00":"v"}'}),
+        airlift(
+            node,
+            "PUT",
+            "/v1/announcement/hostile-node",
+            b'{"environment":"production","pool":"general","services":[{"id":'
+            b'"1b2c3d4e-0000-4000-8000-000000000001","type":"x","properties":{"p":"\\ud800"}}]}',
+        ),
+        airlift(
+            node,
+            "POST",
+            "/v1/announcement/static",
+            b'{"environment":"production","pool":"general","type":"x","location":"\\udbff",'
+            b'"properties":{}}',
+        ),
+    ]
+    for answer in refused:
+        assert_4xx(answer, "surrogate")
+    # A pair (one character) is text, and is kept.
+    kept = node.api(
+        "POST",
+        "/instance",
+        {
+            "serviceName": "hostile-sur",
+            "ip": "10.43.0.2",
+            "port": "80",
+            "metadata": json.dumps({"smile": "\U0001f600", **LONG_BEATS}),
+        },
+    )
+    assert kept.text == "ok"
+    listed = node.api("GET", "/instance/list", {"serviceName": "hostile-sur"})
+    assert [h["metadata"]["smile"] for h in listed.json()["hosts"]] == ["\U0001f600"]
+    gone = node.api(
+        "DELETE", "/instance", {"serviceName": "hostile-sur", "ip": "10.43.0.2", "port": "80"}
+    )
+    assert gone.text == "ok"
+
+
 # -- airlift ------------------------------------------------------------------------------------
 
 
