@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -305,6 +306,58 @@ REFUSED_BODIES: list[tuple[str, bytes, str, str]] = [
     ("gzip-bomb", gzip.compress(b"\0" * 4_000_000), "application/xml", "XML"),
     ("xml-entities", b'<!DOCTYPE i [<!ENTITY a "b">]><instance>&a;</instance>', "text/xml", "XML"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [case[1:] for case in REFUSED_BODIES],
+    ids=[case[0] for case in REFUSED_BODIES],
+)
+def test_eureka_registration_bodies_are_refused_with_a_reason(
+    node: NodeProcess, body: bytes, content_type: str, says: str
+) -> None:
+    headers = {"Content-Type": content_type}
+    if body[:2] == b"\x1f\x8b":
+        headers["Content-Encoding"] = "gzip"
+    answer = eureka(node, "POST", f"/eureka/apps/{APP}", body=body, headers=headers)
+    assert_4xx(answer, says)
+    assert eureka(node, "GET", f"/eureka/apps/{APP}/h-bad").status == 404  # nothing stored
+
+
+def test_eureka_xml_stays_readable_with_characters_xml_cannot_carry(node: NodeProcess) -> None:
+    """Nacos metadata may hold control characters; the Eureka XML document of every app must
+    still parse (py-eureka-client and Prometheus read it whole)."""
+    service = "hostile-ctl"
+    note = "a\x01b\x00c\ufffed\x1b"
+    done = node.api(
+        "POST",
+        "/instance",
+        {
+            "serviceName": service,
+            "ip": "10.42.0.1",
+            "port": "80",
+            "metadata": json.dumps({"note": note, **LONG_BEATS}),
+        },
+    )
+    assert done.text == "ok"
+    try:
+        listed = node.api("GET", "/instance/list", {"serviceName": service}).json()
+        assert listed["hosts"][0]["metadata"]["note"] == note  # stored as sent
+        one = eureka(node, "GET", f"/eureka/apps/{service.upper()}")
+        assert one.status == 200, one.text
+        shown = ElementTree.fromstring(one.body).findtext("instance/metadata/note")
+        assert shown == "a\ufffdb\ufffdc\ufffdd\ufffd"
+        for path in ("/eureka/apps", "/eureka/apps/delta", "/eureka/vips/hostile-ctl"):
+            answer = eureka(node, "GET", path)
+            assert answer.status == 200, (path, answer.text)
+            ElementTree.fromstring(answer.body)
+        as_json = eureka(node, "GET", "/eureka/apps", headers={"Accept": "application/json"})
+        assert as_json.status == 200
+    finally:
+        gone = node.api(
+            "DELETE", "/instance", {"serviceName": service, "ip": "10.42.0.1", "port": "80"}
+        )
+        assert gone.text == "ok"
 
 
 # -- lone surrogates through the other JSON inputs ------------------------------------------------
