@@ -324,6 +324,53 @@ def test_eureka_registration_bodies_are_refused_with_a_reason(
     assert eureka(node, "GET", f"/eureka/apps/{APP}/h-bad").status == 404  # nothing stored
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic \xe9\xe9\xe9\xe9",  # non-ASCII: not base64 at all
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),  # not UTF-8 once decoded
+        "Basic !!!!",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b":password-only").decode(),
+        "Basic " + base64.b64encode(b"nacos:wrong-password").decode(),
+        "Bearer x",
+        "",
+    ],
+)
+def test_eureka_bad_basic_credentials_are_401(node: NodeProcess, header: str) -> None:
+    answer = node.request(
+        "GET", "/eureka/apps", headers={"Authorization": header}, base=node.facade_base("eureka")
+    )
+    assert answer.status == 401, answer.text
+    assert answer.headers.get("WWW-Authenticate") == 'Basic realm="eureka"'
+    assert answer.text
+
+
+def test_eureka_timestamps_that_are_not_ascii_numbers_are_ignored(node: NodeProcess) -> None:
+    """``"²".isdigit()`` holds but ``int("²")`` fails: a status change that stored it made every
+    later read of the registry fail, and a renew carrying it failed itself."""
+    assert register_eureka(node, APP, "h-dirty").status == 204
+    try:
+        for dirty in ("²", "١٢", "9" * 5000, "-5", "1e3", " "):
+            changed = eureka(
+                node,
+                "PUT",
+                f"/eureka/apps/{APP}/h-dirty/status",
+                {"value": "UP", "lastDirtyTimestamp": dirty},
+            )
+            assert changed.status == 200, (dirty, changed.text)
+            renewed = eureka(
+                node, "PUT", f"/eureka/apps/{APP}/h-dirty", {"lastDirtyTimestamp": dirty}
+            )
+            assert renewed.status in (200, 404), (dirty, renewed.text)
+            every = eureka(node, "GET", "/eureka/apps")
+            assert every.status == 200, (dirty, every.text)
+            shown = ElementTree.fromstring(eureka(node, "GET", f"/eureka/apps/{APP}/h-dirty").body)
+            assert shown.findtext("lastDirtyTimestamp", "").isdigit()
+    finally:
+        assert eureka(node, "DELETE", f"/eureka/apps/{APP}/h-dirty").status == 200
+
+
 def test_eureka_xml_stays_readable_with_characters_xml_cannot_carry(node: NodeProcess) -> None:
     """Nacos metadata may hold control characters; the Eureka XML document of every app must
     still parse (py-eureka-client and Prometheus read it whole)."""
