@@ -407,6 +407,36 @@ def test_eureka_xml_stays_readable_with_characters_xml_cannot_carry(node: NodePr
         assert gone.text == "ok"
 
 
+@pytest.mark.parametrize(
+    "instance_id",
+    ["%2F", "..", "%2E%2E", "%C3%A9", "%E2%80%AE", "a" * 3000, "%00", "%FF", "a%0Ab", "~"],
+)
+def test_eureka_odd_instance_ids_are_not_found(node: NodeProcess, instance_id: str) -> None:
+    base = f"/eureka/apps/{APP}/"
+    for method in ("GET", "PUT", "DELETE"):
+        answer = eureka(node, method, base + instance_id)
+        assert answer.status in (400, 404), (method, answer.status, answer.text)
+    for suffix, params in (("/status", {"value": "DOWN"}), ("/metadata", {"k": "v"})):
+        answer = eureka(node, "PUT", base + instance_id + suffix, params)
+        assert answer.status in (400, 404), (suffix, answer.status, answer.text)
+
+
+def test_eureka_metadata_and_status_updates_are_bounded(node: NodeProcess) -> None:
+    assert register_eureka(node, APP, "h-meta").status == 204
+    try:
+        path = f"/eureka/apps/{APP}/h-meta"
+        many = {f"k{i}": "v" for i in range(200)}
+        assert_4xx(eureka(node, "PUT", path + "/metadata", many), "entries")
+        assert_4xx(eureka(node, "PUT", path + "/status"), "Missing value")
+        odd = eureka(
+            node, "PUT", path + "/metadata", {"\x01": "\x02", "é": "\ud7ff", "a" * 200: "b"}
+        )
+        assert odd.status == 200, odd.text
+        ElementTree.fromstring(eureka(node, "GET", path).body)
+    finally:
+        assert eureka(node, "DELETE", f"/eureka/apps/{APP}/h-meta").status == 200
+
+
 # -- lone surrogates through the other JSON inputs ------------------------------------------------
 
 
@@ -465,11 +495,224 @@ def test_lone_surrogate_escapes_are_refused_by_every_json_input(node: NodeProces
 # -- airlift ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"environment":' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested deeper"),
+        (b'{"environment":"production","pool":"general","services":NaN}', "finite"),
+        (b'{"environment":"production","pool":"general","services":[{"p":1e400}]}', "range"),
+        (b'{"environment":"\xff\xfe"}', "UTF-8"),
+        (b"[]", "object"),
+        (b"", "JSON"),
+        (gzip.compress(b'{"environment":"production"}'), "UTF-8"),
+    ],
+)
+def test_airlift_announcement_bodies_are_refused(node: NodeProcess, body: bytes, says: str) -> None:
+    answer = airlift(node, "PUT", "/v1/announcement/hostile-node", body)
+    assert_4xx(answer, says)
+
+
+@pytest.mark.parametrize("node_id", ["..", "%2F", "%C3%A9", "a" * 2000, "-a", "%00"])
+def test_airlift_odd_node_ids_are_refused(node: NodeProcess, node_id: str) -> None:
+    for method in ("PUT", "DELETE"):
+        answer = airlift(node, method, f"/v1/announcement/{node_id}", b"{}")
+        assert 400 <= answer.status < 500, (method, node_id, answer.status, answer.text)
+
+
+def test_airlift_lookup_validators_of_any_shape(node: NodeProcess) -> None:
+    path = "/v1/service/guardtype/guardpool"
+    tag = airlift(node, "GET", path).headers["ETag"]
+    for sent, status in (
+        ({"ETag": tag}, 304),
+        ({"If-None-Match": tag}, 304),
+        ({"If-None-Match": f'"x", {tag}'}, 200),  # airlift compares the one value it sent
+        ({"If-None-Match": "*"}, 200),
+        ({"ETag": "W/" + tag}, 200),
+        ({"ETag": "\xff" * 100}, 200),
+        ({"If-None-Match": ",".join(['"x"'] * 2000)}, 200),
+    ):
+        answer = airlift(node, "GET", path, headers=sent)
+        assert answer.status == status, (sent, answer.status, answer.text)
+
+
 # -- watching: Last-Event-ID, If-None-Match, wait, leader pins ---------------------------------
 
 
 def _epoch(node: NodeProcess) -> str:
     return str(node.api("GET", "/service/revisions").json()["epoch"])
+
+
+@pytest.mark.parametrize(
+    "last_id",
+    [
+        "abc",
+        "-1",
+        "99999999999999999999",
+        "1-2-3",
+        "x-1",
+        "ABC-1",
+        "1-" + "9" * 19,
+        "f" * 17 + "-1",
+        "1--1",
+        "\xe9-1",
+        "1-1,2-2",
+    ],
+)
+def test_last_event_id_garbage_is_400_and_opens_no_stream(node: NodeProcess, last_id: str) -> None:
+    before = watch_state(node)["streamsOpened"]
+    status, body = open_stream(node, {"serviceName": GUARD}, (("Last-Event-ID", last_id),))
+    assert status == 400, body
+    assert b"Last-Event-ID must be" in body
+    assert watch_state(node)["streamsOpened"] == before
+
+
+def test_last_event_ids_of_no_use_here_start_over_with_current(node: NodeProcess) -> None:
+    """Well-formed ids this member cannot resume from (another incarnation, a position it never
+    reached, one repeated header): the stream starts again with ``current``."""
+    epoch = _epoch(node)
+    other = format(int(epoch, 16) + 1, "x")
+    cases = [
+        (("Last-Event-ID", f"{other}-1"),),
+        (("Last-Event-ID", f"{epoch}-999999999999999999"),),
+        (("Last-Event-ID", "0-0"),),
+    ]
+    for headers in cases:
+        status, body = open_stream(node, {"serviceName": GUARD}, headers)
+        assert status == 200, (headers, body)
+        event_id, data = first_event(body)
+        assert data["kind"] == "current" and event_id.startswith(f"{epoch}-"), (headers, data)
+    # The header wins over the parameter (a replay of what is kept, or ``current``); a resume
+    # from the present sends nothing old.
+    last = node.api("GET", "/service/revisions").json()["lastIndex"]
+    status, body = open_stream(
+        node, {"serviceName": GUARD, "lastEventId": "garbage"}, (("Last-Event-ID", f"{epoch}-0"),)
+    )
+    assert status == 200 and first_event(body)[0].startswith(f"{epoch}-"), body[:300]
+    sock = _connect(node.port)
+    try:
+        query = urllib.parse.urlencode({"accessToken": node.token(), "serviceName": GUARD})
+        _send(sock, f"{NS}/events?{query}", [("Last-Event-ID", f"{epoch}-{last}")])
+        sock.settimeout(10)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert b"data:" not in head  # nothing after the present yet: keep-alives only
+    finally:
+        _hang_up(sock, reset=False)
+    wait_for(lambda: watch_state(node)["streamsOpen"] == 0, 20, message="streams closed")
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("*", 304),
+        ('W/"x", {tag}', 304),
+        ("{bare}", 304),  # the strong form of the weak tag: If-None-Match compares weakly
+        (" {tag} ", 304),
+        ('W/"nope"', 200),
+        (",,,", 200),
+        ("\xff\xfe", 200),
+        (",".join(['W/"x"'] * 3000), 200),
+    ],
+)
+def test_if_none_match_of_any_shape(node: NodeProcess, value: str, status: int) -> None:
+    tag = node.api("GET", "/instance/list", {"serviceName": GUARD}).headers["ETag"]
+    sent = value.format(tag=tag, bare=tag.removeprefix("W/"))
+    for path, params in (
+        ("/instance/list", {"serviceName": GUARD}),
+        ("/catalog/instances", {"serviceName": GUARD, "clusterName": "DEFAULT", **PAGE}),
+    ):
+        answer = node.api("GET", path, params, headers={"If-None-Match": sent})
+        assert answer.status == status, (path, sent[:80], answer.status, answer.text)
+        if status == 304:
+            assert answer.body == b"" and answer.headers["ETag"] == tag
+
+
+def test_repeated_if_none_match_headers_are_one_list(node: NodeProcess) -> None:
+    tag = node.api("GET", "/instance/list", {"serviceName": GUARD}).headers["ETag"]
+    query = urllib.parse.urlencode({"accessToken": node.token(), "serviceName": GUARD})
+    sock = _connect(node.port)
+    try:
+        _send(
+            sock,
+            f"{NS}/instance/list?{query}",
+            [("If-None-Match", 'W/"x"'), ("If-None-Match", tag), ("Connection", "close")],
+        )
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        _hang_up(sock, reset=False)
+    assert answer.startswith(b"HTTP/1.1 304"), answer[:200]
+
+
+def test_a_held_fetch_with_a_wildcard_ends_with_304(node: NodeProcess) -> None:
+    answer = node.api(
+        "GET",
+        "/instance/list",
+        {"serviceName": GUARD, "wait": "300"},
+        headers={"If-None-Match": "*"},
+    )
+    assert answer.status == 304
+    assert watch_state(node)["heldNow"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "status", "says"),
+    [
+        ("PUT", {"serviceName": "hostile-missing", "ip": "10.40.0.1", "port": "80"}, 404, ""),
+        ("PUT", {"serviceName": GUARD, "ip": "10.99.0.1", "port": "80"}, 404, "no instance"),
+        ("PUT", {"serviceName": GUARD, "ip": "10.40.0.1", "port": "81"}, 404, "no instance"),
+        ("PUT", {"serviceName": GUARD, "ip": "a b", "port": "80"}, 400, "ip"),
+        ("PUT", {"serviceName": GUARD, "ip": "10.40.0.1", "port": "1e400"}, 400, ""),
+        ("PUT", {"serviceName": GUARD, "ip": "10.40.0.1", "port": "99999"}, 400, "port"),
+        ("PUT", {"serviceName": GUARD, "ip": "10.40.0.1", "port": "-1"}, 400, "port"),
+        (
+            "PUT",
+            {"serviceName": GUARD, "ip": "10.40.0.1", "port": "80", "clusterName": "a/b"},
+            400,
+            "",
+        ),
+        (
+            "PUT",
+            {"serviceName": GUARD, "ip": "10.40.0.1", "port": "80", "clusterName": "NOPE"},
+            404,
+            "",
+        ),
+        ("PUT", {"serviceName": GUARD, "ip": "10.40.0.1"}, 400, "port"),
+        ("GET", {"serviceName": GUARD, "clusterName": "NOPE"}, 404, ""),
+        ("GET", {"serviceName": "hostile-missing"}, 404, ""),
+        ("DELETE", {"serviceName": "hostile-missing"}, 404, ""),
+        ("DELETE", {"serviceName": GUARD, "clusterName": "NOPE"}, 200, ""),
+    ],
+)
+def test_leader_pins_on_what_is_not_there(
+    node: NodeProcess, method: str, params: dict[str, str], status: int, says: str
+) -> None:
+    answer = node.api(method, "/service/leader", params)
+    assert answer.status == status, answer.text
+    if status >= 400:
+        assert_4xx(answer, "caused: ", says)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"groupName": "a@@b"},
+        {"groupName": "x" * 600},
+        {"namespaceId": "../public"},
+        {"namespaceId": "\x01"},
+        {"serviceName": "a" * 600},
+        {"serviceName": "@@"},
+    ],
+)
+def test_revisions_and_events_refuse_bad_scopes(node: NodeProcess, params: dict[str, str]) -> None:
+    before = watch_state(node)["streamsOpened"]
+    if "serviceName" not in params:  # revisions are per group or namespace
+        assert_4xx(node.api("GET", "/service/revisions", params), "caused: ")
+    status, body = open_stream(node, params)
+    assert 400 <= status < 500 and body.startswith(b"caused: "), (status, body[:200])
+    assert watch_state(node)["streamsOpened"] == before
 
 
 # -- streams and held requests whose clients leave ----------------------------------------------
