@@ -29,6 +29,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from testkit.grpc_client import GrpcClient, payload
 from testkit.harness import HttpResult, NodeProcess, free_port, running_node, wait_for
 
 NS = "/nacos/v1/ns"
@@ -490,6 +491,37 @@ def test_lone_surrogate_escapes_are_refused_by_every_json_input(node: NodeProces
         "DELETE", "/instance", {"serviceName": "hostile-sur", "ip": "10.43.0.2", "port": "80"}
     )
     assert gone.text == "ok"
+
+
+def test_lone_surrogate_escapes_are_refused_over_grpc(node: NodeProcess) -> None:
+    """The Nacos 2.x edge decodes its bodies itself; instance metadata still goes through
+    ``parse_metadata``, so a register carrying one is refused as over HTTP."""
+    client = GrpcClient(node.port + 1000, {"accessToken": node.token()})
+    client.connect()
+    try:
+        instance = {
+            "ip": "10.43.0.3",
+            "port": 80,
+            "clusterName": "DEFAULT",
+            "metadata": {"k": "\ud800"},
+        }
+        body = {
+            "requestId": "r1",
+            "headers": {},
+            "namespace": "public",
+            "groupName": "DEFAULT_GROUP",
+            "serviceName": "hostile-sur-grpc",
+            "type": "registerInstance",
+            "instance": instance,
+        }
+        data = json.dumps(body).encode()  # ASCII: the surrogate travels as its escape
+        answer = client.raw(payload("InstanceRequest", data, client.headers))
+        assert answer.type == "InstanceResponse", answer
+        assert answer.body["errorCode"] == 400 and "surrogate" in answer.body["message"], answer
+    finally:
+        client.close()
+    listed = node.api("GET", "/instance/list", {"serviceName": "hostile-sur-grpc"})
+    assert listed.json()["hosts"] == []
 
 
 # -- airlift ------------------------------------------------------------------------------------
