@@ -31,6 +31,7 @@ import pytest
 
 from testkit.grpc_client import GrpcClient, payload
 from testkit.harness import HttpResult, NodeProcess, free_port, running_node, wait_for
+from tests.unit.test_eureka import body as eureka_body
 
 NS = "/nacos/v1/ns"
 GUARD = "hostile-watch-guard"
@@ -99,33 +100,16 @@ def airlift(
 
 
 def registration(app: str, instance_id: str, **changes: Any) -> dict[str, Any]:
-    """py-eureka-client's registration body; ``changes`` replace fields (None drops one)."""
-    instance: dict[str, Any] = {
+    """py-eureka-client's registration body (the Eureka unit tests'), for ``app`` and one id,
+    with a lease long enough for the module; ``changes`` replace fields (None drops one)."""
+    lease = {"renewalIntervalInSecs": 3600, "durationInSecs": 3600}
+    fields: dict[str, Any] = {
+        "app": app,
         "instanceId": instance_id,
         "hostName": f"host-{instance_id}",
-        "app": app,
-        "ipAddr": "10.41.0.5",
-        "status": "UP",
-        "overriddenstatus": "UNKNOWN",
-        "port": {"$": 9090, "@enabled": "true"},
-        "securePort": {"$": 9443, "@enabled": "false"},
-        "countryId": 1,
-        "dataCenterInfo": {
-            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-            "name": "MyOwn",
-        },
-        "leaseInfo": {"renewalIntervalInSecs": 3600, "durationInSecs": 3600},
-        "metadata": {"management.port": "9090"},
-        "vipAddress": app.lower(),
-        "lastUpdatedTimestamp": "1700000000000",
-        "lastDirtyTimestamp": "1700000000000",
     }
-    for key, value in changes.items():
-        if value is None:
-            instance.pop(key, None)
-        else:
-            instance[key] = value
-    return {"instance": instance}
+    fields.update(ipAddr="10.41.0.5", vipAddress=app.lower(), leaseInfo=lease)
+    return eureka_body(**{**fields, **changes})
 
 
 def register_eureka(node: NodeProcess, app: str, instance_id: str, **changes: Any) -> HttpResult:
