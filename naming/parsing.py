@@ -27,6 +27,8 @@ JAVA_INT_MAX = 2**31 - 1
 # A string token (its closing quote optional, so an unterminated one cannot make the scan
 # backtrack) or one bracket; the scan is linear in the input.
 _TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+# The escape of a UTF-16 surrogate half (U+D800-U+DFFF).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class JsonSyntaxError(InvalidParam):
@@ -71,9 +73,27 @@ def parse_json(raw: str, name: str, max_chars: int = MAX_JSON_CHARS) -> Any:
     try:
         if raw.startswith("\ufeff"):  # what json.loads refuses before decoding
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
-        return _DECODER.decode(raw)
+        value = _DECODER.decode(raw)
     except ValueError as exc:  # JSONDecodeError, and int() past its digit limit
         raise JsonSyntaxError(f"{name} is not valid JSON: {exc}") from None
+    # Only an escape can make a lone surrogate (a request's text is decoded UTF-8): one C-speed
+    # scan, and the whole value is checked only when such an escape is there.
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+        _require_text(value, name)
+    return value
+
+
+def _require_text(value: Any, name: str) -> None:
+    """A lone surrogate escape (``"\\ud800"``) is valid JSON but no text: stored, it would fail
+    every later UTF-8 encode of the value (a list's render, the Distro checksum, a Eureka
+    document), long after this request was answered. A pair (an emoji) decodes to one character
+    and passes."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidParam(
+            f"{name} holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF)"
+        ) from None
 
 
 def to_int(value: Any, name: str, low: int = JAVA_INT_MIN, high: int = JAVA_INT_MAX) -> int:

@@ -192,6 +192,13 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # The client will send nothing more; answer what it sent, then close.
         self.eof = True
+        if self.watch is not None:
+            # Except an answer that waits or streams: it has no end to answer up to, and its
+            # client has left (as proxies take a close while a response is open). Kept, it would
+            # hold its stream slot or wait until a keep-alive write failed or the wait ran out.
+            self.server.watchers.forget(self.watch)
+            self.busy = False
+            return None
         if not self.busy and not self.queue:
             return None  # asyncio closes the transport
         return True

@@ -194,8 +194,22 @@ class Watchers:
             self._scheduled = True
             self.server._loop_now().call_soon(self._pull)
 
+    @staticmethod
+    def _left(connection: HttpConnection) -> bool:
+        """The client left while its request was judged (a reset, or a close: see
+        ``HttpConnection.eof_received``): nobody is there to wait or stream for."""
+        transport = connection.transport
+        if transport is None or transport.is_closing() or connection.eof:
+            connection.busy = False
+            connection.close()
+            return True
+        return False
+
     def hold(self, connection: HttpConnection, request: _Request, held: Held[Rendered]) -> None:
         connection.busy = True
+        if self._left(connection):
+            self.stats.held_cancelled += 1
+            return
         if self.feed is None or self._closed or self.server.draining:
             self._answer(connection, request, held, final=True)
             return
@@ -213,8 +227,7 @@ class Watchers:
         server = self.server
         connection.busy = True
         transport = connection.transport
-        if transport is None or transport.is_closing():
-            connection.busy = False
+        if self._left(connection) or transport is None:
             return
         if self.feed is None or self._closed or server.draining:
             connection.finish(request, self._unavailable(request, "server is shutting down"))

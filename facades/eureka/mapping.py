@@ -331,9 +331,18 @@ def _port(number: int, enabled: bool) -> dict[str, Any]:
     return {"$": number, "@enabled": "true" if enabled else "false"}
 
 
+def millis(raw: str | None) -> int | None:
+    """A timestamp (or another count) as Eureka writes it: ASCII digits, at most 18 of them (so
+    always a Java long); None for anything else. ``str.isdigit`` alone would also pass ``"²"``,
+    which ``int`` refuses, and digits past what a Java client can read back."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    return None
+
+
 def _ms(metadata: Mapping[str, str], key: str, default: int) -> int:
-    raw = metadata.get(key, "")
-    return int(raw) if raw.isdigit() else default
+    found = millis(metadata.get(key))
+    return default if found is None else found
 
 
 def render_instance(

@@ -16,7 +16,6 @@ Requests arrive on the worker pool (facade paths are not hot routes), so forward
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import gzip
 import logging
@@ -42,6 +41,7 @@ from facades.eureka.mapping import (
     eureka_views,
     health_of,
     is_eureka,
+    millis,
     parse_registration,
     render_instance,
     service_of,
@@ -171,7 +171,7 @@ def authenticate(node: Node, request: HttpRequest) -> Identity | None:
         raise Unauthorized("authentication required")
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text in the header
         raise Unauthorized("malformed Basic credentials") from None
     username, sep, password = decoded.partition(":")
     if not sep or not username:
@@ -451,11 +451,9 @@ def _renew(call: Call, view: ServiceView, inst: Instance) -> HttpResponse:
     status = effective_status(stored, stored_override(inst), stored)
     if status is Status.UNKNOWN:
         raise NotFound("status is UNKNOWN: register again")
-    dirty = call.query("lastDirtyTimestamp")
-    if dirty and dirty.isdigit():
-        ours = inst.metadata.get(Key.LAST_DIRTY, "0")
-        if int(dirty) > (int(ours) if ours.isdigit() else 0):
-            raise NotFound("the client's copy is newer: register again")
+    dirty = millis(call.query("lastDirtyTimestamp"))
+    if dirty is not None and dirty > (millis(inst.metadata.get(Key.LAST_DIRTY)) or 0):
+        raise NotFound("the client's copy is newer: register again")
     ops = call.node.operations
     if status is not stored:
         changed = with_status(inst, status)
@@ -470,10 +468,10 @@ def _renew(call: Call, view: ServiceView, inst: Instance) -> HttpResponse:
 
 
 def _set_status(call: Call, view: ServiceView, inst: Instance, changed: Instance) -> None:
-    dirty = call.query("lastDirtyTimestamp")
-    if dirty and dirty.isdigit():
+    dirty = millis(call.query("lastDirtyTimestamp"))
+    if dirty is not None:
         changed = changed.with_changes(
-            metadata=freeze_metadata({**changed.metadata, Key.LAST_DIRTY: dirty})
+            metadata=freeze_metadata({**changed.metadata, Key.LAST_DIRTY: str(dirty)})
         )
     call.node.operations.patch_instance(
         PatchInstanceCommand(

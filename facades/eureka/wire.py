@@ -7,8 +7,9 @@ repeated element. So every answer is built once as that tree and :func:`to_xml` 
 from it; what real clients parse (py-eureka-client and Prometheus read XML, eureka-js-client
 JSON) is in ``shared/facades.md`` §4 and ``shared/nacos-v1-api.md`` §E.3.
 
-Input is parsed with ``defusedxml`` (no entities, no external references) after the edge has
-bounded the body's size.
+Input is parsed with ``defusedxml`` (no entities, no external references) or the core's
+``parse_json`` (bounded depth, finite numbers, text only) after the edge has bounded the body's
+size; an XML body is bounded in depth as JSON is.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from lib.errors import InvalidParam
+from naming.parsing import MAX_JSON_DEPTH, parse_json
 
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
@@ -31,6 +33,12 @@ XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
 # A metadata key becomes an element name in XML: a key that is not a valid name is left out
 # of the XML (still in JSON), rather than producing a document no client can read.
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
+# What XML 1.0 cannot carry at all, escaped or not (control characters, U+FFFE/U+FFFF, lone
+# surrogates). Nacos metadata may hold them; written as they are, one such value would make the
+# whole registry document unreadable to every Eureka client, so each becomes U+FFFD.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A Java long: Eureka reads its numbers (ports, timestamps, country ids) as int or long.
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
 def wants_json(accept: str) -> bool:
@@ -41,9 +49,12 @@ def wants_json(accept: str) -> bool:
 # -- input ----------------------------------------------------------------------------------------
 
 
-def _from_element(element: Element) -> Any:
+def _from_element(element: Element, depth: int = 1) -> Any:
     """An element as the JSON codec would have read it: text for a leaf without attributes,
-    else a dict of ``@attributes``, children and ``$`` (the text of a leaf)."""
+    else a dict of ``@attributes``, children and ``$`` (the text of a leaf). A registration is
+    4 levels deep; the bound keeps a deeply nested body from exhausting the recursion here."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidParam(f"the XML body is nested deeper than {MAX_JSON_DEPTH} levels")
     children = list(element)
     if not children and not element.attrib:
         return (element.text or "").strip()
@@ -51,7 +62,7 @@ def _from_element(element: Element) -> Any:
     if not children:
         tree["$"] = (element.text or "").strip()
     for child in children:
-        tree[child.tag] = _from_element(child)
+        tree[child.tag] = _from_element(child, depth + 1)
     return tree
 
 
@@ -63,9 +74,10 @@ def parse_instance(body: bytes, content_type: str) -> Mapping[str, Any]:
     is_json = "json" in kind or ("xml" not in kind and body.lstrip()[:1] == b"{")
     if is_json:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            text = body.decode(json.detect_encoding(body))
+        except UnicodeDecodeError as exc:
             raise InvalidParam(f"cannot parse request body as JSON: {exc}") from None
+        data = parse_json(text, "request body")
         found = data.get("instance") if isinstance(data, dict) else None
         if isinstance(found, dict):
             return found
@@ -97,14 +109,20 @@ def int_of(value: Any, name: str, default: int = 0) -> int:
         return default
     if isinstance(value, bool):
         raise InvalidParam(f"{name} must be a number")
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    text = text_of(value)
-    if re.fullmatch(r"-?\d{1,19}", text):
-        return int(text)
-    raise InvalidParam(f"{name} must be a number, not {text[:40]!r}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        text = text_of(value)
+        if re.fullmatch(r"-?\d{1,19}", text):
+            number = int(text)
+    if number is None:
+        raise InvalidParam(f"{name} must be a number, not {text_of(value)[:40]!r}")
+    if not _LONG_MIN <= number <= _LONG_MAX:
+        raise InvalidParam(f"{name} is out of range (a Java long)")
+    return number
 
 
 def bool_of(value: Any, default: bool) -> bool:
@@ -123,7 +141,7 @@ def bool_of(value: Any, default: bool) -> bool:
 def _xml_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _append(parent: Element, tag: str, value: Any) -> None:

@@ -48,6 +48,7 @@ class Connection:
     def __init__(self) -> None:
         self.transport = Transport()
         self.busy = False
+        self.eof = False  # the client closed its side
         self.watch: Any = None
         self.peer = ("127.0.0.1", 1)
         self.answers: list[bytes] = []
@@ -263,6 +264,26 @@ def test_a_client_that_leaves_is_forgotten(loop: asyncio.AbstractEventLoop) -> N
     assert watchers.held_count == 0 and watchers.stream_count == 0
     assert (watchers.stats.held_cancelled, watchers.stats.streams_closed_by_client) == (1, 1)
     assert not watchers.watching
+
+
+def test_a_client_that_left_while_its_request_was_judged_is_not_waited_for(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Its reset (connection lost) or close (EOF) came before the answer said "wait": nothing is
+    held or streamed for it, and its connection is closed."""
+    watchers = make(loop, ChangeFeed())
+    reset, closed, gone_stream = Connection(), Connection(), Connection()
+    reset.transport.closed = True
+    closed.eof = True
+    gone_stream.eof = True
+    watchers.hold(as_conn(reset), request(), held(A, 0, 30, lambda final: None))
+    watchers.hold(as_conn(closed), request(), held(A, 0, 30, lambda final: None))
+    watchers.stream(as_conn(gone_stream), request(), spec(0))
+    assert watchers.held_count == 0 and watchers.stream_count == 0 and not watchers.watching
+    assert watchers.stats.held_cancelled == 2 and watchers.stats.streams_opened == 0
+    for connection in (reset, closed, gone_stream):
+        assert connection.transport.closed and not connection.busy
+        assert connection.transport.written == [] and connection.watch is None
 
 
 def test_a_stream_whose_client_does_not_read_is_closed(loop: asyncio.AbstractEventLoop) -> None:
