@@ -32,6 +32,7 @@ _WATCH_TOTALS = {
     "streamsClosedSlow": "Event streams closed because their client did not read.",
     "streamsClosedLagging": "Event streams closed because the feed no longer had their changes.",
     "eventsSent": "Changes written to event streams (one per stream).",
+    "frameErrors": "Changes that could not be written as an event (their streams were closed).",
 }
 
 

@@ -76,6 +76,7 @@ class WatchStats:
     keepalives_sent: int = 0
     pulls: int = 0  # loop wake-ups for new changes (one per burst)
     pulled_events: int = 0
+    frame_errors: int = 0  # changes that could not be written as an event: their streams closed
 
 
 class Waiter:
@@ -352,6 +353,7 @@ class Watchers:
         if first > self.last + 1:
             self._lost(first - 1, woken)
         touched: set[Stream] = set()
+        broken: set[Stream] = set()
         by_topic, held, topic_fns = self.streams, self.held, list(self._topic_fns)
         for event in events:
             service = event.service
@@ -360,7 +362,7 @@ class Watchers:
                 if waiters:
                     woken.update(w for w in waiters if event.index > w.held.after)
             framer: Callable[[FeedEvent], bytes] | None = None
-            framed = b""
+            framed: bytes | None = b""
             for topics_of in topic_fns:
                 for topic in topics_of(event):
                     streams = by_topic.get(topic)
@@ -371,11 +373,20 @@ class Watchers:
                             continue
                         if stream.spec.frame is not framer:
                             framer = stream.spec.frame
-                            framed = framer(event)
+                            framed = self._frame(framer, event)
+                        if framed is None:
+                            broken.add(stream)
+                            continue
                         stream.pending.append(framed)
                         stream.after = event.index
                         touched.add(stream)
         self.last = events[-1].index
+        for stream in broken:
+            # Closed rather than sent a gap: its client resumes, and starts again with
+            # ``current`` if the change is still in the way.
+            touched.discard(stream)
+            if not stream.done:
+                self._end(stream)
         for stream in touched:
             if not stream.done:
                 self.stats.events_sent += len(stream.pending)
@@ -387,6 +398,17 @@ class Watchers:
         if len(events) >= PULL_LIMIT and not self._scheduled:
             self._scheduled = True
             self.server._loop_now().call_soon(self._pull)
+
+    def _frame(self, framer: Callable[[FeedEvent], bytes], event: FeedEvent) -> bytes | None:
+        """The event as a stream writes it, or None when it cannot be written: counted and
+        logged, so one bad change cannot raise out of the pull and stall every stream behind
+        it (the feed index would never advance past it)."""
+        try:
+            return framer(event)
+        except Exception:
+            self.stats.frame_errors += 1
+            log.exception("a change to %s could not be framed as an event", event.service)
+            return None
 
     def _lost(self, before: int, woken: set[Waiter]) -> None:
         """The feed trimmed changes up to ``before`` that some were not sent: those streams

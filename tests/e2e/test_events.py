@@ -346,4 +346,5 @@ def test_the_counts_are_in_metrics(node: NodeProcess, svc: str) -> None:
     assert samples["naming_http_held_requests"] == 0
     assert samples["naming_http_streams_opened_total"] >= 1
     assert "naming_http_events_sent_total" in samples
+    assert samples["naming_http_frame_errors_total"] == 0
     assert "naming_http_held_woken_total" in samples

@@ -386,3 +386,32 @@ def test_a_change_is_offered_only_to_the_streams_of_its_topics(
     assert all(
         b"@@s7;" not in b"".join(c.transport.written) for n, c in followers.items() if n != changed
     )
+
+
+def test_a_change_that_cannot_be_framed_closes_its_streams_and_the_rest_go_on(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = ChangeFeed()
+    views = Views(feed)
+    watchers = make(loop, feed)
+    fine, broken = Connection(), Connection()
+    watchers.stream(as_conn(fine), request(), spec(feed.last_index))
+    good = spec(feed.last_index)
+
+    def frame(event: FeedEvent) -> bytes:
+        if event.instance is not None and event.instance.ip == "10.0.0.2":
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return good.frame(event)
+
+    failing = EventStream(
+        good.headers, good.first, good.after, good.topic, good.topics, good.matches, frame
+    )
+    watchers.stream(as_conn(broken), request(), failing)
+    views.change(A, "10.0.0.1")
+    views.change(A, "10.0.0.1", "10.0.0.2")
+    views.change(A, "10.0.0.1", "10.0.0.2", "10.0.0.3")
+    settle(loop)
+    assert watchers.stats.frame_errors == 1 and "could not be framed" in caplog.text
+    assert broken.transport.closed and watchers.stream_count == 1
+    assert b"up:10.0.0.2;up:10.0.0.3;" in sent(fine)
+    assert watchers.last == feed.last_index  # the pull went past the change
