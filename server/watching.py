@@ -371,6 +371,8 @@ class Watchers:
                     for stream in streams:
                         if event.index <= stream.after or not stream.spec.matches(event):
                             continue
+                        if broken and stream in broken:
+                            continue  # closed below: nothing more is framed for it
                         if stream.spec.frame is not framer:
                             framer = stream.spec.frame
                             framed = self._frame(framer, event)
