@@ -143,10 +143,10 @@ class Connections:
         self.per_client: Counter[str] = Counter()
         # Transports that sent ServerCheck but have not set up their stream, oldest first.
         # Each costs the client only a TCP connection it may close at once, so their number is
-        # capped here, not only by their TTL: past the cap the oldest is forgotten. That is
-        # harmless to a real client, whose setup checks its transport in again.
+        # capped here (at ``max_connections``), not only by their TTL: past the cap the oldest
+        # is forgotten. That is harmless to a real client, whose setup checks its transport in
+        # again.
         self.unsetup: dict[str, Connection] = {}
-        self.max_unsetup = max_connections
         self.stats = ConnectionStats()
 
     def check(self, peer: str) -> Connection:
@@ -170,7 +170,7 @@ class Connections:
         self.by_id[conn.id] = conn
         self.unsetup[peer] = conn
         self.stats.checked += 1
-        while len(self.unsetup) > self.max_unsetup:
+        while len(self.unsetup) > self.max_connections:
             self.remove(next(iter(self.unsetup.values())))
             self.stats.unsetup_evicted += 1
         return conn
